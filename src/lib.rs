@@ -1,8 +1,35 @@
 //! edge-reason: run a small INT4 language model on-device and make it reason efficiently.
-//! (crate docs are filled in as modules land)
+//!
+//! What it does today: reads GGUF models (llama and qwen2 architectures, F32/F16/BF16,
+//! Q4_0/Q4_1/Q5_x/Q8_0 and K-quant weights), tokenizes with the model's own vocabulary,
+//! renders its chat template, and runs the transformer on the CPU with a KV cache kept
+//! outside the model, checked against llama.cpp.
+//!
+//! What it does not do (yet): WebGPU kernels, browser storage, LoRA adapters, the
+//! switcher, parallel candidates (see the issues).
+//!
+//! Modules:
+//! - [`gguf`]: the file format (metadata, tensor directory with byte ranges).
+//! - [`tokenizer`]: GGUF vocab/merges to a `tokenizers::Tokenizer`; chat templates.
+//! - [`model`]: config, weights and the one transformer.
+//! - [`cpu`]: quantized matmul and the small ops, on slices.
+//! - [`kv_cache`]: per-sequence keys and values, outside the model.
+//! - [`sampler`]: greedy, temperature, top-k, top-p, repetition penalty.
+//! - [`engine`]: tokenizer + model + sampler: prompt in, tokens out.
+
+pub mod cpu;
+pub mod engine;
+pub mod error;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
+pub mod tokenizer;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;
+
+pub use error::{Error, Result};
 
 /// The crate version, as shown by the CLI and the demo page.
 pub fn version() -> &'static str {

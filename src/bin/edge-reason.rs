@@ -1,1 +1,310 @@
-fn main(){}
+//! `edge-reason`: the native command line for app developers and shell checks.
+//! Every subcommand prints one JSON document (JSON lines when streaming) with `--json`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use edge_reason::engine::{now_seconds, Engine, DEFAULT_CONTEXT};
+use edge_reason::model::Logits;
+use edge_reason::sampler::{argmax, SamplerConfig};
+use edge_reason::tokenizer::Message;
+use edge_reason::{Error, Result};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "edge-reason",
+    version,
+    about = "Run a small GGUF language model on the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Cpu,
+    Gpu,
+    Auto,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Path to a .gguf model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Compute backend (the GPU backend is not built yet: auto means cpu).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Token ids of a text (special tokens in the text are parsed).
+    Tokenize {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        text: String,
+        /// Treat special-token text like `<|im_start|>` as plain text.
+        #[arg(long)]
+        no_special: bool,
+    },
+    /// The highest logits at the last position of a raw prompt (no chat template).
+    Logits {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+    },
+    /// Generate text, streamed as it is produced.
+    Generate {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as a user message in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Context size in tokens.
+        #[arg(long, default_value_t = DEFAULT_CONTEXT)]
+        context: usize,
+    },
+    /// Prefill and decode speed.
+    Bench {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 512)]
+        prefill_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        decode_tokens: usize,
+        /// Repetitions; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn load(common: &Common) -> Result<Engine> {
+    if common.backend == Backend::Gpu {
+        return Err(Error::InvalidArgument(
+            "--backend gpu is not available yet in this build; use --backend cpu".into(),
+        ));
+    }
+    if let Some(n) = common.threads {
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "--threads must be at least 1".into(),
+            ));
+        }
+        // Fails only if the pool was already built, which cannot happen here.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    Engine::from_file(&common.model)
+}
+
+fn print_json(v: serde_json::Value) {
+    println!("{v}");
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Tokenize {
+            common,
+            text,
+            no_special,
+        } => {
+            let engine = load(&common)?;
+            let ids = engine.tokenizer.encode(&text, !no_special)?;
+            if common.json {
+                print_json(json!({ "ids": ids }));
+            } else {
+                println!("{ids:?}");
+            }
+        }
+        Command::Logits {
+            common,
+            prompt,
+            top,
+        } => {
+            let engine = load(&common)?;
+            let ids = engine.tokenizer.encode_prompt(&prompt)?;
+            let mut cache = engine.new_cache(ids.len());
+            let logits = engine.prefill(&ids, &mut cache)?;
+            let mut order: Vec<usize> = (0..logits.len()).collect();
+            order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            let top: Vec<(usize, f32)> = order.iter().take(top).map(|&i| (i, logits[i])).collect();
+            if common.json {
+                print_json(json!({ "tokens": ids, "top": top }));
+            } else {
+                println!("tokens: {ids:?}");
+                for (id, l) in top {
+                    println!(
+                        "{id:>8} {l:>10.4} {:?}",
+                        engine.tokenizer.decode(&[id as u32])?
+                    );
+                }
+            }
+        }
+        Command::Generate {
+            common,
+            prompt,
+            chat,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+            context,
+        } => {
+            let engine = load(&common)?;
+            let text = if chat {
+                engine
+                    .tokenizer
+                    .apply_chat_template(&[Message::new("user", &prompt)], true)?
+            } else {
+                prompt
+            };
+            let ids = engine.tokenizer.encode_prompt(&text)?;
+            let sampler = SamplerConfig {
+                temperature,
+                top_k,
+                top_p,
+                repetition_penalty,
+                seed,
+                ..SamplerConfig::default()
+            };
+            let json_out = common.json;
+            let mut stdout = std::io::stdout();
+            let g = engine.generate(&ids, max_tokens, sampler, context, |piece| {
+                if json_out {
+                    print_json(json!({ "text": piece }));
+                } else {
+                    print!("{piece}");
+                    let _ = stdout.flush();
+                }
+            })?;
+            if json_out {
+                print_json(json!({
+                    "ids": g.ids,
+                    "text": g.text,
+                    "prompt_tokens": g.prompt_tokens,
+                    "stop": g.stop,
+                    "prefill_tok_s": g.prefill_tok_s,
+                    "decode_tok_s": g.decode_tok_s,
+                }));
+            } else {
+                println!();
+                eprintln!(
+                    "[{} prompt tokens, {:.1} tok/s prefill; {} generated, {:.1} tok/s decode; stop: {}]",
+                    g.prompt_tokens,
+                    g.prefill_tok_s,
+                    g.ids.len(),
+                    g.decode_tok_s,
+                    g.stop
+                );
+            }
+        }
+        Command::Bench {
+            common,
+            prefill_tokens,
+            decode_tokens,
+            runs,
+        } => {
+            let engine = load(&common)?;
+            let r = bench(&engine, prefill_tokens, decode_tokens, runs.max(1))?;
+            let out = json!({
+                "backend": "cpu",
+                "adapter": "cpu",
+                "threads": rayon::current_num_threads(),
+                "runs": runs.max(1),
+                "prefill_tokens": prefill_tokens,
+                "prefill_tok_s": r.0,
+                "decode_tokens": decode_tokens,
+                "decode_tok_s": r.1,
+            });
+            if common.json {
+                print_json(out);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median prefill and decode tokens/s: prefill of `n_prefill` pseudo-random tokens into
+/// an empty cache; decode of `n_decode` single-token steps from a one-token prompt (as
+/// llama-bench's pp/tg tests do).
+fn bench(engine: &Engine, n_prefill: usize, n_decode: usize, runs: usize) -> Result<(f64, f64)> {
+    let vocab = engine.model.config.vocab_size as u64;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let prompt: Vec<u32> = (0..n_prefill)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) % vocab) as u32
+        })
+        .collect();
+    // One warm-up pass of each so that page faults and thread start-up are not timed.
+    let mut warm = engine.new_cache(n_prefill.max(n_decode + 1));
+    engine.prefill(&prompt[..n_prefill.min(32)], &mut warm)?;
+    let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let mut cache = engine.new_cache(n_prefill);
+        let t0 = now_seconds();
+        engine.prefill(&prompt, &mut cache)?;
+        pre.push(n_prefill as f64 / (now_seconds() - t0));
+
+        let mut cache = engine.new_cache(n_decode + 1);
+        let mut logits = engine
+            .model
+            .forward(&prompt[..1], &mut cache, Logits::Last)?;
+        let t0 = now_seconds();
+        for _ in 0..n_decode {
+            let next = argmax(&logits);
+            logits = engine.model.forward(&[next], &mut cache, Logits::Last)?;
+        }
+        dec.push(n_decode as f64 / (now_seconds() - t0));
+    }
+    Ok((median(pre), median(dec)))
+}

@@ -1,0 +1,208 @@
+//! The small ops of the forward pass, on row-major `f32` slices.
+
+use rayon::prelude::*;
+
+/// `out = x / rms(x) * weight`, row by row; `x` and `out` are (rows, d).
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        // Accumulated in f64 as ggml does: residual streams carry outliers in the
+        // tens of thousands, and matching ggml's rounding keeps logits comparable.
+        let mean_sq = (xr.iter().map(|&v| (v * v) as f64).sum::<f64>() / d as f64) as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, &v), &w) in or.iter_mut().zip(xr).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+/// `x += y`.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Adds `bias` (d) to every row of `x` (rows, d).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_in_place(row, bias);
+    }
+}
+
+/// SwiGLU: `gate = silu(gate) * up`.
+pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// How rotary embedding pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i+1)`: ggml's "normal" mode, used by `llama` GGUFs.
+    Interleaved,
+    /// Halves `(i, i + d/2)`: ggml's NeoX mode, used by `qwen2`.
+    Halves,
+}
+
+/// Per-position rotation tables for a chunk: cos and sin, each (positions, head_dim / 2).
+pub struct RopeTable {
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    pub half: usize,
+}
+
+impl RopeTable {
+    /// `theta_i = pos * base^(-2i/d) / factor_i`, computed as ggml does (a running product
+    /// in f32), for positions `start..start + n`.
+    pub fn new(start: usize, n: usize, head_dim: usize, base: f32, factors: Option<&[f32]>) -> Self {
+        let half = head_dim / 2;
+        let theta_scale = base.powf(-2.0 / head_dim as f32);
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in start..start + n {
+            let mut theta = p as f32;
+            for i in 0..half {
+                let t = match factors {
+                    Some(f) => theta / f[i],
+                    None => theta,
+                };
+                cos.push(t.cos());
+                sin.push(t.sin());
+                theta *= theta_scale;
+            }
+        }
+        RopeTable { cos, sin, half }
+    }
+
+    /// Rotates every head of `x` (positions, n_heads * head_dim) in place.
+    pub fn apply(&self, x: &mut [f32], n_heads: usize, style: RopeStyle) {
+        let hd = self.half * 2;
+        for (p, row) in x.chunks_exact_mut(n_heads * hd).enumerate() {
+            let cos = &self.cos[p * self.half..(p + 1) * self.half];
+            let sin = &self.sin[p * self.half..(p + 1) * self.half];
+            for head in row.chunks_exact_mut(hd) {
+                for i in 0..self.half {
+                    let (a, b) = match style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Halves => (i, i + self.half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[i] - x1 * sin[i];
+                    head[b] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+        }
+    }
+}
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Causal grouped-query attention of `n_q` new queries against a KV sequence.
+///
+/// - `q`: (n_q, n_heads * head_dim); query `t` sits at position `first_pos + t`.
+/// - `k`, `v`: (positions, n_kv_heads * head_dim), holding at least positions
+///   `0..=first_pos + n_q - 1`.
+/// - `out`: (n_q, n_heads * head_dim).
+///
+/// Query head `h` reads KV head `h / (n_heads / n_kv_heads)`; query `t` attends to
+/// positions `0..=first_pos + t`.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    first_pos: usize,
+    shape: AttentionShape,
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim: hd,
+    } = shape;
+    let n_q = q.len() / (n_heads * hd);
+    let group = n_heads / n_kv_heads;
+    let kv_stride = n_kv_heads * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    // One task per (query, head): each writes its own head_dim slice of `out`.
+    out.par_chunks_mut(hd)
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(i, o)| {
+            let (t, h) = (i / n_heads, i % n_heads);
+            let kvh = h / group;
+            let qh = &q[t * n_heads * hd + h * hd..][..hd];
+            let n_pos = first_pos + t + 1;
+            let mut scores = Vec::with_capacity(n_pos);
+            let mut max = f32::NEG_INFINITY;
+            for p in 0..n_pos {
+                let kp = &k[p * kv_stride + kvh * hd..][..hd];
+                let s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                max = max.max(s);
+                scores.push(s);
+            }
+            let mut total = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            o.fill(0.0);
+            for (p, &s) in scores.iter().enumerate() {
+                let w = s / total;
+                let vp = &v[p * kv_stride + kvh * hd..][..hd];
+                for (a, &b) in o.iter_mut().zip(vp) {
+                    *a += w * b;
+                }
+            }
+        });
+    debug_assert_eq!(out.len(), n_q * n_heads * hd);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_row_is_the_weight() {
+        let x = [2.0f32; 4];
+        let w = [1.0, 2.0, 3.0, 4.0];
+        let mut out = [0f32; 4];
+        rms_norm(&x, &w, 0.0, &mut out);
+        assert_eq!(out, w);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_preserves_norm() {
+        let table = RopeTable::new(0, 2, 4, 10000.0, None);
+        let mut x = vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
+        table.apply(&mut x, 1, RopeStyle::Halves);
+        assert_eq!(&x[..4], &[1.0, 2.0, 3.0, 4.0]);
+        let n0: f32 = x[..4].iter().map(|v| v * v).sum();
+        let n1: f32 = x[4..].iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-4);
+        assert_ne!(&x[4..], &x[..4]);
+    }
+
+    #[test]
+    fn attention_of_single_position_returns_its_value() {
+        let shape = AttentionShape {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 2,
+        };
+        let q = [1.0, 0.0, 0.0, 1.0];
+        let k = [0.5, 0.5];
+        let v = [3.0, -1.0];
+        let mut out = [0f32; 4];
+        attention(&q, &k, &v, 0, shape, &mut out);
+        assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
+    }
+}

@@ -1,0 +1,172 @@
+//! Prompt in, tokens out: a model, its tokenizer and a sampler, with timings.
+
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::kv_cache::KvCache;
+use crate::model::{BytesSource, Logits, Model, TensorSource};
+use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
+
+/// Prompt tokens run through the model per forward call during prefill.
+pub const PREFILL_CHUNK: usize = 128;
+/// Context used when the caller does not choose one (the model's own may be far larger).
+pub const DEFAULT_CONTEXT: usize = 4096;
+
+/// A loaded model with its tokenizer.
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+}
+
+/// What a generation produced, with its speed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Generation {
+    /// Generated ids (the prompt excluded).
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    /// Why it stopped: `"eos"` or `"length"`.
+    pub stop: &'static str,
+}
+
+/// Seconds since an arbitrary origin, on native and in the browser.
+pub fn now_seconds() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now() / 1000.0
+    }
+}
+
+impl Engine {
+    /// Loads a model and tokenizer from a parsed header and a tensor source.
+    pub fn load(gguf: &Gguf, source: &mut dyn TensorSource) -> Result<Self> {
+        let tokenizer = Tokenizer::from_gguf(gguf)?;
+        let model = Model::load(gguf, source)?;
+        Ok(Engine { model, tokenizer })
+    }
+
+    /// Loads a whole GGUF file held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let gguf = Gguf::parse(bytes)?;
+        Self::load(&gguf, &mut BytesSource(bytes))
+    }
+
+    /// Loads a GGUF file from disk, reading the header then one tensor at a time.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let gguf = read_gguf_header(path)?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Self::load(&gguf, &mut crate::model::FileSource { file })
+    }
+
+    /// A fresh cache for one sequence of at most `capacity` positions (clamped to the
+    /// model's context length).
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(&self.model.config, capacity.min(self.model.config.context_length))
+    }
+
+    /// Runs the prompt through the model in chunks and returns the last position's logits.
+    pub fn prefill(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        cache.check_room(ids.len())?;
+        let mut logits = Vec::new();
+        let n_chunks = ids.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
+            let want = if i + 1 == n_chunks { Logits::Last } else { Logits::None };
+            logits = self.model.forward(chunk, cache, want)?;
+        }
+        Ok(logits)
+    }
+
+    /// Generates up to `max_tokens` after `prompt_ids`, calling `on_text` with each new
+    /// piece of text as soon as it is complete UTF-8.
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        max_tokens: usize,
+        sampler: SamplerConfig,
+        context: usize,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<Generation> {
+        let mut sampler = Sampler::new(sampler)?;
+        let mut cache = self.new_cache(context);
+        cache.check_room(prompt_ids.len() + max_tokens.min(1))?;
+        let t0 = now_seconds();
+        let mut logits = self.prefill(prompt_ids, &mut cache)?;
+        let t1 = now_seconds();
+        let mut history = prompt_ids.to_vec();
+        let mut ids = Vec::new();
+        let mut emitted = 0; // bytes of `text` already passed to on_text
+        let mut text = String::new();
+        let mut stop = "length";
+        let room = cache.capacity() - cache.len();
+        for step in 0..max_tokens.min(room + 1) {
+            let next = sampler.sample(&mut logits, &history);
+            if self.tokenizer.is_end_of_generation(next) {
+                stop = "eos";
+                break;
+            }
+            ids.push(next);
+            history.push(next);
+            text = self.tokenizer.decode(&ids)?;
+            if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted) {
+                on_text(&text[emitted..]);
+                emitted = text.len();
+            }
+            if step + 1 == max_tokens || cache.len() == cache.capacity() {
+                break;
+            }
+            logits = self.model.forward(&[next], &mut cache, Logits::Last)?;
+        }
+        if text.len() > emitted && text.is_char_boundary(emitted) {
+            on_text(&text[emitted..]);
+        }
+        let t2 = now_seconds();
+        let decoded = ids.len().saturating_sub(1).max(1) as f64;
+        Ok(Generation {
+            prompt_tokens: prompt_ids.len(),
+            prefill_tok_s: prompt_ids.len() as f64 / (t1 - t0).max(1e-9),
+            decode_tok_s: decoded / (t2 - t1).max(1e-9),
+            ids,
+            text,
+            stop,
+        })
+    }
+}
+
+/// Reads just enough of a GGUF file to parse its header (it grows the read until the
+/// header fits), without reading tensor data.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_gguf_header(path: &std::path::Path) -> Result<Gguf> {
+    use std::io::Read;
+    let ctx = || format!("reading {}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(ctx(), e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+    let mut prefix = Vec::new();
+    let mut want: u64 = 4 << 20;
+    loop {
+        let target = want.min(file_len);
+        let have = prefix.len() as u64;
+        (&mut file)
+            .take(target - have)
+            .read_to_end(&mut prefix)
+            .map_err(|e| Error::io(ctx(), e))?;
+        match Gguf::parse_prefix(&prefix, file_len) {
+            Err(Error::Truncated { end, .. }) if target < file_len && end <= file_len + 1 => {
+                want = (want * 2).max(end);
+            }
+            other => return other,
+        }
+    }
+}
