@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def llama_cpp_runner(model, threads, n_ctx):
+    import llama_cpp
     from llama_cpp import Llama
 
     llm = Llama(model, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
@@ -28,7 +29,10 @@ def llama_cpp_runner(model, threads, n_ctx):
     vocab = llm.n_vocab()
 
     def last_argmax():
-        return int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        # llama-cpp-python 0.3.36 leaves llm.scores empty without logits_all: read the
+        # last position's logits from the context directly.
+        ptr = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(vocab,))))
 
     def run(prompt, n_decode):
         llm.reset()

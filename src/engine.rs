@@ -37,7 +37,10 @@ pub fn now_seconds() -> f64 {
     {
         use std::sync::OnceLock;
         static START: OnceLock<std::time::Instant> = OnceLock::new();
-        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64()
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
     }
     #[cfg(target_arch = "wasm32")]
     {
@@ -71,7 +74,10 @@ impl Engine {
     /// A fresh cache for one sequence of at most `capacity` positions (clamped to the
     /// model's context length).
     pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(&self.model.config, capacity.min(self.model.config.context_length))
+        KvCache::new(
+            &self.model.config,
+            capacity.min(self.model.config.context_length),
+        )
     }
 
     /// Runs the prompt through the model in chunks and returns the last position's logits.
@@ -83,7 +89,11 @@ impl Engine {
         let mut logits = Vec::new();
         let n_chunks = ids.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            let want = if i + 1 == n_chunks { Logits::Last } else { Logits::None };
+            let want = if i + 1 == n_chunks {
+                Logits::Last
+            } else {
+                Logits::None
+            };
             logits = self.model.forward(chunk, cache, want)?;
         }
         Ok(logits)
@@ -120,7 +130,8 @@ impl Engine {
             ids.push(next);
             history.push(next);
             text = self.tokenizer.decode(&ids)?;
-            if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted) {
+            if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted)
+            {
                 on_text(&text[emitted..]);
                 emitted = text.len();
             }

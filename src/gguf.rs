@@ -321,7 +321,8 @@ impl Gguf {
     /// A required unsigned integer.
     pub fn u64(&self, key: &str) -> Result<u64> {
         let v = self.require(key)?;
-        v.as_u64().ok_or_else(|| type_error(key, "an unsigned integer", v))
+        v.as_u64()
+            .ok_or_else(|| type_error(key, "an unsigned integer", v))
     }
 
     /// A required float (integers are accepted).

@@ -1,7 +1,6 @@
 //! Text to token ids and back, built from the model's own GGUF vocabulary (or a
 //! `tokenizer.json`), plus the model's chat template.
 
-
 use serde::Serialize;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -116,7 +115,10 @@ impl Tokenizer {
         let id = |k: &str| g.get(k).and_then(Value::as_u64).map(|v| v as u32);
         let bos = id("tokenizer.ggml.bos_token_id");
         let eos = id("tokenizer.ggml.eos_token_id");
-        let add_bos = matches!(g.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
+        let add_bos = matches!(
+            g.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        );
         let chat_template = match g.get("tokenizer.chat_template") {
             Some(Value::String(s)) => s.clone(),
             _ => CHATML_TEMPLATE.to_string(),
@@ -146,7 +148,13 @@ impl Tokenizer {
         let mut literal = inner.clone();
         literal.set_encode_special_tokens(true);
         let mut end_of_generation: Vec<u32> = eos.into_iter().collect();
-        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "<end_of_turn>"] {
+        for name in [
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "<|end_of_text|>",
+            "<end_of_turn>",
+        ] {
             if let Some(t) = inner.token_to_id(name) {
                 if !end_of_generation.contains(&t) {
                     end_of_generation.push(t);
@@ -167,8 +175,16 @@ impl Tokenizer {
     /// Token ids of `text`, without BOS. With `parse_special`, special-token text such
     /// as `<|im_start|>` becomes its one id (as llama.cpp's `special = true`).
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
-        let tk = if parse_special { &self.inner } else { &self.literal };
-        Ok(tk.encode_fast(text, false).map_err(tk_err)?.get_ids().to_vec())
+        let tk = if parse_special {
+            &self.inner
+        } else {
+            &self.literal
+        };
+        Ok(tk
+            .encode_fast(text, false)
+            .map_err(tk_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Prompt ids: BOS when the model wants it, then `text` with special tokens parsed.
@@ -197,9 +213,14 @@ impl Tokenizer {
     }
 
     /// Renders `messages` with the model's chat template.
-    pub fn apply_chat_template(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let token = |id: Option<u32>| {
-            id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default()
+            id.and_then(|i| self.inner.id_to_token(i))
+                .unwrap_or_default()
         };
         render_chat_template(
             &self.chat_template,
@@ -251,9 +272,15 @@ pub fn render_chat_template(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
     env.add_template("chat", template).map_err(err)?;
     let ctx = minijinja::context! {
         messages => messages,
@@ -261,7 +288,10 @@ pub fn render_chat_template(
         bos_token => bos_token,
         eos_token => eos_token,
     };
-    env.get_template("chat").map_err(err)?.render(ctx).map_err(err)
+    env.get_template("chat")
+        .map_err(err)?
+        .render(ctx)
+        .map_err(err)
 }
 
 #[cfg(test)]
@@ -278,7 +308,10 @@ mod tests {
             "<|im_end|>",
         )
         .unwrap();
-        assert_eq!(out, "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

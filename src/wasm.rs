@@ -60,7 +60,11 @@ struct BackendChoice {
 
 impl BackendChoice {
     fn cpu(reason: impl Into<String>) -> Self {
-        BackendChoice { webgpu: false, reason: reason.into(), adapter: None }
+        BackendChoice {
+            webgpu: false,
+            reason: reason.into(),
+            adapter: None,
+        }
     }
 
     fn to_js(&self) -> Result<JsValue, JsError> {
@@ -87,16 +91,17 @@ async fn detect() -> Result<BackendChoice, JsError> {
     }
     let gpu = get(&navigator, "gpu")?;
     if gpu.is_undefined() || gpu.is_null() {
-        return Ok(BackendChoice::cpu("navigator.gpu is missing: this browser has no WebGPU"));
+        return Ok(BackendChoice::cpu(
+            "navigator.gpu is missing: this browser has no WebGPU",
+        ));
     }
-    let request: Function = match get(&gpu, "requestAdapter")?.dyn_into() {
-        Ok(f) => f,
-        Err(_) => {
-            return Ok(BackendChoice::cpu(
+    let request: Function =
+        match get(&gpu, "requestAdapter")?.dyn_into() {
+            Ok(f) => f,
+            Err(_) => return Ok(BackendChoice::cpu(
                 "navigator.gpu.requestAdapter is not a function: this browser's WebGPU is unusable",
-            ))
-        }
-    };
+            )),
+        };
     // requestAdapter() may throw synchronously or reject; either way there is no adapter.
     let promise: Promise = match request.call0(&gpu) {
         Ok(p) => Promise::resolve(&p),
@@ -133,10 +138,13 @@ async fn adapter_name(adapter: &JsValue) -> String {
     let mut info = get(adapter, "info").unwrap_or(JsValue::UNDEFINED);
     if info.is_undefined() || info.is_null() {
         if let Ok(f) = get(adapter, "requestAdapterInfo").and_then(|f| {
-            f.dyn_into::<Function>().map_err(|_| JsError::new("not a function"))
+            f.dyn_into::<Function>()
+                .map_err(|_| JsError::new("not a function"))
         }) {
             if let Ok(p) = f.call0(adapter) {
-                info = JsFuture::from(Promise::resolve(&p)).await.unwrap_or(JsValue::UNDEFINED);
+                info = JsFuture::from(Promise::resolve(&p))
+                    .await
+                    .unwrap_or(JsValue::UNDEFINED);
             }
         }
     }
@@ -144,7 +152,12 @@ async fn adapter_name(adapter: &JsValue) -> String {
         return "WebGPU adapter".to_string();
     }
     let field = |k: &str| -> String {
-        get(&info, k).ok().and_then(|v| v.as_string()).unwrap_or_default().trim().to_string()
+        get(&info, k)
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     };
     let description = field("description");
     let parts: Vec<String> = ["vendor", "architecture", "device"]

@@ -109,7 +109,30 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let threads = match &cli.command {
+        Command::Tokenize { common, .. }
+        | Command::Logits { common, .. }
+        | Command::Generate { common, .. }
+        | Command::Bench { common, .. } => common.threads,
+    };
+    // The whole command runs inside the pool, so the calling thread is one of its
+    // workers: with one thread every parallel loop runs inline, and with more the
+    // caller works instead of waiting for a hand-off at every matmul.
+    let pool = match threads {
+        Some(0) => Err("--threads must be at least 1".to_string()),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| e.to_string()),
+        None => rayon::ThreadPoolBuilder::new()
+            .build()
+            .map_err(|e| e.to_string()),
+    };
+    let pool = pool.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
+    if let Err(e) = pool.install(|| run(cli)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

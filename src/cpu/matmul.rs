@@ -103,7 +103,8 @@ impl Matrix {
 
     /// Bytes the weights occupy.
     pub fn n_bytes(&self) -> usize {
-        (self.rows * self.cols) / self.ttype.block_len() as usize * self.ttype.block_bytes() as usize
+        (self.rows * self.cols) / self.ttype.block_len() as usize
+            * self.ttype.block_bytes() as usize
     }
 
     /// Dequantizes row `row` into `out` (`cols` values): the embedding lookup.
@@ -150,8 +151,17 @@ impl Matrix {
                 y,
                 1,
                 bf16::ZERO,
-                |x: &[f32], q: &mut [bf16]| q.iter_mut().zip(x).for_each(|(q, &v)| *q = bf16::from_f32(v)),
-                |wr: &[bf16], xr: &[bf16]| wr.iter().zip(xr).map(|(a, b)| a.to_f32() * b.to_f32()).sum(),
+                |x: &[f32], q: &mut [bf16]| {
+                    q.iter_mut()
+                        .zip(x)
+                        .for_each(|(q, &v)| *q = bf16::from_f32(v))
+                },
+                |wr: &[bf16], xr: &[bf16]| {
+                    wr.iter()
+                        .zip(xr)
+                        .map(|(a, b)| a.to_f32() * b.to_f32())
+                        .sum()
+                },
             ),
             Blocks::Q4_0(b) => q8_0_matmul(b, x, m, self.cols, y),
             Blocks::Q4_1(b) => blocked_matmul(
@@ -215,7 +225,13 @@ fn q8_0_matmul<T: GgmlType<VecDotType = BlockQ8_0>>(
 }
 
 /// Matmul for K-quants, with Q8_K activations quantized as ggml does.
-fn q8_k_matmul<T: GgmlType<VecDotType = BlockQ8K>>(w: &[T], x: &[f32], m: usize, k: usize, y: &mut [f32]) {
+fn q8_k_matmul<T: GgmlType<VecDotType = BlockQ8K>>(
+    w: &[T],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    y: &mut [f32],
+) {
     blocked_matmul(
         w,
         x,
@@ -231,7 +247,11 @@ fn q8_k_matmul<T: GgmlType<VecDotType = BlockQ8K>>(w: &[T], x: &[f32], m: usize,
 
 /// ggml's `quantize_row_q8_K`.
 fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
-    let zero = q4_1::BlockQ8K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+    let zero = q4_1::BlockQ8K {
+        d: 0.0,
+        qs: [0; 256],
+        bsums: [0; 16],
+    };
     let mut ours = vec![zero; out.len()];
     q4_1::quantize_q8_k(x, &mut ours);
     // SAFETY: both are repr(C) { f32, [i8; 256], [i16; 16] } (sizes checked in tests).
@@ -322,7 +342,9 @@ mod tests {
     }
 
     fn quantized(ttype: TensorType, rows: usize, cols: usize, rng: &mut SmallRng) -> Matrix {
-        let data: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-0.5..0.5))
+            .collect();
         fn pack<T: GgmlType>(data: &[f32]) -> Vec<u8> {
             let mut b = vec![T::zeros(); data.len() / T::BLCK_SIZE];
             T::from_float(data, &mut b);
@@ -379,7 +401,9 @@ mod tests {
 
     #[test]
     fn wrong_byte_count_is_an_error() {
-        let err = Matrix::from_bytes(TensorType::Q4_1, 4, 64, &[0u8; 10]).err().unwrap();
+        let err = Matrix::from_bytes(TensorType::Q4_1, 4, 64, &[0u8; 10])
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("needs 160 bytes"), "{err}");
     }
 }

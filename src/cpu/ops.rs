@@ -56,7 +56,13 @@ pub struct RopeTable {
 impl RopeTable {
     /// `theta_i = pos * base^(-2i/d) / factor_i`, computed as ggml does (a running product
     /// in f32), for positions `start..start + n`.
-    pub fn new(start: usize, n: usize, head_dim: usize, base: f32, factors: Option<&[f32]>) -> Self {
+    pub fn new(
+        start: usize,
+        n: usize,
+        head_dim: usize,
+        base: f32,
+        factors: Option<&[f32]>,
+    ) -> Self {
         let half = head_dim / 2;
         let theta_scale = base.powf(-2.0 / head_dim as f32);
         let mut cos = Vec::with_capacity(n * half);

@@ -148,12 +148,20 @@ pub fn dequantize(blocks: &[BlockQ4_1], out: &mut [f32]) {
 #[inline]
 pub fn dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     {
         // SAFETY: the target features this function needs are enabled at compile time.
         unsafe { dot_avx2(w, x) }
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
     {
         dot_scalar(w, x)
     }
@@ -173,7 +181,11 @@ pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     sum
 }
 
-#[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
 #[inline]
 unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     use std::arch::x86_64::*;
@@ -261,15 +273,23 @@ mod tests {
     #[test]
     fn matches_candle_scalar_q4_1() {
         use candle_core::quantized::k_quants::{BlockQ4_1 as CQ4_1, BlockQ8_1 as CQ8_1, GgmlType};
-        assert_eq!(std::mem::size_of::<CQ4_1>(), std::mem::size_of::<BlockQ4_1>());
-        assert_eq!(std::mem::size_of::<CQ8_1>(), std::mem::size_of::<BlockQ8_1>());
+        assert_eq!(
+            std::mem::size_of::<CQ4_1>(),
+            std::mem::size_of::<BlockQ4_1>()
+        );
+        assert_eq!(
+            std::mem::size_of::<CQ8_1>(),
+            std::mem::size_of::<BlockQ8_1>()
+        );
         assert_eq!(
             std::mem::size_of::<candle_core::quantized::k_quants::BlockQ8_0>(),
             std::mem::size_of::<BlockQ8_0>()
         );
         let mut rng = SmallRng::seed_from_u64(3);
         let w = random_blocks(&mut rng, 18);
-        let x: Vec<f32> = (0..18 * BLOCK).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let x: Vec<f32> = (0..18 * BLOCK)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
         let mut ours = vec![BlockQ8_1::ZERO; 18];
         quantize_q8_1(&x, &mut ours);
         // SAFETY: both are repr(C) with identical field layout (asserted sizes above).
@@ -277,6 +297,9 @@ mod tests {
         let cx: &[CQ8_1] = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const CQ8_1, 18) };
         let theirs = CQ4_1::vec_dot_unopt(18 * BLOCK, cw, cx);
         let got = dot(&w, &ours);
-        assert!((got - theirs).abs() <= 1e-4 * theirs.abs().max(1.0), "{got} vs candle {theirs}");
+        assert!(
+            (got - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
+            "{got} vs candle {theirs}"
+        );
     }
 }

@@ -44,7 +44,9 @@ impl TensorSource for FileSource {
         self.file
             .seek(SeekFrom::Start(info.offset))
             .map_err(|e| Error::io(what(), e))?;
-        self.file.read_exact(&mut buf).map_err(|e| Error::io(what(), e))?;
+        self.file
+            .read_exact(&mut buf)
+            .map_err(|e| Error::io(what(), e))?;
         Ok(buf)
     }
 }

@@ -169,7 +169,9 @@ impl Model {
         let c = &self.config;
         let (n, d, kv) = (tokens.len(), c.n_embd, c.kv_dim());
         if n == 0 {
-            return Err(Error::InvalidArgument("forward needs at least one token".into()));
+            return Err(Error::InvalidArgument(
+                "forward needs at least one token".into(),
+            ));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
             return Err(Error::InvalidArgument(format!(

@@ -1,0 +1,198 @@
+//! The `edge-reason` binary: every subcommand's JSON on the default model.
+
+mod common;
+
+use std::process::Command;
+
+use common::default_model;
+use serde_json::Value;
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-reason"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn json_lines(s: &str) -> Vec<Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn tokenize_prints_ids() {
+    let m = default_model();
+    let (ok, out, err) = run(&[
+        "tokenize",
+        "--model",
+        m.to_str().unwrap(),
+        "--text",
+        "Hello world",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json_lines(&out),
+        vec![serde_json::json!({"ids": [19556, 905]})]
+    );
+}
+
+#[test]
+fn logits_prints_tokens_and_sorted_top() {
+    let m = default_model();
+    let (ok, out, err) = run(&[
+        "logits",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "2 + 2 =",
+        "--top",
+        "5",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["tokens"], serde_json::json!([34, 1232, 216, 34, 446]));
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 5);
+    // Reference: llama.cpp's argmax for this prompt is 216 (" ") with logit 20.236.
+    assert_eq!(top[0][0], 216);
+    assert!(
+        (top[0][1].as_f64().unwrap() - 20.236).abs() < 0.01,
+        "{top:?}"
+    );
+    let logits: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(
+        logits.windows(2).all(|w| w[0] >= w[1]),
+        "sorted: {logits:?}"
+    );
+}
+
+#[test]
+fn generate_streams_then_summarizes() {
+    let m = default_model();
+    let (ok, out, err) = run(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        "What is the capital of France?",
+        "--chat",
+        "--max-tokens",
+        "12",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let lines = json_lines(&out);
+    let last = lines.last().unwrap();
+    let pieces: String = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pieces,
+        last["text"].as_str().unwrap(),
+        "streamed pieces add up to the text"
+    );
+    // The chat template renders this question exactly as fixture prompt #0, whose
+    // greedy continuation by llama.cpp starts with these ids ("L'Étoile, la ...":
+    // SmolLM2-135M is small).
+    assert_eq!(
+        last["ids"],
+        serde_json::json!([60, 23, 39614, 1141, 552, 28, 2618, 2828, 313, 7712, 769, 28])
+    );
+    assert_eq!(last["prompt_tokens"], 37);
+    assert!(last["prefill_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(last["decode_tok_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn sampling_is_reproducible_from_the_seed() {
+    let m = default_model();
+    let args = |seed: &'static str| {
+        vec![
+            "generate",
+            "--model",
+            m.to_str().unwrap().to_owned().leak(),
+            "--prompt",
+            "Once upon a time",
+            "--max-tokens",
+            "16",
+            "--temperature",
+            "0.9",
+            "--seed",
+            seed,
+            "--json",
+        ]
+    };
+    let ids = |seed| {
+        let (ok, out, err) = run(&args(seed));
+        assert!(ok, "{err}");
+        json_lines(&out).last().unwrap()["ids"].clone()
+    };
+    assert_eq!(ids("7"), ids("7"));
+    assert_ne!(ids("7"), ids("8"));
+}
+
+#[test]
+fn bench_reports_both_phases() {
+    let m = default_model();
+    let (ok, out, err) = run(&[
+        "bench",
+        "--model",
+        m.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--prefill-tokens",
+        "64",
+        "--decode-tokens",
+        "8",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["prefill_tokens"], 64);
+    assert_eq!(v["decode_tokens"], 8);
+    assert_eq!(v["threads"], 1);
+    assert_eq!(v["backend"], "cpu");
+    assert!(
+        v["prefill_tok_s"].as_f64().unwrap() > 0.0 && v["decode_tok_s"].as_f64().unwrap() > 0.0
+    );
+}
+
+#[test]
+fn bad_inputs_fail_with_a_message_not_a_panic() {
+    let (ok, _, err) = run(&["tokenize", "--model", "/nonexistent.gguf", "--text", "x"]);
+    assert!(!ok);
+    assert!(
+        err.contains("/nonexistent.gguf") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    let bad = std::env::temp_dir().join("edge-reason-not-a-model.gguf");
+    std::fs::write(&bad, b"definitely not a model").unwrap();
+    let (ok, _, err) = run(&["logits", "--model", bad.to_str().unwrap(), "--prompt", "x"]);
+    assert!(!ok);
+    assert!(err.contains("not a GGUF file"), "{err}");
+
+    let m = default_model();
+    let (ok, _, err) = run(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--prompt",
+        &"word ".repeat(300),
+        "--context",
+        "64",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("context holds 64"), "{err}");
+}
