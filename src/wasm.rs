@@ -9,6 +9,9 @@
 //! - `detectBackend(): Promise<{backend: "webgpu" | "cpu", reason: string, adapter: string | null}>`:
 //!   which backend the engine would use here, and why. Works in a Window and in a Worker:
 //!   it reads `navigator.gpu` from the global object rather than through `window`.
+//! - `class Engine`: the CPU engine on a whole GGUF file held in memory
+//!   (`Engine.fromBytes(bytes)`, `tokenize`, `generate`). Streaming from browser storage
+//!   and the Web Worker wrapper come with the storage issue.
 
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
@@ -32,6 +35,83 @@ export interface BackendChoice {
 extern "C" {
     #[wasm_bindgen(typescript_type = "Promise<BackendChoice>")]
     pub type BackendChoicePromise;
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_GENERATION: &'static str = r#"
+/** What `Engine.generate()` returns. */
+export interface Generation {
+  /** Generated token ids (the prompt excluded). */
+  ids: number[];
+  text: string;
+  prompt_tokens: number;
+  prefill_tok_s: number;
+  decode_tok_s: number;
+  /** "eos" or "length". */
+  stop: string;
+}
+"#;
+
+/// Every crate error crosses into JS as an `Error` with the crate's message.
+fn js_error(e: crate::Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A loaded model and tokenizer running on the CPU (wasm SIMD).
+#[wasm_bindgen(js_name = Engine)]
+pub struct WasmEngine {
+    engine: crate::engine::Engine,
+}
+
+#[wasm_bindgen(js_class = Engine)]
+impl WasmEngine {
+    /// Loads a whole GGUF file (`bytes`): checks the header, every tensor's name and
+    /// shape, and builds the tokenizer.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub fn from_bytes(bytes: &[u8]) -> Result<WasmEngine, JsError> {
+        let engine = crate::engine::Engine::from_bytes(bytes).map_err(js_error)?;
+        Ok(WasmEngine { engine })
+    }
+
+    /// Token ids of `text`; with `special`, special-token text becomes its id.
+    pub fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, JsError> {
+        self.engine
+            .tokenizer
+            .encode(text, special)
+            .map_err(js_error)
+    }
+
+    /// Generates up to `max_tokens` after `prompt` (wrapped in the model's chat template
+    /// as a user message when `chat`); `temperature` 0 is greedy.
+    #[wasm_bindgen(unchecked_return_type = "Generation")]
+    pub fn generate(
+        &self,
+        prompt: &str,
+        chat: bool,
+        max_tokens: usize,
+        temperature: f32,
+        seed: u32,
+    ) -> Result<JsValue, JsError> {
+        let tk = &self.engine.tokenizer;
+        let text = if chat {
+            tk.apply_chat_template(&[crate::tokenizer::Message::new("user", prompt)], true)
+                .map_err(js_error)?
+        } else {
+            prompt.to_string()
+        };
+        let ids = tk.encode_prompt(&text).map_err(js_error)?;
+        let sampler = crate::sampler::SamplerConfig {
+            temperature,
+            seed: seed as u64,
+            ..Default::default()
+        };
+        let context = crate::engine::DEFAULT_CONTEXT;
+        let g = self
+            .engine
+            .generate(&ids, max_tokens, sampler, context, |_| {})
+            .map_err(js_error)?;
+        serde_wasm_bindgen::to_value(&g).map_err(|e| JsError::new(&e.to_string()))
+    }
 }
 
 /// The crate version (the `version` field of Cargo.toml).

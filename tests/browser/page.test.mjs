@@ -350,3 +350,47 @@ describe('dev server', () => {
     assert.equal(post.headers.allow, 'GET, HEAD');
   });
 });
+
+// The CPU engine compiled to wasm, on the default model, against llama.cpp's fixtures:
+// the same token ids as llama.cpp on the tokenizer corpus, and the same 12 greedy
+// tokens as llama.cpp (and the native engine) for the chat prompt of fixture #0.
+describe('wasm CPU engine', () => {
+  const fixture = (name) =>
+    JSON.parse(fs.readFileSync(path.join(root, 'tests', 'fixtures', name), 'utf8'));
+  const modelUrl = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
+
+  test('tokenizes like llama.cpp and generates its greedy tokens', { timeout: 300_000 }, async () => {
+    assert.ok(
+      fs.existsSync(path.join(root, modelUrl)),
+      'the default model is missing: run ./build.sh model',
+    );
+    const corpus = fixture('tokenizer_corpus.json').cases;
+    const chat = fixture('smollm2_logits.json').prompts[0];
+    await withPage(BASE_FLAGS, {}, async ({ page, logs, errors }) => {
+      const got = await page.evaluate(
+        async ({ modelUrl, texts, prompt }) => {
+          const m = await import('/pkg/edge_reason.js');
+          await m.default();
+          const bytes = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());
+          const engine = m.Engine.fromBytes(bytes);
+          const ids = texts.map((t) => Array.from(engine.tokenize(t, true)));
+          let badModel = null;
+          try {
+            m.Engine.fromBytes(bytes.subarray(0, 1000));
+          } catch (e) {
+            badModel = `${e.constructor.name}: ${e.message}`;
+          }
+          const g = engine.generate(prompt, false, 12, 0, 0);
+          return { ids, generation: g, badModel };
+        },
+        { modelUrl, texts: corpus.map((c) => c.text), prompt: chat.text },
+      );
+      assertClean({ logs, errors });
+      corpus.forEach((c, i) => assert.deepEqual(got.ids[i], c.ids, `token ids of ${JSON.stringify(c.text)}`));
+      assert.deepEqual(got.generation.ids, chat.greedy.slice(0, 12));
+      assert.equal(got.generation.prompt_tokens, chat.ids.length);
+      assert.ok(got.generation.decode_tok_s > 0);
+      assert.match(got.badModel, /^Error: the GGUF file is truncated/);
+    });
+  });
+});
