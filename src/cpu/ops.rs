@@ -103,6 +103,34 @@ impl RopeTable {
     }
 }
 
+/// Lanes of [`dot`]: 4 AVX registers of 8, as ggml's `ggml_vec_dot_f32`.
+const DOT_LANES: usize = 32;
+
+/// `sum(a[i] * b[i])` with 32 fused multiply-add lanes, reduced in ggml's order
+/// (lanes j and j+16, then j and j+8, then the 8-wide horizontal sum), then the tail.
+/// The fixed-size lane array vectorizes; the order keeps sums close to llama.cpp's.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; DOT_LANES];
+    let (ca, cb) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..DOT_LANES {
+            acc[l] = xa[l].mul_add(xb[l], acc[l]);
+        }
+    }
+    let mut v8 = [0f32; 8];
+    for l in 0..8 {
+        v8[l] = (acc[l] + acc[l + 16]) + (acc[l + 8] + acc[l + 24]);
+    }
+    let t = [v8[0] + v8[4], v8[1] + v8[5], v8[2] + v8[6], v8[3] + v8[7]];
+    let mut sum = (t[0] + t[1]) + (t[2] + t[3]);
+    for (x, y) in ta.iter().zip(tb) {
+        sum += x * y;
+    }
+    sum
+}
+
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
@@ -151,7 +179,7 @@ pub fn attention(
             let mut max = f32::NEG_INFINITY;
             for p in 0..n_pos {
                 let kp = &k[p * kv_stride + kvh * hd..][..hd];
-                let s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                let s = dot(qh, kp) * scale;
                 max = max.max(s);
                 scores.push(s);
             }
@@ -195,6 +223,16 @@ mod tests {
         let n1: f32 = x[4..].iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-4);
         assert_ne!(&x[4..], &x[..4]);
+    }
+
+    #[test]
+    fn dot_matches_a_plain_sum() {
+        for n in [0, 1, 31, 32, 64, 100] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            assert!((dot(&a, &b) as f64 - plain).abs() < 1e-4, "n={n}");
+        }
     }
 
     #[test]
