@@ -162,6 +162,7 @@ impl Matrix {
                         .map(|(a, b)| a.to_f32() * b.to_f32())
                         .sum()
                 },
+                None,
             ),
             Blocks::Q4_0(b) => q8_0_matmul(b, x, m, self.cols, y),
             Blocks::Q4_1(b) => blocked_matmul(
@@ -174,6 +175,7 @@ impl Matrix {
                 BlockQ8_1::ZERO,
                 q4_1::quantize_q8_1,
                 q4_1::dot,
+                Some(q4_1::dot4),
             ),
             Blocks::Q5_0(b) => q8_0_matmul(b, x, m, self.cols, y),
             Blocks::Q5_1(b) => ggml_matmul(b, x, m, self.cols, y),
@@ -199,6 +201,7 @@ fn ggml_matmul<T: GgmlType>(w: &[T], x: &[f32], m: usize, k: usize, y: &mut [f32
         T::VecDotType::zeros(),
         T::VecDotType::from_float,
         |wr: &[T], xr: &[T::VecDotType]| T::vec_dot(k, wr, xr),
+        None,
     );
 }
 
@@ -221,6 +224,7 @@ fn q8_0_matmul<T: GgmlType<VecDotType = BlockQ8_0>>(
         BlockQ8_0::zeros(),
         quantize_q8_0,
         |wr: &[T], xr: &[BlockQ8_0]| T::vec_dot(k, wr, xr),
+        None,
     );
 }
 
@@ -242,6 +246,7 @@ fn q8_k_matmul<T: GgmlType<VecDotType = BlockQ8K>>(
         BlockQ8K::zeros(),
         quantize_q8_k,
         |wr: &[T], xr: &[BlockQ8K]| T::vec_dot(k, wr, xr),
+        None,
     );
 }
 
@@ -268,6 +273,10 @@ fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     out.clone_from_slice(src);
 }
 
+/// A kernel computing one weight row against [`q4_1::ROWS`] activation rows at once,
+/// bit-identical to that many single dots.
+type Dot4<W, A> = fn(&[W], [&[A]; q4_1::ROWS]) -> [f32; q4_1::ROWS];
+
 /// The one matmul loop: quantize each activation row with `quantize`, then compute
 /// output columns in parallel tasks; each task reads its weight rows once for all `m`
 /// activation rows (that is what makes batched decode cheap).
@@ -282,6 +291,7 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
     zero: A,
     quantize: impl Fn(&[f32], &mut [A]),
     dot: impl Fn(&[W], &[A]) -> f32 + Sync,
+    dot4: Option<Dot4<W, A>>,
 ) {
     let per_row = k / block; // blocks per weight row and per activation row
     let n = w.len() / per_row; // output columns
@@ -310,8 +320,17 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
             for (j, col) in tile.chunks_exact_mut(m).enumerate() {
                 let c = c0 + j;
                 let wr = &w[c * per_row..(c + 1) * per_row];
-                for (r, out) in col.iter_mut().enumerate() {
-                    *out = dot(wr, &xq[r * per_row..(r + 1) * per_row]);
+                let xr = |r: usize| &xq[r * per_row..(r + 1) * per_row];
+                let mut r = 0;
+                if let Some(dot4) = dot4 {
+                    while r + q4_1::ROWS <= m {
+                        let four = dot4(wr, std::array::from_fn(|i| xr(r + i)));
+                        col[r..r + q4_1::ROWS].copy_from_slice(&four);
+                        r += q4_1::ROWS;
+                    }
+                }
+                for (i, out) in col.iter_mut().enumerate().skip(r) {
+                    *out = dot(wr, xr(i));
                 }
             }
         });

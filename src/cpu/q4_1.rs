@@ -167,6 +167,80 @@ pub fn dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     }
 }
 
+/// Rows of activations [`dot4`] takes at once.
+pub const ROWS: usize = 4;
+
+/// [`dot`] of one weight row with [`ROWS`] activation rows, unpacking each weight block
+/// once. Each result is bit-identical to `dot(w, x[r])` (same operations, same order),
+/// so batched and one-at-a-time evaluation agree exactly.
+#[inline]
+pub fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: the target features this function needs are enabled at compile time.
+        unsafe { dot4_avx2(w, x) }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        x.map(|xr| dot(w, xr))
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[inline]
+unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
+    use std::arch::x86_64::*;
+    let low_nibbles = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); ROWS];
+    let mut sum_m = [0f32; ROWS];
+    for (b, wb) in w.iter().enumerate() {
+        let (dw, mw) = (wb.d.to_f32(), wb.m.to_f32());
+        let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
+        let q = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            low_nibbles,
+        );
+        for r in 0..ROWS {
+            let xb = &x[r][b];
+            sum_m[r] += mw * xb.s.to_f32();
+            let a = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+            let products = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
+            let scale = _mm256_set1_ps(dw * xb.d.to_f32());
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| hsum_avx(acc[r]) + sum_m[r])
+}
+
+/// Horizontal sum of 8 lanes, in the order `dot_avx2` uses.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[inline]
+unsafe fn hsum_avx(acc: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let hi = _mm256_extractf128_ps(acc, 1);
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    _mm_cvtss_f32(s1)
+}
+
 /// The plain reference implementation (also what non-AVX2 targets run).
 pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
@@ -207,12 +281,7 @@ unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
         let scale = _mm256_set1_ps(wb.d.to_f32() * xb.d.to_f32());
         acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
     }
-    // Horizontal sum of the 8 lanes.
-    let hi = _mm256_extractf128_ps(acc, 1);
-    let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
-    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-    _mm_cvtss_f32(s1) + sum_m
+    hsum_avx(acc) + sum_m
 }
 
 #[cfg(test)]
@@ -245,6 +314,26 @@ mod tests {
                 (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
                 "{n_blocks} blocks: simd {fast} vs scalar {slow}"
             );
+        }
+    }
+
+    #[test]
+    fn dot4_is_bit_identical_to_four_dots() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let w = random_blocks(&mut rng, 18);
+        let rows: Vec<Vec<BlockQ8_1>> = (0..ROWS)
+            .map(|_| {
+                let x: Vec<f32> = (0..18 * BLOCK)
+                    .map(|_| rng.random_range(-2.0..2.0))
+                    .collect();
+                let mut q = vec![BlockQ8_1::ZERO; 18];
+                quantize_q8_1(&x, &mut q);
+                q
+            })
+            .collect();
+        let four = dot4(&w, std::array::from_fn(|r| rows[r].as_slice()));
+        for r in 0..ROWS {
+            assert_eq!(four[r].to_bits(), dot(&w, &rows[r]).to_bits(), "row {r}");
         }
     }
 
