@@ -23,6 +23,15 @@ mod token_type {
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Split regex of Qwen2: as Llama 3 but one digit at a time.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// llama.cpp's `default` pre-tokenizer (what it uses for `tokenizer.ggml.pre = "default"`
+/// or an absent key): these four regexes applied one after the other, each isolating its
+/// matches (llama-vocab.cpp's `regex_exprs` for `LLAMA_VOCAB_PRE_TYPE_DEFAULT`).
+const DEFAULT_SPLITS: [&str; 4] = [
+    r"[\p{P}\$\+<=>\^~\|]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+    r"\p{N}+",
+    r"[0-9][0-9][0-9]",
+];
 
 /// The ChatML template, used when a model ships none.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
@@ -89,17 +98,21 @@ impl Tokenizer {
                     .ok_or_else(|| Error::Tokenizer(format!("merge `{m}` is not two tokens")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tk_err)?;
+        // Without `tokenizer.ggml.pre`, llama.cpp uses its `default` pre-tokenizer.
         let pre = g
             .get("tokenizer.ggml.pre")
             .and_then(|v| match v {
                 Value::String(s) => Some(s.as_str()),
                 _ => None,
             })
-            .unwrap_or("gpt2");
+            .unwrap_or("default");
+        // Llama 3 emits a pre-token that is already in the vocabulary whole, without
+        // applying merges (llama.cpp's `ignore_merges`, HF's `"ignore_merges": true`).
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(is_llama3(pre))
+            .build()
+            .map_err(tk_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
         inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -232,6 +245,10 @@ impl Tokenizer {
     }
 }
 
+fn is_llama3(pre: &str) -> bool {
+    matches!(pre, "llama-bpe" | "llama3" | "llama-v3")
+}
+
 fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     let split = |re: &str| -> Result<PreTokenizerWrapper> {
         Ok(Split::new(
@@ -244,15 +261,23 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     };
     let byte_level = |use_regex| ByteLevel::new(false, false, use_regex).into();
     Ok(match pre {
-        "gpt2" | "default" | "gpt-2" => byte_level(true),
+        "gpt2" | "gpt-2" => byte_level(true),
+        "default" => {
+            let mut steps = DEFAULT_SPLITS
+                .iter()
+                .map(|re| split(re))
+                .collect::<Result<Vec<_>>>()?;
+            steps.push(byte_level(false));
+            Sequence::new(steps).into()
+        }
         "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level(true)]).into(),
-        "llama-bpe" | "llama3" | "llama-v3" => {
+        p if is_llama3(p) => {
             Sequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]).into()
         }
         "qwen2" => Sequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)]).into(),
         other => {
             return Err(Error::Tokenizer(format!(
-                "pre-tokenizer `{other}` is not supported (supported: gpt2, smollm, llama-bpe, qwen2); pass the model's tokenizer.json instead"
+                "pre-tokenizer `{other}` is not supported (supported: gpt-2, default, smollm, llama-bpe, qwen2); pass the model's tokenizer.json instead"
             )))
         }
     })
