@@ -10,7 +10,7 @@
 //!   which backend the engine would use here, and why. Works in a Window and in a Worker:
 //!   it reads `navigator.gpu` from the global object rather than through `window`.
 //! - `class Engine`: the CPU engine on a whole GGUF file held in memory
-//!   (`Engine.fromBytes(bytes)`, `tokenize`, `generate`). Streaming from browser storage
+//!   (`Engine.fromBytes(bytes)`, `tokenize`, `logits`, `generate`). Streaming from browser storage
 //!   and the Web Worker wrapper come with the storage issue.
 
 use js_sys::{Function, Object, Promise, Reflect};
@@ -79,6 +79,12 @@ impl WasmEngine {
             .tokenizer
             .encode(text, special)
             .map_err(js_error)
+    }
+
+    /// Logits (vocab) of the last position after running `ids` from an empty cache.
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>, JsError> {
+        let mut cache = self.engine.new_cache(ids.len());
+        self.engine.prefill(ids, &mut cache).map_err(js_error)
     }
 
     /// Generates up to `max_tokens` after `prompt` (wrapped in the model's chat template

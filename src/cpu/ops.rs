@@ -106,6 +106,20 @@ impl RopeTable {
 /// Lanes of [`dot`]: 4 AVX registers of 8, as ggml's `ggml_vec_dot_f32`.
 const DOT_LANES: usize = 32;
 
+/// `a * b + c`, fused where the target has FMA (x86-64-v3); elsewhere (wasm) a fused
+/// multiply-add is a slow software call, so it is a plain multiply and add there.
+#[inline(always)]
+fn fused_mul_add(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
+
 /// `sum(a[i] * b[i])` with 32 fused multiply-add lanes, reduced in ggml's order
 /// (lanes j and j+16, then j and j+8, then the 8-wide horizontal sum), then the tail.
 /// The fixed-size lane array vectorizes; the order keeps sums close to llama.cpp's.
@@ -116,7 +130,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ta, tb) = (ca.remainder(), cb.remainder());
     for (xa, xb) in ca.zip(cb) {
         for l in 0..DOT_LANES {
-            acc[l] = xa[l].mul_add(xb[l], acc[l]);
+            acc[l] = fused_mul_add(xa[l], xb[l], acc[l]);
         }
     }
     let mut v8 = [0f32; 8];
