@@ -11,6 +11,7 @@ use candle_core::quantized::k_quants::{
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::activations;
 use super::q4_1::{self, BlockQ4_1, BlockQ8_1};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
@@ -139,8 +140,8 @@ impl Matrix {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(y.len(), m * self.rows);
         match &self.blocks {
-            Blocks::F32(b) => ggml_matmul(b, x, m, self.cols, y),
-            Blocks::F16(b) => ggml_matmul(b, x, m, self.cols, y),
+            Blocks::F32(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
+            Blocks::F16(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
             // candle 0.9's AVX bf16 dot product returns wrong sums (see the test below),
             // so BF16 uses a plain dot over bf16-rounded activations, as ggml does.
             Blocks::BF16(b) => blocked_matmul(
@@ -164,7 +165,7 @@ impl Matrix {
                 },
                 None,
             ),
-            Blocks::Q4_0(b) => q8_0_matmul(b, x, m, self.cols, y),
+            Blocks::Q4_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
             Blocks::Q4_1(b) => blocked_matmul(
                 b,
                 x,
@@ -177,20 +178,29 @@ impl Matrix {
                 q4_1::dot,
                 Some(q4_1::dot4),
             ),
-            Blocks::Q5_0(b) => q8_0_matmul(b, x, m, self.cols, y),
-            Blocks::Q5_1(b) => ggml_matmul(b, x, m, self.cols, y),
-            Blocks::Q8_0(b) => q8_0_matmul(b, x, m, self.cols, y),
-            Blocks::Q2K(b) => q8_k_matmul(b, x, m, self.cols, y),
-            Blocks::Q3K(b) => q8_k_matmul(b, x, m, self.cols, y),
-            Blocks::Q4K(b) => q8_k_matmul(b, x, m, self.cols, y),
-            Blocks::Q5K(b) => q8_k_matmul(b, x, m, self.cols, y),
-            Blocks::Q6K(b) => q8_k_matmul(b, x, m, self.cols, y),
+            Blocks::Q5_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
+            Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
+            Blocks::Q8_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
+            Blocks::Q2K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
+            Blocks::Q3K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
+            Blocks::Q4K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
+            Blocks::Q5K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
+            Blocks::Q6K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
         }
     }
 }
 
-/// Matmul for any candle block type, with candle's (SIMD where it has them) dot products.
-fn ggml_matmul<T: GgmlType>(w: &[T], x: &[f32], m: usize, k: usize, y: &mut [f32]) {
+/// Matmul for any candle block type with candle's (SIMD where it has them) dot
+/// products; activations are quantized by `quantize` (ggml-exact for Q8_0 and Q8_K,
+/// whose candle quantizers round differently from ggml).
+fn candle_matmul<T: GgmlType>(
+    w: &[T],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    y: &mut [f32],
+    quantize: fn(&[f32], &mut [T::VecDotType]),
+) {
     blocked_matmul(
         w,
         x,
@@ -199,66 +209,21 @@ fn ggml_matmul<T: GgmlType>(w: &[T], x: &[f32], m: usize, k: usize, y: &mut [f32
         y,
         T::BLCK_SIZE,
         T::VecDotType::zeros(),
-        T::VecDotType::from_float,
+        quantize,
         |wr: &[T], xr: &[T::VecDotType]| T::vec_dot(k, wr, xr),
-        None,
-    );
-}
-
-/// Matmul for types whose activations are Q8_0, with the activations quantized as
-/// ggml does (`id = 127 / amax`, ties to even) rather than candle's rounding.
-fn q8_0_matmul<T: GgmlType<VecDotType = BlockQ8_0>>(
-    w: &[T],
-    x: &[f32],
-    m: usize,
-    k: usize,
-    y: &mut [f32],
-) {
-    blocked_matmul(
-        w,
-        x,
-        m,
-        k,
-        y,
-        T::BLCK_SIZE,
-        BlockQ8_0::zeros(),
-        quantize_q8_0,
-        |wr: &[T], xr: &[BlockQ8_0]| T::vec_dot(k, wr, xr),
-        None,
-    );
-}
-
-/// Matmul for K-quants, with Q8_K activations quantized as ggml does.
-fn q8_k_matmul<T: GgmlType<VecDotType = BlockQ8K>>(
-    w: &[T],
-    x: &[f32],
-    m: usize,
-    k: usize,
-    y: &mut [f32],
-) {
-    blocked_matmul(
-        w,
-        x,
-        m,
-        k,
-        y,
-        T::BLCK_SIZE,
-        BlockQ8K::zeros(),
-        quantize_q8_k,
-        |wr: &[T], xr: &[BlockQ8K]| T::vec_dot(k, wr, xr),
         None,
     );
 }
 
 /// ggml's `quantize_row_q8_K`.
 fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
-    let zero = q4_1::BlockQ8K {
+    let zero = activations::BlockQ8K {
         d: 0.0,
         qs: [0; 256],
         bsums: [0; 16],
     };
     let mut ours = vec![zero; out.len()];
-    q4_1::quantize_q8_k(x, &mut ours);
+    activations::quantize_q8_k(x, &mut ours);
     // SAFETY: both are repr(C) { f32, [i8; 256], [i16; 16] } (sizes checked in tests).
     let src = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const BlockQ8K, ours.len()) };
     out.clone_from_slice(src);
@@ -266,8 +231,8 @@ fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
 
 /// ggml's `quantize_row_q8_0`: 32 values to one `d` (f16) and 32 `i8`.
 fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    let mut ours = vec![q4_1::BlockQ8_0::ZERO; out.len()];
-    q4_1::quantize_q8_0(x, &mut ours);
+    let mut ours = vec![activations::BlockQ8_0::ZERO; out.len()];
+    activations::quantize_q8_0(x, &mut ours);
     // SAFETY: both are repr(C) { f16, [i8; 32] } (sizes checked in tests).
     let src = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const BlockQ8_0, ours.len()) };
     out.clone_from_slice(src);

@@ -2,6 +2,7 @@
 //! `f32` slices. Quantized block formats and most dot products come from candle-core;
 //! Q4_1 (the default model's format, scalar-only in candle) has a kernel of our own.
 
+pub mod activations;
 pub mod matmul;
 pub mod ops;
 pub mod q4_1;

@@ -2,16 +2,12 @@
 //!
 //! Q4_1 block (20 bytes, 32 weights): `w[j] = d * q[j] + m`, with `q` in 0..16 stored
 //! as nibbles: the low nibble of `qs[j]` is element `j`, the high nibble element `j + 16`.
-//! Q8_1 block (36 bytes, 32 activations): `x[j] ~= d * qs[j]`, and `s = d * sum(qs)`,
-//! so that `dot(w, x) = dw * dx * sum(q * qs) + m * s`.
+//! With Q8_1 activations (`x[j] ~= dx * qs[j]`, `s = dx * sum(qs)`):
+//! `dot(w, x) = dw * dx * sum(q * qs) + m * s`.
 
 use half::f16;
 
-/// Scale numerator of Q8_K quantization.
-pub const Q8K_RANGE: f32 = -127.0;
-
-/// Values per block for both formats.
-pub const BLOCK: usize = 32;
+pub use super::activations::{quantize_q8_1, BlockQ8_1, BLOCK};
 
 /// One Q4_1 block, byte-identical to ggml's `block_q4_1`.
 #[repr(C)]
@@ -20,117 +16,6 @@ pub struct BlockQ4_1 {
     pub d: f16,
     pub m: f16,
     pub qs: [u8; 16],
-}
-
-/// One Q8_1 block, byte-identical to ggml's `block_q8_1`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BlockQ8_1 {
-    pub d: f16,
-    pub s: f16,
-    pub qs: [i8; 32],
-}
-
-impl BlockQ8_1 {
-    pub const ZERO: Self = BlockQ8_1 {
-        d: f16::ZERO,
-        s: f16::ZERO,
-        qs: [0; 32],
-    };
-}
-
-/// One Q8_0 block, byte-identical to ggml's `block_q8_0`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BlockQ8_0 {
-    pub d: f16,
-    pub qs: [i8; 32],
-}
-
-impl BlockQ8_0 {
-    pub const ZERO: Self = BlockQ8_0 {
-        d: f16::ZERO,
-        qs: [0; 32],
-    };
-}
-
-/// `amax / 127` and its inverse as ggml computes them.
-#[inline]
-fn q8_scale(xb: &[f32]) -> (f32, f32) {
-    let amax = xb.iter().fold(0f32, |a, &v| a.max(v.abs()));
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    (amax / 127.0, id)
-}
-
-/// Quantizes `x` into Q8_0 blocks as ggml's `quantize_row_q8_0` does.
-pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let (d, id) = q8_scale(xb);
-        for (q, &v) in ob.qs.iter_mut().zip(xb) {
-            *q = (v * id).round_ties_even() as i8;
-        }
-        ob.d = f16::from_f32(d);
-    }
-}
-
-/// One Q8_K block (256 activations), byte-identical to ggml's `block_q8_K`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BlockQ8K {
-    pub d: f32,
-    pub qs: [i8; 256],
-    /// Sums of each 16 quants.
-    pub bsums: [i16; 16],
-}
-
-/// ggml's `nearest_int`: round to nearest, ties to even.
-#[inline]
-fn nearest_int(v: f32) -> i32 {
-    v.round_ties_even() as i32
-}
-
-/// Quantizes `x` into Q8_K blocks as ggml's `quantize_row_q8_K_ref` does.
-pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
-    for (xb, ob) in x.chunks_exact(256).zip(out.iter_mut()) {
-        let (mut max, mut amax) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
-            ob.d = 0.0;
-            ob.qs = [0; 256];
-            ob.bsums = [0; 16];
-            continue;
-        }
-        let iscale = Q8K_RANGE / max;
-        for (q, &v) in ob.qs.iter_mut().zip(xb) {
-            *q = nearest_int(iscale * v).min(127) as i8;
-        }
-        for (s, qs) in ob.bsums.iter_mut().zip(ob.qs.chunks_exact(16)) {
-            *s = qs.iter().map(|&q| q as i16).sum();
-        }
-        ob.d = 1.0 / iscale;
-    }
-}
-
-/// Quantizes `x` (a multiple of 32 values) into `out` (one block per 32 values), the
-/// way ggml's `quantize_row_q8_1` does.
-pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    debug_assert_eq!(x.len(), out.len() * BLOCK);
-    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let (d, id) = q8_scale(xb);
-        let mut sum = 0i32;
-        for (q, &v) in ob.qs.iter_mut().zip(xb) {
-            let r = (v * id).round_ties_even() as i32;
-            *q = r as i8;
-            sum += r;
-        }
-        ob.d = f16::from_f32(d);
-        ob.s = f16::from_f32(d * sum as f32);
-    }
 }
 
 /// Dequantizes Q4_1 blocks into `out` (32 values per block).
@@ -148,33 +33,23 @@ pub fn dequantize(blocks: &[BlockQ4_1], out: &mut [f32]) {
 #[inline]
 pub fn dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: the target features this function needs are enabled at compile time.
-        unsafe { dot_avx2(w, x) }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        dot_scalar(w, x)
-    }
+    dot_rows(w, [x])[0]
 }
 
 /// Rows of activations [`dot4`] takes at once.
 pub const ROWS: usize = 4;
 
 /// [`dot`] of one weight row with [`ROWS`] activation rows, unpacking each weight block
-/// once. Each result is bit-identical to `dot(w, x[r])` (same operations, same order),
-/// so batched and one-at-a-time evaluation agree exactly.
+/// once. Both are the same kernel, so each result is bit-identical to `dot(w, x[r])`
+/// and batched and one-at-a-time evaluation agree exactly.
 #[inline]
 pub fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
+    dot_rows(w, x)
+}
+
+/// One weight row against `R` activation rows.
+#[inline]
+fn dot_rows<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
@@ -182,7 +57,7 @@ pub fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
     ))]
     {
         // SAFETY: the target features this function needs are enabled at compile time.
-        unsafe { dot4_avx2(w, x) }
+        unsafe { dot_rows_avx2(w, x) }
     }
     #[cfg(not(all(
         target_arch = "x86_64",
@@ -190,7 +65,7 @@ pub fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
         target_feature = "fma"
     )))]
     {
-        x.map(|xr| dot(w, xr))
+        x.map(|xr| dot_scalar(w, xr))
     }
 }
 
@@ -200,23 +75,25 @@ pub fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
     target_feature = "fma"
 ))]
 #[inline]
-unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
+unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let low_nibbles = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); ROWS];
-    let mut sum_m = [0f32; ROWS];
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut sum_m = [0f32; R];
     for (b, wb) in w.iter().enumerate() {
         let (dw, mw) = (wb.d.to_f32(), wb.m.to_f32());
+        // 32 unsigned nibbles: elements 0..16 in the low lane, 16..32 in the high lane.
         let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
         let q = _mm256_and_si256(
             _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
             low_nibbles,
         );
-        for r in 0..ROWS {
+        for r in 0..R {
             let xb = &x[r][b];
             sum_m[r] += mw * xb.s.to_f32();
             let a = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+            // u8 x i8 -> pairs summed to i16 (no overflow: 15 * 127 * 2 < 32767) -> i32.
             let products = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
             let scale = _mm256_set1_ps(dw * xb.d.to_f32());
             acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[r]);
@@ -225,7 +102,7 @@ unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
     std::array::from_fn(|r| hsum_avx(acc[r]) + sum_m[r])
 }
 
-/// Horizontal sum of 8 lanes, in the order `dot_avx2` uses.
+/// Horizontal sum of 8 lanes.
 #[cfg(all(
     target_arch = "x86_64",
     target_feature = "avx2",
@@ -253,35 +130,6 @@ pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
         sum += wb.d.to_f32() * xb.d.to_f32() * sumi as f32 + wb.m.to_f32() * xb.s.to_f32();
     }
     sum
-}
-
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-#[inline]
-unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    use std::arch::x86_64::*;
-    let low_nibbles = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut sum_m = 0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        sum_m += wb.m.to_f32() * xb.s.to_f32();
-        // 32 unsigned nibbles: elements 0..16 in the low lane, 16..32 in the high lane.
-        let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
-        let q = _mm256_and_si256(
-            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
-            low_nibbles,
-        );
-        let a = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-        // u8 x i8 -> pairs summed to i16 (no overflow: 15 * 127 * 2 < 32767) -> i32.
-        let products = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
-        let scale = _mm256_set1_ps(wb.d.to_f32() * xb.d.to_f32());
-        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
-    }
-    hsum_avx(acc) + sum_m
 }
 
 #[cfg(test)]
@@ -372,7 +220,7 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<candle_core::quantized::k_quants::BlockQ8_0>(),
-            std::mem::size_of::<BlockQ8_0>()
+            std::mem::size_of::<crate::cpu::activations::BlockQ8_0>()
         );
         let mut rng = SmallRng::seed_from_u64(3);
         let w = random_blocks(&mut rng, 18);
