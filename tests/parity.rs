@@ -271,6 +271,11 @@ fn smollm2_logits_and_greedy_match_llama_cpp() {
     // flips the Q8 rounding of a block whose step is 1/127 of its outlier. That is the
     // same size as the model's own quantization noise (a float reference vs one with
     // Q8 activations differs by 0.13-0.45 on single tokens, see fixtures/README.md).
+    // llama.cpp itself, switched from the fixture's F32 KV cache to its default F16,
+    // differs from the fixture by up to 0.72 and keeps only 5 of 14 greedy
+    // continuations identical (bench/llama_cpp_self_consistency.py): free-running
+    // greedy equality is not a property even llama.cpp has, so greedy is checked
+    // teacher-forced, with near-ties within the tolerance allowed.
     check_logits(
         smollm2(),
         "smollm2_logits.json",
