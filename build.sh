@@ -313,7 +313,12 @@ cmd_test() {
         print_summary
         exit 1
     fi
-    step native-tests cargo test --release || true
+    # GPU kernel tests run on whatever Vulkan adapter exists (Mesa lavapipe at least,
+    # installed by setup): a missing adapter is a failure here, not a skip.
+    mkdir -p "${TMPDIR:-/tmp}/edge-reason-xdg" && chmod 700 "${TMPDIR:-/tmp}/edge-reason-xdg"
+    step native-tests env EDGE_REASON_REQUIRE_GPU=1 \
+        XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/edge-reason-xdg}" \
+        cargo test --release || true
     if step wasm cmd_wasm; then
         step browser-tests browser_tests || true
     else

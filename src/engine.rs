@@ -107,53 +107,120 @@ impl Engine {
         max_tokens: usize,
         sampler: SamplerConfig,
         context: usize,
-        mut on_text: impl FnMut(&str),
+        on_text: impl FnMut(&str),
     ) -> Result<Generation> {
-        let mut sampler = Sampler::new(sampler)?;
-        let mut cache = self.new_cache(context);
-        cache.check_room(prompt_ids.len() + max_tokens.min(1))?;
-        let t0 = now_seconds();
-        let mut logits = self.prefill(prompt_ids, &mut cache)?;
-        let t1 = now_seconds();
-        let mut history = prompt_ids.to_vec();
-        let mut ids = Vec::new();
-        let mut emitted = 0; // bytes of `text` already passed to on_text
-        let mut text = String::new();
-        let mut stop = "length";
-        let room = cache.capacity() - cache.len();
-        for step in 0..max_tokens.min(room + 1) {
-            let next = sampler.sample(&mut logits, &history);
-            if self.tokenizer.is_end_of_generation(next) {
-                stop = "eos";
-                break;
-            }
-            ids.push(next);
-            history.push(next);
-            text = self.tokenizer.decode(&ids)?;
-            if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted)
-            {
-                on_text(&text[emitted..]);
-                emitted = text.len();
-            }
-            if step + 1 == max_tokens || cache.len() == cache.capacity() {
-                break;
-            }
-            logits = self.model.forward(&[next], &mut cache, Logits::Last)?;
-        }
-        if text.len() > emitted && text.is_char_boundary(emitted) {
-            on_text(&text[emitted..]);
-        }
-        let t2 = now_seconds();
-        let decoded = ids.len().saturating_sub(1).max(1) as f64;
-        Ok(Generation {
-            prompt_tokens: prompt_ids.len(),
-            prefill_tok_s: prompt_ids.len() as f64 / (t1 - t0).max(1e-9),
-            decode_tok_s: decoded / (t2 - t1).max(1e-9),
-            ids,
-            text,
-            stop,
-        })
+        let mut seq = CpuSequence {
+            engine: self,
+            cache: self.new_cache(context),
+        };
+        generate(
+            &self.tokenizer,
+            &mut seq,
+            prompt_ids,
+            max_tokens,
+            sampler,
+            on_text,
+        )
     }
+}
+
+/// One sequence being extended on some backend.
+pub trait Sequence {
+    /// Appends `tokens` and returns the logits (vocab) of the last one.
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Appends `tokens` and returns the most likely next token (a backend may pick it
+    /// without handing over the logits).
+    fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
+        Ok(crate::sampler::argmax(&self.feed(tokens)?))
+    }
+    /// Tokens it can still take.
+    fn room(&self) -> usize;
+}
+
+/// A sequence on the CPU backend.
+pub struct CpuSequence<'a> {
+    pub engine: &'a Engine,
+    pub cache: KvCache,
+}
+
+impl Sequence for CpuSequence<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.engine.prefill(tokens, &mut self.cache)
+    }
+
+    fn room(&self) -> usize {
+        self.cache.capacity() - self.cache.len()
+    }
+}
+
+/// Generates up to `max_tokens` after `prompt_ids` on `seq`, calling `on_text` with
+/// each new piece of text as soon as it is complete UTF-8.
+pub fn generate(
+    tokenizer: &Tokenizer,
+    seq: &mut dyn Sequence,
+    prompt_ids: &[u32],
+    max_tokens: usize,
+    sampler: SamplerConfig,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let greedy = sampler.is_greedy();
+    let mut sampler = Sampler::new(sampler)?;
+    if prompt_ids.is_empty() {
+        return Err(Error::InvalidArgument("the prompt is empty".into()));
+    }
+    if prompt_ids.len() + max_tokens.min(1) > seq.room() {
+        return Err(Error::ContextOverflow {
+            tokens: prompt_ids.len() + max_tokens.min(1),
+            capacity: seq.room(),
+        });
+    }
+    let mut history = prompt_ids.to_vec();
+    // The next token: picked on the backend when greedy, else sampled here.
+    let mut next_of = |seq: &mut dyn Sequence, tokens: &[u32], history: &[u32]| -> Result<u32> {
+        if greedy {
+            seq.feed_greedy(tokens)
+        } else {
+            let mut logits = seq.feed(tokens)?;
+            Ok(sampler.sample(&mut logits, history))
+        }
+    };
+    let t0 = now_seconds();
+    let mut next = next_of(seq, prompt_ids, &history)?;
+    let t1 = now_seconds();
+    let mut ids = Vec::new();
+    let mut emitted = 0; // bytes of `text` already passed to on_text
+    let mut text = String::new();
+    let mut stop = "length";
+    for step in 0..max_tokens {
+        if tokenizer.is_end_of_generation(next) {
+            stop = "eos";
+            break;
+        }
+        ids.push(next);
+        history.push(next);
+        text = tokenizer.decode(&ids)?;
+        if !text.ends_with('\u{FFFD}') && text.len() > emitted && text.is_char_boundary(emitted) {
+            on_text(&text[emitted..]);
+            emitted = text.len();
+        }
+        if step + 1 == max_tokens || seq.room() == 0 {
+            break;
+        }
+        next = next_of(seq, &[next], &history)?;
+    }
+    if text.len() > emitted && text.is_char_boundary(emitted) {
+        on_text(&text[emitted..]);
+    }
+    let t2 = now_seconds();
+    let decoded = ids.len().saturating_sub(1).max(1) as f64;
+    Ok(Generation {
+        prompt_tokens: prompt_ids.len(),
+        prefill_tok_s: prompt_ids.len() as f64 / (t1 - t0).max(1e-9),
+        decode_tok_s: decoded / (t2 - t1).max(1e-9),
+        ids,
+        text,
+        stop,
+    })
 }
 
 /// Reads just enough of a GGUF file to parse its header (it grows the read until the

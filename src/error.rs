@@ -71,6 +71,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("no GPU: {0}; run with the CPU backend (`--backend cpu`), or enable WebGPU / install a Vulkan driver")]
+    NoGpu(String),
+
+    #[error("the model needs {need} bytes of GPU memory for {what} but the device allows {limit}; use a smaller model or the CPU backend")]
+    GpuMemory { what: String, need: u64, limit: u64 },
+
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     #[error("tensor math: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -21,6 +21,7 @@ pub mod cpu;
 pub mod engine;
 pub mod error;
 pub mod gguf;
+pub mod gpu;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;

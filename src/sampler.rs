@@ -35,6 +35,11 @@ impl Default for SamplerConfig {
 }
 
 impl SamplerConfig {
+    /// Whether every step takes the most likely token (so a backend may pick it).
+    pub fn is_greedy(&self) -> bool {
+        (self.temperature == 0.0 || self.top_k == 1) && self.repetition_penalty == 1.0
+    }
+
     /// Rejects settings that make no sense, with what to use instead.
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {

@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edge_reason::engine::{now_seconds, Engine, DEFAULT_CONTEXT};
-use edge_reason::model::Logits;
-use edge_reason::sampler::{argmax, SamplerConfig};
-use edge_reason::tokenizer::Message;
+use edge_reason::engine::{self, now_seconds, read_gguf_header, Engine, Sequence, DEFAULT_CONTEXT};
+use edge_reason::gpu::{GpuContext, GpuModel, GpuSequence};
+use edge_reason::model::FileSource;
+use edge_reason::sampler::SamplerConfig;
+use edge_reason::tokenizer::{Message, Tokenizer};
 use edge_reason::{Error, Result};
 use serde_json::json;
 
@@ -16,7 +17,7 @@ use serde_json::json;
 #[command(
     name = "edge-reason",
     version,
-    about = "Run a small GGUF language model on the CPU"
+    about = "Run a small GGUF language model on the CPU or the GPU"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,7 +36,8 @@ struct Common {
     /// Path to a .gguf model.
     #[arg(long)]
     model: PathBuf,
-    /// Compute backend (the GPU backend is not built yet: auto means cpu).
+    /// Compute backend: auto takes a hardware GPU when there is one, else the CPU
+    /// (a software GPU such as lavapipe is used only when asked for).
     #[arg(long, value_enum, default_value = "auto")]
     backend: Backend,
     /// Worker threads (default: all cores).
@@ -138,24 +140,94 @@ fn main() {
     }
 }
 
-fn load(common: &Common) -> Result<Engine> {
-    if common.backend == Backend::Gpu {
-        return Err(Error::InvalidArgument(
-            "--backend gpu is not available yet in this build; use --backend cpu".into(),
-        ));
+/// A model loaded on the backend `--backend` chose.
+enum Loaded {
+    Cpu(Engine),
+    Gpu { tokenizer: Tokenizer, gm: GpuModel },
+}
+
+impl Loaded {
+    fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Loaded::Cpu(e) => &e.tokenizer,
+            Loaded::Gpu { tokenizer, .. } => tokenizer,
+        }
     }
+
+    /// "cpu", or the GPU adapter's name and API.
+    fn adapter(&self) -> String {
+        match self {
+            Loaded::Cpu(_) => "cpu".into(),
+            Loaded::Gpu { gm, .. } => {
+                format!("{} ({})", gm.ctx.adapter.name, gm.ctx.adapter.backend)
+            }
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        match self {
+            Loaded::Cpu(_) => "cpu",
+            Loaded::Gpu { .. } => "gpu",
+        }
+    }
+
+    /// A fresh sequence of up to `capacity` tokens.
+    fn sequence(&self, capacity: usize) -> Result<Box<dyn Sequence + '_>> {
+        Ok(match self {
+            Loaded::Cpu(e) => Box::new(engine::CpuSequence {
+                engine: e,
+                cache: e.new_cache(capacity),
+            }),
+            Loaded::Gpu { gm, .. } => {
+                let capacity = capacity.min(gm.model.config.context_length);
+                Box::new(GpuSequence {
+                    gm,
+                    session: gm.session(capacity)?,
+                    capacity,
+                })
+            }
+        })
+    }
+}
+
+fn load(common: &Common) -> Result<Loaded> {
     if let Some(n) = common.threads {
         if n == 0 {
             return Err(Error::InvalidArgument(
                 "--threads must be at least 1".into(),
             ));
         }
-        // Fails only if the pool was already built, which cannot happen here.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
     }
-    Engine::from_file(&common.model)
+    let ctx = match common.backend {
+        Backend::Cpu => None,
+        Backend::Gpu => Some(GpuContext::new_blocking()?),
+        Backend::Auto => match GpuContext::new_blocking() {
+            Ok(ctx) if ctx.adapter.device_type != "cpu" => Some(ctx),
+            Ok(ctx) => {
+                eprintln!(
+                    "note: using the CPU backend: the only GPU is a software one ({}); pass --backend gpu to use it anyway",
+                    ctx.adapter.name
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("note: using the CPU backend: {e}");
+                None
+            }
+        },
+    };
+    match ctx {
+        None => Ok(Loaded::Cpu(Engine::from_file(&common.model)?)),
+        Some(ctx) => {
+            let path = &common.model;
+            let gguf = read_gguf_header(path)?;
+            let file = std::fs::File::open(path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            let tokenizer = Tokenizer::from_gguf(&gguf)?;
+            let gm = GpuModel::load_blocking(ctx, &gguf, &mut FileSource { file })?;
+            Ok(Loaded::Gpu { tokenizer, gm })
+        }
+    }
 }
 
 fn print_json(v: serde_json::Value) {
@@ -169,8 +241,8 @@ fn run(cli: Cli) -> Result<()> {
             text,
             no_special,
         } => {
-            let engine = load(&common)?;
-            let ids = engine.tokenizer.encode(&text, !no_special)?;
+            let loaded = load(&common)?;
+            let ids = loaded.tokenizer().encode(&text, !no_special)?;
             if common.json {
                 print_json(json!({ "ids": ids }));
             } else {
@@ -182,10 +254,9 @@ fn run(cli: Cli) -> Result<()> {
             prompt,
             top,
         } => {
-            let engine = load(&common)?;
-            let ids = engine.tokenizer.encode_prompt(&prompt)?;
-            let mut cache = engine.new_cache(ids.len());
-            let logits = engine.prefill(&ids, &mut cache)?;
+            let loaded = load(&common)?;
+            let ids = loaded.tokenizer().encode_prompt(&prompt)?;
+            let logits = loaded.sequence(ids.len())?.feed(&ids)?;
             let mut order: Vec<usize> = (0..logits.len()).collect();
             order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             let top: Vec<(usize, f32)> = order.iter().take(top).map(|&i| (i, logits[i])).collect();
@@ -196,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
                 for (id, l) in top {
                     println!(
                         "{id:>8} {l:>10.4} {:?}",
-                        engine.tokenizer.decode(&[id as u32])?
+                        loaded.tokenizer().decode(&[id as u32])?
                     );
                 }
             }
@@ -213,15 +284,14 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             context,
         } => {
-            let engine = load(&common)?;
+            let loaded = load(&common)?;
+            let tokenizer = loaded.tokenizer();
             let text = if chat {
-                engine
-                    .tokenizer
-                    .apply_chat_template(&[Message::new("user", &prompt)], true)?
+                tokenizer.apply_chat_template(&[Message::new("user", &prompt)], true)?
             } else {
                 prompt
             };
-            let ids = engine.tokenizer.encode_prompt(&text)?;
+            let ids = tokenizer.encode_prompt(&text)?;
             let sampler = SamplerConfig {
                 temperature,
                 top_k,
@@ -232,14 +302,23 @@ fn run(cli: Cli) -> Result<()> {
             };
             let json_out = common.json;
             let mut stdout = std::io::stdout();
-            let g = engine.generate(&ids, max_tokens, sampler, context, |piece| {
-                if json_out {
-                    print_json(json!({ "text": piece }));
-                } else {
-                    print!("{piece}");
-                    let _ = stdout.flush();
-                }
-            })?;
+            let capacity = context.min(ids.len() + max_tokens);
+            let mut seq = loaded.sequence(capacity)?;
+            let g = engine::generate(
+                tokenizer,
+                seq.as_mut(),
+                &ids,
+                max_tokens,
+                sampler,
+                |piece| {
+                    if json_out {
+                        print_json(json!({ "text": piece }));
+                    } else {
+                        print!("{piece}");
+                        let _ = stdout.flush();
+                    }
+                },
+            )?;
             if json_out {
                 print_json(json!({
                     "ids": g.ids,
@@ -267,11 +346,11 @@ fn run(cli: Cli) -> Result<()> {
             decode_tokens,
             runs,
         } => {
-            let engine = load(&common)?;
-            let r = bench(&engine, prefill_tokens, decode_tokens, runs.max(1))?;
+            let loaded = load(&common)?;
+            let r = bench(&loaded, prefill_tokens, decode_tokens, runs.max(1))?;
             let out = json!({
-                "backend": "cpu",
-                "adapter": "cpu",
+                "backend": loaded.backend(),
+                "adapter": loaded.adapter(),
                 "threads": rayon::current_num_threads(),
                 "runs": runs.max(1),
                 "prefill_tokens": prefill_tokens,
@@ -297,8 +376,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Median prefill and decode tokens/s: prefill of `n_prefill` pseudo-random tokens into
 /// an empty cache; decode of `n_decode` single-token steps from a one-token prompt (as
 /// llama-bench's pp/tg tests do).
-fn bench(engine: &Engine, n_prefill: usize, n_decode: usize, runs: usize) -> Result<(f64, f64)> {
-    let vocab = engine.model.config.vocab_size as u64;
+fn bench(loaded: &Loaded, n_prefill: usize, n_decode: usize, runs: usize) -> Result<(f64, f64)> {
+    let vocab = match loaded {
+        Loaded::Cpu(e) => e.model.config.vocab_size,
+        Loaded::Gpu { gm, .. } => gm.model.config.vocab_size,
+    } as u64;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let prompt: Vec<u32> = (0..n_prefill)
         .map(|_| {
@@ -308,24 +390,23 @@ fn bench(engine: &Engine, n_prefill: usize, n_decode: usize, runs: usize) -> Res
             ((state >> 33) % vocab) as u32
         })
         .collect();
-    // One warm-up pass of each so that page faults and thread start-up are not timed.
-    let mut warm = engine.new_cache(n_prefill.max(n_decode + 1));
-    engine.prefill(&prompt[..n_prefill.min(32)], &mut warm)?;
+    // One warm-up pass of each so that page faults, thread start-up and pipeline
+    // compilation are not timed.
+    let mut warm = loaded.sequence(n_prefill.max(n_decode + 1))?;
+    warm.feed_greedy(&prompt[..n_prefill.min(32)])?;
+    warm.feed_greedy(&prompt[..1])?;
     let (mut pre, mut dec) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let mut cache = engine.new_cache(n_prefill);
+        let mut seq = loaded.sequence(n_prefill)?;
         let t0 = now_seconds();
-        engine.prefill(&prompt, &mut cache)?;
+        seq.feed_greedy(&prompt)?;
         pre.push(n_prefill as f64 / (now_seconds() - t0));
 
-        let mut cache = engine.new_cache(n_decode + 1);
-        let mut logits = engine
-            .model
-            .forward(&prompt[..1], &mut cache, Logits::Last)?;
+        let mut seq = loaded.sequence(n_decode + 1)?;
+        let mut next = seq.feed_greedy(&prompt[..1])?;
         let t0 = now_seconds();
         for _ in 0..n_decode {
-            let next = argmax(&logits);
-            logits = engine.model.forward(&[next], &mut cache, Logits::Last)?;
+            next = seq.feed_greedy(&[next])?;
         }
         dec.push(n_decode as f64 / (now_seconds() - t0));
     }

@@ -102,6 +102,30 @@ impl Matrix {
         })
     }
 
+    /// The weights in their GGUF byte layout (ggml's blocks, little-endian).
+    pub fn raw_bytes(&self) -> &[u8] {
+        fn bytes<T>(b: &[T]) -> &[u8] {
+            // SAFETY: every block type is repr(C) plain data (floats, f16 and byte
+            // arrays) without padding, so its memory is exactly its GGUF bytes.
+            unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u8, std::mem::size_of_val(b)) }
+        }
+        match &self.blocks {
+            Blocks::F32(b) => bytes(b),
+            Blocks::F16(b) => bytes(b),
+            Blocks::BF16(b) => bytes(b),
+            Blocks::Q4_0(b) => bytes(b),
+            Blocks::Q4_1(b) => bytes(b),
+            Blocks::Q5_0(b) => bytes(b),
+            Blocks::Q5_1(b) => bytes(b),
+            Blocks::Q8_0(b) => bytes(b),
+            Blocks::Q2K(b) => bytes(b),
+            Blocks::Q3K(b) => bytes(b),
+            Blocks::Q4K(b) => bytes(b),
+            Blocks::Q5K(b) => bytes(b),
+            Blocks::Q6K(b) => bytes(b),
+        }
+    }
+
     /// Bytes the weights occupy.
     pub fn n_bytes(&self) -> usize {
         (self.rows * self.cols) / self.ttype.block_len() as usize

@@ -5,6 +5,8 @@
 pub mod activations;
 pub mod matmul;
 pub mod ops;
+mod pass;
 pub mod q4_1;
 
 pub use matmul::Matrix;
+pub use pass::{Cpu, CpuPass};

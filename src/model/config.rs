@@ -135,4 +135,20 @@ impl Config {
     pub fn kv_dim(&self) -> usize {
         self.n_kv_head * self.head_dim
     }
+
+    /// Fails unless `tokens` is non-empty and every id is inside the vocabulary.
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument(
+                "forward needs at least one token".into(),
+            ));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= self.vocab_size) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab_size
+            )));
+        }
+        Ok(())
+    }
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use super::Linear;
-use crate::cpu::Matrix;
+use crate::cpu::{Cpu, Matrix};
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo, TensorType};
 
@@ -103,7 +103,13 @@ impl<'a> Loader<'a> {
     }
 
     /// `{prefix}.weight` (out, in) and, when `bias`, `{prefix}.bias` (out).
-    pub fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    pub fn linear(
+        &mut self,
+        prefix: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<Linear<Cpu>> {
         let weight = self.matrix(&format!("{prefix}.weight"), out, inp)?;
         let bias_name = format!("{prefix}.bias");
         let bias = if bias || self.gguf.tensor(&bias_name).is_some() {

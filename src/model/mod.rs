@@ -1,69 +1,61 @@
-//! The transformer: one implementation for every supported architecture.
+//! The transformer: one implementation for every supported architecture and backend.
 //!
 //! The [`Model`] holds configuration and weights and never changes after loading; the
-//! per-sequence state ([`KvCache`]) is passed into [`Model::forward`].
+//! per-sequence state (a KV cache) lives in the [`Pass`] that runs it. [`Model::run`]
+//! is the only description of the forward pass; backends implement its ops.
 
+mod backend;
 mod config;
 mod loader;
 
+pub use backend::{Act, Backend, Pass, Upload};
 pub use config::{Arch, Config};
 pub use loader::{BytesSource, FileSource, TensorSource};
 
-use crate::cpu::ops::{self, AttentionShape, RopeTable};
-use crate::cpu::Matrix;
-use crate::error::{Error, Result};
+use crate::cpu::{Cpu, CpuPass};
+use crate::error::Result;
 use crate::gguf::Gguf;
 use crate::kv_cache::KvCache;
 use loader::Loader;
 
 /// A linear layer `y = x W^T + b`.
-pub struct Linear {
+pub struct Linear<B: Backend> {
     /// (out_features, in_features)
-    pub weight: Matrix,
+    pub weight: B::Matrix,
     /// (out_features)
-    pub bias: Option<Vec<f32>>,
-}
-
-impl Linear {
-    /// `x` (m, in) -> `y` (m, out).
-    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) {
-        self.weight.matmul(x, m, y);
-        if let Some(b) = &self.bias {
-            ops::add_bias(y, b);
-        }
-    }
+    pub bias: Option<B::Vector>,
 }
 
 /// Self-attention projections of one block.
-pub struct Attention {
+pub struct Attention<B: Backend> {
     /// (n_head * head_dim, d)
-    pub attn_q: Linear,
+    pub attn_q: Linear<B>,
     /// (n_kv_head * head_dim, d)
-    pub attn_k: Linear,
+    pub attn_k: Linear<B>,
     /// (n_kv_head * head_dim, d)
-    pub attn_v: Linear,
+    pub attn_v: Linear<B>,
     /// (d, n_head * head_dim)
-    pub attn_output: Linear,
+    pub attn_output: Linear<B>,
 }
 
 /// SwiGLU feed-forward of one block.
-pub struct FeedForward {
+pub struct FeedForward<B: Backend> {
     /// (n_ff, d)
-    pub ffn_gate: Linear,
+    pub ffn_gate: Linear<B>,
     /// (n_ff, d)
-    pub ffn_up: Linear,
+    pub ffn_up: Linear<B>,
     /// (d, n_ff)
-    pub ffn_down: Linear,
+    pub ffn_down: Linear<B>,
 }
 
 /// One transformer block (`blk.N.*` in GGUF).
-pub struct Block {
+pub struct Block<B: Backend> {
     /// (d)
-    pub attn_norm: Vec<f32>,
-    pub attn: Attention,
+    pub attn_norm: B::Vector,
+    pub attn: Attention<B>,
     /// (d)
-    pub ffn_norm: Vec<f32>,
-    pub ffn: FeedForward,
+    pub ffn_norm: B::Vector,
+    pub ffn: FeedForward<B>,
 }
 
 /// Which positions' logits a forward pass returns.
@@ -77,55 +69,113 @@ pub enum Logits {
     All,
 }
 
-/// Configuration and weights of a loaded model.
-pub struct Model {
+/// Configuration and weights of a loaded model, on backend `B`.
+pub struct Model<B: Backend = Cpu> {
     pub config: Config,
     /// (vocab, d)
-    pub token_embd: Matrix,
-    pub blocks: Vec<Block>,
+    pub token_embd: B::Matrix,
+    pub blocks: Vec<Block<B>>,
     /// (d)
-    pub output_norm: Vec<f32>,
+    pub output_norm: B::Vector,
     /// (vocab, d); `None` when the embedding is tied to the output head.
-    pub output: Option<Matrix>,
+    pub output: Option<B::Matrix>,
     /// (head_dim / 2) frequency divisors of Llama 3 style RoPE scaling.
-    pub rope_freqs: Option<Vec<f32>>,
+    pub rope_freqs: Option<B::Vector>,
 }
 
-impl Model {
-    /// Loads the weights named by `gguf` from `source`, checking every name and shape.
+/// Reads one linear layer and hands it to `up`.
+fn load_linear<B: Backend>(
+    l: &mut Loader,
+    up: &mut dyn Upload<B>,
+    prefix: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear<B>> {
+    let cpu = l.linear(prefix, out, inp, bias)?;
+    Ok(Linear {
+        weight: up.matrix(&format!("{prefix}.weight"), cpu.weight)?,
+        bias: match cpu.bias {
+            Some(b) => Some(up.vector(&format!("{prefix}.bias"), b)?),
+            None => None,
+        },
+    })
+}
+
+impl Model<Cpu> {
+    /// Loads the weights named by `gguf` from `source` for the CPU.
     pub fn load(gguf: &Gguf, source: &mut dyn TensorSource) -> Result<Self> {
+        Self::load_with(gguf, source, &mut Cpu)
+    }
+
+    /// Runs `tokens` (the next positions of the sequence in `cache`) through the model,
+    /// appends their keys and values to `cache`, and returns the requested logits.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>> {
+        self.config.check_tokens(tokens)?;
+        cache.check_room(tokens.len())?;
+        let mut pass = CpuPass::new(&self.config, tokens, cache);
+        self.run(&mut pass, want);
+        Ok(pass.finish())
+    }
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads the weights named by `gguf` from `source`, checking every name and shape,
+    /// and hands each tensor to `up` as soon as it is read.
+    pub fn load_with(
+        gguf: &Gguf,
+        source: &mut dyn TensorSource,
+        up: &mut dyn Upload<B>,
+    ) -> Result<Self> {
         let config = Config::from_gguf(gguf)?;
         let c = &config;
         let mut l = Loader::new(gguf, source, c.arch.name());
         let (d, kv) = (c.n_embd, c.kv_dim());
         let qkv_bias = c.arch == Arch::Qwen2;
-        let token_embd = l.matrix("token_embd.weight", c.vocab_size, d)?;
+        let token_embd = up.matrix(
+            "token_embd.weight",
+            l.matrix("token_embd.weight", c.vocab_size, d)?,
+        )?;
         let mut blocks = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let p = |n: &str| format!("blk.{i}.{n}");
+            let mut vector = |l: &mut Loader, name: String, len| -> Result<B::Vector> {
+                let v = l.vector(&name, len)?;
+                up.vector(&name, v)
+            };
+            let attn_norm = vector(&mut l, p("attn_norm.weight"), d)?;
+            let ffn_norm = vector(&mut l, p("ffn_norm.weight"), d)?;
+            let mut linear = |name: &str, out, inp, bias| {
+                load_linear(&mut l, &mut *up, &p(name), out, inp, bias)
+            };
             blocks.push(Block {
-                attn_norm: l.vector(&p("attn_norm.weight"), d)?,
+                attn_norm,
                 attn: Attention {
-                    attn_q: l.linear(&p("attn_q"), d, d, qkv_bias)?,
-                    attn_k: l.linear(&p("attn_k"), kv, d, qkv_bias)?,
-                    attn_v: l.linear(&p("attn_v"), kv, d, qkv_bias)?,
-                    attn_output: l.linear(&p("attn_output"), d, d, false)?,
+                    attn_q: linear("attn_q", d, d, qkv_bias)?,
+                    attn_k: linear("attn_k", kv, d, qkv_bias)?,
+                    attn_v: linear("attn_v", kv, d, qkv_bias)?,
+                    attn_output: linear("attn_output", d, d, false)?,
                 },
-                ffn_norm: l.vector(&p("ffn_norm.weight"), d)?,
+                ffn_norm,
                 ffn: FeedForward {
-                    ffn_gate: l.linear(&p("ffn_gate"), c.n_ff, d, false)?,
-                    ffn_up: l.linear(&p("ffn_up"), c.n_ff, d, false)?,
-                    ffn_down: l.linear(&p("ffn_down"), d, c.n_ff, false)?,
+                    ffn_gate: linear("ffn_gate", c.n_ff, d, false)?,
+                    ffn_up: linear("ffn_up", c.n_ff, d, false)?,
+                    ffn_down: linear("ffn_down", d, c.n_ff, false)?,
                 },
             });
         }
-        let output_norm = l.vector("output_norm.weight", d)?;
+        let output_norm = up.vector("output_norm.weight", l.vector("output_norm.weight", d)?)?;
         let output = match gguf.tensor("output.weight") {
-            Some(_) => Some(l.matrix("output.weight", c.vocab_size, d)?),
+            Some(_) => {
+                Some(up.matrix("output.weight", l.matrix("output.weight", c.vocab_size, d)?)?)
+            }
             None => None,
         };
         let rope_freqs = match gguf.tensor("rope_freqs.weight") {
-            Some(_) => Some(l.vector("rope_freqs.weight", c.head_dim / 2)?),
+            Some(_) => Some(up.vector(
+                "rope_freqs.weight",
+                l.vector("rope_freqs.weight", c.head_dim / 2)?,
+            )?),
             None => None,
         };
         Ok(Model {
@@ -140,7 +190,9 @@ impl Model {
 
     /// Bytes of all weights.
     pub fn n_bytes(&self) -> usize {
-        let lin = |l: &Linear| l.weight.n_bytes() + l.bias.as_ref().map_or(0, |b| b.len() * 4);
+        let lin = |l: &Linear<B>| {
+            B::matrix_bytes(&l.weight) + l.bias.as_ref().map_or(0, |b| B::vector_bytes(b))
+        };
         let blocks: usize = self
             .blocks
             .iter()
@@ -152,92 +204,50 @@ impl Model {
                     + lin(&b.ffn.ffn_gate)
                     + lin(&b.ffn.ffn_up)
                     + lin(&b.ffn.ffn_down)
-                    + (b.attn_norm.len() + b.ffn_norm.len()) * 4
+                    + B::vector_bytes(&b.attn_norm)
+                    + B::vector_bytes(&b.ffn_norm)
             })
             .sum();
-        blocks + self.token_embd.n_bytes() + self.output.as_ref().map_or(0, |m| m.n_bytes())
+        blocks
+            + B::matrix_bytes(&self.token_embd)
+            + self.output.as_ref().map_or(0, |m| B::matrix_bytes(m))
     }
 
     /// The output head: `output.weight`, or the token embedding when tied.
-    fn head(&self) -> &Matrix {
+    pub fn head(&self) -> &B::Matrix {
         self.output.as_ref().unwrap_or(&self.token_embd)
     }
 
-    /// Runs `tokens` (the next positions of the sequence in `cache`) through the model,
-    /// appends their keys and values to `cache`, and returns the requested logits.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>> {
+    /// The forward pass: runs the rows of `pass` through every block and the head.
+    pub fn run(&self, pass: &mut impl Pass<B>, want: Logits) {
         let c = &self.config;
-        let (n, d, kv) = (tokens.len(), c.n_embd, c.kv_dim());
-        if n == 0 {
-            return Err(Error::InvalidArgument(
-                "forward needs at least one token".into(),
-            ));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::InvalidArgument(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.vocab_size
-            )));
-        }
-        cache.check_room(n)?;
-        let pos0 = cache.len();
+        let freqs = self.rope_freqs.as_ref();
 
-        // 1. Embedding lookup: x (n, d).
-        let mut x = vec![0f32; n * d];
-        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
-            self.token_embd.row_to_f32(t as usize, row);
-        }
-
-        let rope = RopeTable::new(pos0, n, c.head_dim, c.rope_base, self.rope_freqs.as_deref());
-        let shape = AttentionShape {
-            n_heads: c.n_head,
-            n_kv_heads: c.n_kv_head,
-            head_dim: c.head_dim,
-        };
-        let mut h = vec![0f32; n * d]; // (n, d) normed input
-        let mut q = vec![0f32; n * d]; // (n, n_head * head_dim)
-        let mut k = vec![0f32; n * kv]; // (n, kv)
-        let mut v = vec![0f32; n * kv]; // (n, kv)
-        let mut att = vec![0f32; n * d]; // (n, d)
-        let mut proj = vec![0f32; n * d]; // (n, d)
-        let mut gate = vec![0f32; n * c.n_ff]; // (n, n_ff)
-        let mut up = vec![0f32; n * c.n_ff]; // (n, n_ff)
+        // 1. Embedding lookup: X (n, d).
+        pass.embed(&self.token_embd);
 
         for (i, b) in self.blocks.iter().enumerate() {
             // 2. Attention: norm, q/k/v, RoPE, append to cache, attend, project, residual.
-            ops::rms_norm(&x, &b.attn_norm, c.rms_eps, &mut h);
-            b.attn.attn_q.forward(&h, n, &mut q);
-            b.attn.attn_k.forward(&h, n, &mut k);
-            b.attn.attn_v.forward(&h, n, &mut v);
-            rope.apply(&mut q, c.n_head, c.rope_style);
-            rope.apply(&mut k, c.n_kv_head, c.rope_style);
-            cache.append(i, &k, &v);
-            let layer = cache.layer(i);
-            ops::attention(&q, &layer.k, &layer.v, pos0, shape, &mut att);
-            b.attn.attn_output.forward(&att, n, &mut proj);
-            ops::add_in_place(&mut x, &proj);
+            pass.rms_norm(Act::X, &b.attn_norm, Act::H);
+            pass.linear(&b.attn.attn_q, Act::H, Act::Q);
+            pass.linear(&b.attn.attn_k, Act::H, Act::K);
+            pass.linear(&b.attn.attn_v, Act::H, Act::V);
+            pass.rope(Act::Q, c.n_head, freqs);
+            pass.rope(Act::K, c.n_kv_head, freqs);
+            pass.attend(i);
+            pass.linear(&b.attn.attn_output, Act::Att, Act::Proj);
+            pass.add(Act::X, Act::Proj);
 
             // 3. Feed-forward: norm, SwiGLU, down projection, residual.
-            ops::rms_norm(&x, &b.ffn_norm, c.rms_eps, &mut h);
-            b.ffn.ffn_gate.forward(&h, n, &mut gate);
-            b.ffn.ffn_up.forward(&h, n, &mut up);
-            ops::swiglu_in_place(&mut gate, &up);
-            b.ffn.ffn_down.forward(&gate, n, &mut proj);
-            ops::add_in_place(&mut x, &proj);
+            pass.rms_norm(Act::X, &b.ffn_norm, Act::H);
+            pass.linear(&b.ffn.ffn_gate, Act::H, Act::Gate);
+            pass.linear(&b.ffn.ffn_up, Act::H, Act::Up);
+            pass.swiglu();
+            pass.linear(&b.ffn.ffn_down, Act::Gate, Act::Proj);
+            pass.add(Act::X, Act::Proj);
         }
-        cache.commit(n);
 
         // 4. Final norm and output head for the requested positions.
-        let rows = match want {
-            Logits::None => return Ok(Vec::new()),
-            Logits::Last => &x[(n - 1) * d..],
-            Logits::All => &x[..],
-        };
-        let m = rows.len() / d;
-        let mut normed = vec![0f32; m * d];
-        ops::rms_norm(rows, &self.output_norm, c.rms_eps, &mut normed);
-        let mut logits = vec![0f32; m * c.vocab_size];
-        self.head().matmul(&normed, m, &mut logits);
-        Ok(logits)
+        pass.output(&self.output_norm, self.head(), want);
     }
 }

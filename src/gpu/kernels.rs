@@ -1,0 +1,183 @@
+//! The WGSL kernels (one file per op under `kernels/`) and a cache of their compute
+//! pipelines, keyed by kernel and override constants.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Every compute kernel of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Matvec,
+    Embed,
+    RmsNorm,
+    Rope,
+    KvWrite,
+    Attention,
+    AttentionMerge,
+    Swiglu,
+    Add,
+    Argmax,
+}
+
+macro_rules! with_common {
+    ($($file:literal),+) => {
+        concat!(include_str!("kernels/common.wgsl"), $(include_str!($file)),+)
+    };
+}
+
+impl Kernel {
+    /// WGSL source: the op's file after the shared declarations it uses.
+    fn source(self) -> &'static str {
+        match self {
+            Kernel::Matvec => with_common!("kernels/quant.wgsl", "kernels/matvec.wgsl"),
+            Kernel::Embed => with_common!("kernels/quant.wgsl", "kernels/embed.wgsl"),
+            Kernel::RmsNorm => with_common!("kernels/rms_norm.wgsl"),
+            Kernel::Rope => with_common!("kernels/rope.wgsl"),
+            Kernel::KvWrite => with_common!("kernels/kv_write.wgsl"),
+            Kernel::Attention => with_common!("kernels/attention.wgsl"),
+            Kernel::AttentionMerge => with_common!("kernels/attention_merge.wgsl"),
+            Kernel::Swiglu => with_common!("kernels/swiglu.wgsl"),
+            Kernel::Add => with_common!("kernels/add.wgsl"),
+            Kernel::Argmax => with_common!("kernels/argmax.wgsl"),
+        }
+    }
+}
+
+/// How a kernel binds one resource.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+impl Kernel {
+    /// Bindings 0, 1, ... of group 0, as the `.wgsl` file declares them.
+    fn slots(self) -> &'static [Slot] {
+        use Slot::{Read as R, ReadWrite as W, Uniform as U};
+        match self {
+            Kernel::Matvec => &[R, R, U, U, R, W, R],
+            Kernel::Embed => &[R, R, U, U, R, W],
+            Kernel::RmsNorm => &[U, U, R, R, W],
+            Kernel::Rope => &[U, U, R, W],
+            Kernel::KvWrite => &[U, U, R, R, R, W, W],
+            Kernel::Attention => &[U, U, R, R, R, R, W],
+            Kernel::AttentionMerge => &[U, U, R, W],
+            Kernel::Swiglu | Kernel::Add => &[U, U, W, R],
+            Kernel::Argmax => &[U, U, R, W],
+        }
+    }
+}
+
+/// Override constants of one pipeline, e.g. `[("FORMAT", 3), ("M", 4)]`.
+pub type Constants = Vec<(&'static str, u32)>;
+
+/// Compiled shader modules and pipelines, created on first use and kept.
+pub struct Kernels {
+    device: wgpu::Device,
+    modules: RefCell<HashMap<Kernel, wgpu::ShaderModule>>,
+    /// One layout per kernel, shared by all its specializations (so bind groups are).
+    layouts: RefCell<HashMap<Kernel, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: RefCell<HashMap<(Kernel, Constants), wgpu::ComputePipeline>>,
+}
+
+impl Kernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Kernels {
+            device: device.clone(),
+            modules: RefCell::default(),
+            layouts: RefCell::default(),
+            pipelines: RefCell::default(),
+        }
+    }
+
+    /// The bind group layout every pipeline of `kernel` uses.
+    pub fn layout(&self, kernel: Kernel) -> wgpu::BindGroupLayout {
+        self.layouts_of(kernel).0
+    }
+
+    fn layouts_of(&self, kernel: Kernel) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        self.layouts
+            .borrow_mut()
+            .entry(kernel)
+            .or_insert_with(|| {
+                let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
+                    .slots()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, slot)| wgpu::BindGroupLayoutEntry {
+                        binding: i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: match slot {
+                                Slot::Uniform => wgpu::BufferBindingType::Uniform,
+                                Slot::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                                Slot::ReadWrite => {
+                                    wgpu::BufferBindingType::Storage { read_only: false }
+                                }
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    })
+                    .collect();
+                let label = format!("{kernel:?}");
+                let group =
+                    self.device
+                        .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                            label: Some(&label),
+                            entries: &entries,
+                        });
+                let pipeline =
+                    self.device
+                        .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                            label: Some(&label),
+                            bind_group_layouts: &[Some(&group)],
+                            immediate_size: 0,
+                        });
+                (group, pipeline)
+            })
+            .clone()
+    }
+
+    /// The pipeline of `kernel` specialized by `constants`.
+    pub fn pipeline(
+        &self,
+        kernel: Kernel,
+        constants: &[(&'static str, u32)],
+    ) -> wgpu::ComputePipeline {
+        let key = (kernel, constants.to_vec());
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return p.clone();
+        }
+        let module = self
+            .modules
+            .borrow_mut()
+            .entry(kernel)
+            .or_insert_with(|| {
+                self.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&format!("{kernel:?}")),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                    })
+            })
+            .clone();
+        let values: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&format!("{kernel:?}{constants:?}")),
+                layout: Some(&self.layouts_of(kernel).1),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &values,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        self.pipelines.borrow_mut().insert(key, pipeline.clone());
+        pipeline
+    }
+}

@@ -1,0 +1,92 @@
+// Weight storage read by matvec.wgsl and embed.wgsl (prepended by kernels.rs).
+//
+// A matrix (rows, cols) is a row-major sequence of units of 32 consecutive weights of
+// one row. Repacked at upload (gpu/weights.rs) into 4-byte words:
+//   F32:  quants 32 words per unit (f32 bits); no scales.
+//   F16:  quants 16 words per unit (two halves each); no scales.
+//   Q8_0: quants 8 words per unit (four i8 each); scales 1 word: pack2x16float(d, 0).
+//   Q4:   (Q4_0, Q4_1) quants 4 words per unit, byte i holds weight i in its low
+//         nibble and weight i + 16 in its high nibble; scales 1 word
+//         pack2x16float(d, m): w = d * q + m (Q4_0: m = -8 d).
+//   Q4_K: quants as Q4; scales 4 words per super-block of 8 units: pack2x16float(d,
+//         dmin), then ggml's 12 bytes of 6-bit scales and mins.
+const FMT_F32: u32 = 0u;
+const FMT_F16: u32 = 1u;
+const FMT_Q8_0: u32 = 2u;
+const FMT_Q4: u32 = 3u;
+const FMT_Q4_K: u32 = 4u;
+
+override FORMAT: u32 = 3u;
+
+@group(0) @binding(0) var<storage, read> quants: array<u32>;
+@group(0) @binding(1) var<storage, read> scales: array<u32>;
+
+// Byte k of the 12 Q4_K scale bytes of super-block sb.
+fn q4k_scale_byte(sb: u32, k: u32) -> u32 {
+    return (scales[sb * 4u + 1u + k / 4u] >> (8u * (k % 4u))) & 0xFFu;
+}
+
+// (scale, offset) of a 4-bit unit: w = scale * q + offset.
+fn q4_affine(unit: u32) -> vec2<f32> {
+    if (FORMAT == FMT_Q4_K) {
+        let sb = unit / 8u;
+        let j = unit % 8u;
+        let dd = unpack2x16float(scales[sb * 4u]);
+        var sc: u32;
+        var mn: u32;
+        if (j < 4u) {
+            sc = q4k_scale_byte(sb, j) & 63u;
+            mn = q4k_scale_byte(sb, j + 4u) & 63u;
+        } else {
+            sc = (q4k_scale_byte(sb, j + 4u) & 0xFu) | ((q4k_scale_byte(sb, j - 4u) >> 6u) << 4u);
+            mn = (q4k_scale_byte(sb, j + 4u) >> 4u) | ((q4k_scale_byte(sb, j) >> 6u) << 4u);
+        }
+        return vec2<f32>(dd.x * f32(sc), -(dd.y * f32(mn)));
+    }
+    return unpack2x16float(scales[unit]);
+}
+
+// Sign-extends byte b of w.
+fn i8_at(w: u32, b: u32) -> f32 {
+    return f32(bitcast<i32>(w << (24u - 8u * b)) >> 24u);
+}
+
+// The 32 weights of `unit`, dequantized: (8 x vec4).
+fn unit_weights(unit: u32) -> array<vec4<f32>, 8> {
+    var w: array<vec4<f32>, 8>;
+    if (FORMAT == FMT_F32) {
+        let base = unit * 32u;
+        for (var i = 0u; i < 8u; i++) {
+            let b = base + i * 4u;
+            w[i] = vec4<f32>(bitcast<f32>(quants[b]), bitcast<f32>(quants[b + 1u]),
+                             bitcast<f32>(quants[b + 2u]), bitcast<f32>(quants[b + 3u]));
+        }
+    } else if (FORMAT == FMT_F16) {
+        let base = unit * 16u;
+        for (var i = 0u; i < 8u; i++) {
+            let lo = unpack2x16float(quants[base + i * 2u]);
+            let hi = unpack2x16float(quants[base + i * 2u + 1u]);
+            w[i] = vec4<f32>(lo, hi);
+        }
+    } else if (FORMAT == FMT_Q8_0) {
+        let d = unpack2x16float(scales[unit]).x;
+        let base = unit * 8u;
+        for (var i = 0u; i < 8u; i++) {
+            let q = quants[base + i];
+            w[i] = vec4<f32>(i8_at(q, 0u), i8_at(q, 1u), i8_at(q, 2u), i8_at(q, 3u)) * d;
+        }
+    } else {
+        let a = q4_affine(unit);
+        let base = unit * 4u;
+        for (var i = 0u; i < 4u; i++) {
+            let q = quants[base + i];
+            let lo = vec4<f32>(f32(q & 0xFu), f32((q >> 8u) & 0xFu),
+                               f32((q >> 16u) & 0xFu), f32((q >> 24u) & 0xFu));
+            let hi = vec4<f32>(f32((q >> 4u) & 0xFu), f32((q >> 12u) & 0xFu),
+                               f32((q >> 20u) & 0xFu), f32((q >> 28u) & 0xFu));
+            w[i] = lo * a.x + a.y;
+            w[i + 4u] = hi * a.x + a.y;
+        }
+    }
+    return w;
+}

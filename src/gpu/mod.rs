@@ -1,0 +1,102 @@
+//! The WebGPU backend (wgpu: WebGPU in the browser, Vulkan/Metal/DX12 natively): our own
+//! WGSL kernels for every op of the forward pass, run by the same transformer as the
+//! CPU backend ([`crate::model::Model::run`]).
+//!
+//! - [`context`]: adapter, device, limits, readback.
+//! - [`repack`]: GGUF blocks into the GPU's aligned layout (nibbles and scales apart).
+//! - [`backend`]: weights on the device, uploaded one tensor at a time.
+//! - [`kernels`]: the `.wgsl` files and the pipeline cache.
+//! - [`session`]: KV cache, activations, step buffers, and the recorded forward pass.
+
+pub mod backend;
+pub mod context;
+pub mod kernels;
+pub mod repack;
+pub mod session;
+
+pub use backend::{Gpu, GpuMatrix, GpuVector, Uploader};
+pub use context::{AdapterSummary, GpuContext};
+pub use session::{GpuSession, Row, MAX_ROWS, MAX_STREAMS};
+
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::model::{Model, TensorSource};
+use kernels::Kernels;
+
+/// A model whose weights live on a GPU.
+pub struct GpuModel {
+    pub ctx: GpuContext,
+    pub kernels: Kernels,
+    pub model: Model<Gpu>,
+    /// Device bytes of the weights.
+    pub weight_bytes: u64,
+}
+
+impl GpuModel {
+    /// Reads the weights named by `gguf` from `source` and uploads them to `ctx`'s
+    /// device one tensor at a time. Device memory exhaustion is a clear error.
+    pub async fn load(ctx: GpuContext, gguf: &Gguf, source: &mut dyn TensorSource) -> Result<Self> {
+        let oom = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let mut up = Uploader::new(&ctx);
+        let model = Model::load_with(gguf, source, &mut up);
+        let weight_bytes = up.bytes;
+        if let Some(e) = oom.pop().await {
+            return Err(Error::GpuMemory {
+                what: format!("the weights ({e})"),
+                need: weight_bytes,
+                limit: 0,
+            });
+        }
+        let model = model?;
+        let kernels = Kernels::new(&ctx.device);
+        Ok(GpuModel {
+            ctx,
+            kernels,
+            model,
+            weight_bytes,
+        })
+    }
+
+    /// [`GpuModel::load`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_blocking(
+        ctx: GpuContext,
+        gguf: &Gguf,
+        source: &mut dyn TensorSource,
+    ) -> Result<Self> {
+        pollster::block_on(Self::load(ctx, gguf, source))
+    }
+
+    /// A session for one sequence of up to `capacity` tokens.
+    pub fn session(&self, capacity: usize) -> Result<GpuSession> {
+        GpuSession::new(self, capacity, 0, 0)
+    }
+}
+
+/// One sequence on the GPU, for the engine's generation loop (native: it waits for the
+/// device; the browser awaits the same reads).
+#[cfg(not(target_arch = "wasm32"))]
+pub struct GpuSequence<'a> {
+    pub gm: &'a GpuModel,
+    pub session: GpuSession,
+    pub capacity: usize,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl crate::engine::Sequence for GpuSequence<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.gm
+            .append(&mut self.session, tokens, crate::model::Logits::Last)?;
+        pollster::block_on(self.gm.read_logits(&self.session))
+    }
+
+    fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
+        self.gm
+            .append(&mut self.session, tokens, crate::model::Logits::Last)?;
+        Ok(pollster::block_on(self.gm.read_ids(&self.session))?[0])
+    }
+
+    fn room(&self) -> usize {
+        self.capacity - self.session.main_len()
+    }
+}

@@ -1,0 +1,851 @@
+//! A GPU session: the KV cache, activations and step buffers of one model's sequences,
+//! allocated once; and the [`Pass`] that records a forward pass into one compute pass.
+//!
+//! KV slots: `0..main_capacity` hold the main sequence (the prompt); stream `s` (a
+//! candidate decoded in parallel) owns `main_capacity + s * stream_capacity ..`. A row
+//! attends to the first `n_prefix` main slots and then to its stream's own slots, so N
+//! candidates share one copy of the prompt's keys and values.
+
+use std::collections::HashMap;
+
+use wgpu::util::DeviceExt;
+
+use super::backend::{Gpu, GpuMatrix, GpuVector};
+use super::kernels::{Kernel, Kernels};
+use super::GpuModel;
+use crate::cpu::ops::{RopeStyle, RopeTable};
+use crate::error::{Error, Result};
+use crate::model::{Act, Config, Linear, Logits, Pass};
+
+/// Most rows one forward pass takes (a prefill chunk; decode uses one row per stream).
+pub const MAX_ROWS: usize = 64;
+/// Most streams decoded in one step (rows of the batched matvec).
+pub const MAX_STREAMS: usize = 16;
+/// Keys one attention workgroup reads. Fixed, so that a row's result does not depend on
+/// which other rows share its pass.
+const KEYS_PER_SPLIT: u32 = 128;
+/// Rows of activations per matvec workgroup in prefill (matvec.wgsl's MAX_M).
+const MAX_M: u32 = 16;
+/// Offset of the output-head copy of [`Count`] (uniform offset alignment).
+const HEAD_COUNT_OFFSET: u64 = 256;
+
+/// One row of a forward pass (common.wgsl's `Row`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Row {
+    pub token: u32,
+    /// Position in its sequence.
+    pub pos: u32,
+    /// KV slot its key and value are written to.
+    pub slot: u32,
+    /// Keys read from main slots `0..n_prefix`...
+    pub n_prefix: u32,
+    /// ...then from `suffix_start..suffix_start + n_suffix`.
+    pub suffix_start: u32,
+    pub n_suffix: u32,
+    pub _pad: [u32; 2],
+}
+
+/// common.wgsl's `Count`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Count {
+    n: u32,
+    first_row: u32,
+    keys_per_split: u32,
+    n_splits: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct NormParams {
+    width: u32,
+    eps: f32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RopeParams {
+    n_heads: u32,
+    head_dim: u32,
+    halves: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AttnParams {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    kv_dim: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// Small uniforms fixed for the session.
+struct Params {
+    norm: wgpu::Buffer,
+    rope_q: wgpu::Buffer,
+    rope_k: wgpu::Buffer,
+    kv_dim: wgpu::Buffer,
+    attn: wgpu::Buffer,
+    width_d: wgpu::Buffer,
+    width_ff: wgpu::Buffer,
+    vocab: wgpu::Buffer,
+}
+
+/// What a cached bind group binds (weights by address: the model never moves or
+/// changes while a session lives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum BindKey {
+    Embed(usize, usize),
+    Norm(usize, Act, Act, bool),
+    Linear(usize, usize, Act, Act),
+    Head(usize, usize),
+    Rope(Act),
+    KvWrite(usize),
+    Attention(usize),
+    Merge,
+    Add(Act, Act),
+    Swiglu,
+    Argmax,
+}
+
+/// One stream of parallel decoding: its own KV slots after the main sequence.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    start_slot: usize,
+    /// Tokens of its own (after the shared prefix).
+    len: usize,
+    /// Main positions it attends to.
+    prefix: usize,
+}
+
+/// Buffers of one model's sequences on the device.
+pub struct GpuSession {
+    /// (MAX_ROWS, width) per [`Act`].
+    acts: [wgpu::Buffer; 9],
+    /// (MAX_ROWS, vocab)
+    logits: wgpu::Buffer,
+    /// (MAX_ROWS) greedy ids of the last pass.
+    ids: wgpu::Buffer,
+    ids_staging: wgpu::Buffer,
+    /// (MAX_ROWS) [`Row`]
+    rows: wgpu::Buffer,
+    /// [`Count`] of all rows at 0, of the output-head rows at 256.
+    counts: wgpu::Buffer,
+    /// (MAX_ROWS, head_dim / 2) (cos, sin)
+    cos_sin: wgpu::Buffer,
+    /// Per layer: (slots, kv_dim)
+    k_cache: Vec<wgpu::Buffer>,
+    v_cache: Vec<wgpu::Buffer>,
+    /// (MAX_ROWS, n_head, max_splits, head_dim + 2)
+    partials: wgpu::Buffer,
+    max_splits: usize,
+    dummy: wgpu::Buffer,
+    params: Params,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+    main_capacity: usize,
+    stream_capacity: usize,
+    n_streams: usize,
+    /// Tokens of the main sequence.
+    main_len: usize,
+    streams: Vec<Stream>,
+    /// Rows of the output head in the last pass.
+    head_rows: usize,
+    /// Device bytes of the KV cache.
+    pub kv_bytes: u64,
+}
+
+fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, v: &T) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("params"),
+        contents: bytemuck::bytes_of(v),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+fn storage(device: &wgpu::Device, label: &str, bytes: u64) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: bytes.max(4),
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    })
+}
+
+impl GpuSession {
+    /// Buffers for a main sequence of up to `main_capacity` tokens and up to
+    /// `n_streams` parallel streams of `stream_capacity` tokens each.
+    pub fn new(
+        gm: &GpuModel,
+        main_capacity: usize,
+        n_streams: usize,
+        stream_capacity: usize,
+    ) -> Result<Self> {
+        let c = &gm.model.config;
+        let dev = &gm.ctx.device;
+        if n_streams > MAX_STREAMS {
+            return Err(Error::InvalidArgument(format!(
+                "{n_streams} streams asked; at most {MAX_STREAMS} decode in parallel"
+            )));
+        }
+        let slots = main_capacity + n_streams * stream_capacity;
+        let kv_layer_bytes = (slots * c.kv_dim() * 4) as u64;
+        if kv_layer_bytes > gm.ctx.max_binding() {
+            return Err(Error::GpuMemory {
+                what: format!("the KV cache of one layer ({slots} positions)"),
+                need: kv_layer_bytes,
+                limit: gm.ctx.max_binding(),
+            });
+        }
+        let f = |w: usize| (MAX_ROWS * w * 4) as u64;
+        let acts = [
+            Act::X,
+            Act::H,
+            Act::Q,
+            Act::K,
+            Act::V,
+            Act::Att,
+            Act::Proj,
+            Act::Gate,
+            Act::Up,
+        ]
+        .map(|a| storage(dev, &format!("{a:?}"), f(a.width(c))));
+        let max_splits = slots.div_ceil(KEYS_PER_SPLIT as usize).max(1);
+        let partial_bytes = (MAX_ROWS * c.n_head * max_splits * (c.head_dim + 2) * 4) as u64;
+        let half = c.head_dim / 2;
+        let rope = |n_heads: usize| RopeParams {
+            n_heads: n_heads as u32,
+            head_dim: c.head_dim as u32,
+            halves: (c.rope_style == RopeStyle::Halves) as u32,
+            _pad: 0,
+        };
+        let params = Params {
+            norm: uniform(
+                dev,
+                &NormParams {
+                    width: c.n_embd as u32,
+                    eps: c.rms_eps,
+                },
+            ),
+            rope_q: uniform(dev, &rope(c.n_head)),
+            rope_k: uniform(dev, &rope(c.n_kv_head)),
+            kv_dim: uniform(dev, &[c.kv_dim() as u32, 0, 0, 0]),
+            attn: uniform(
+                dev,
+                &AttnParams {
+                    n_heads: c.n_head as u32,
+                    n_kv_heads: c.n_kv_head as u32,
+                    head_dim: c.head_dim as u32,
+                    kv_dim: c.kv_dim() as u32,
+                    scale: 1.0 / (c.head_dim as f32).sqrt(),
+                    _pad: [0; 3],
+                },
+            ),
+            width_d: uniform(dev, &[c.n_embd as u32, 0, 0, 0]),
+            width_ff: uniform(dev, &[c.n_ff as u32, 0, 0, 0]),
+            vocab: uniform(dev, &[c.vocab_size as u32, 0, 0, 0]),
+        };
+        let session = GpuSession {
+            acts,
+            logits: storage(dev, "logits", f(c.vocab_size)),
+            ids: storage(dev, "ids", (MAX_ROWS * 4) as u64),
+            ids_staging: dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ids readback"),
+                size: (MAX_ROWS * 4) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            rows: storage(dev, "rows", (MAX_ROWS * std::mem::size_of::<Row>()) as u64),
+            counts: dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("counts"),
+                size: HEAD_COUNT_OFFSET * 2,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            cos_sin: storage(dev, "cos_sin", (MAX_ROWS * half * 8) as u64),
+            k_cache: (0..c.n_layer)
+                .map(|_| storage(dev, "k cache", kv_layer_bytes))
+                .collect(),
+            v_cache: (0..c.n_layer)
+                .map(|_| storage(dev, "v cache", kv_layer_bytes))
+                .collect(),
+            partials: storage(dev, "attention partials", partial_bytes),
+            max_splits,
+            dummy: storage(dev, "no bias", 4),
+            params,
+            bind_groups: HashMap::new(),
+            main_capacity,
+            stream_capacity,
+            n_streams,
+            main_len: 0,
+            streams: Vec::new(),
+            head_rows: 0,
+            kv_bytes: kv_layer_bytes * 2 * c.n_layer as u64,
+        };
+        Ok(session)
+    }
+
+    /// Tokens in the main sequence.
+    pub fn main_len(&self) -> usize {
+        self.main_len
+    }
+
+    /// Rows that append `tokens` to the main sequence (checked against its capacity).
+    pub fn main_rows(&self, tokens: &[u32]) -> Result<Vec<Row>> {
+        let end = self.main_len + tokens.len();
+        if end > self.main_capacity {
+            return Err(Error::ContextOverflow {
+                tokens: end,
+                capacity: self.main_capacity,
+            });
+        }
+        Ok(tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| {
+                let pos = (self.main_len + i) as u32;
+                Row {
+                    token,
+                    pos,
+                    slot: pos,
+                    n_prefix: pos + 1,
+                    ..Row::default()
+                }
+            })
+            .collect())
+    }
+
+    /// Starts `n` streams that continue from the main sequence as it is now; their
+    /// tokens go to their own slots and the main sequence's are shared.
+    pub fn fork(&mut self, n: usize) -> Result<()> {
+        let available = self.n_streams;
+        if n > available {
+            return Err(Error::InvalidArgument(format!(
+                "{n} streams asked; this session was made for {available}"
+            )));
+        }
+        self.streams = (0..n)
+            .map(|s| Stream {
+                start_slot: self.main_capacity + s * self.stream_capacity,
+                len: 0,
+                prefix: self.main_len,
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Rows that append one token to each stream (`tokens[s]` to stream `s`).
+    pub fn stream_rows(&self, tokens: &[u32]) -> Result<Vec<Row>> {
+        if tokens.len() != self.streams.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens for {} streams",
+                tokens.len(),
+                self.streams.len()
+            )));
+        }
+        self.streams
+            .iter()
+            .zip(tokens)
+            .map(|(s, &token)| {
+                if s.len + 1 > self.stream_capacity {
+                    return Err(Error::ContextOverflow {
+                        tokens: s.prefix + s.len + 1,
+                        capacity: s.prefix + self.stream_capacity,
+                    });
+                }
+                Ok(Row {
+                    token,
+                    pos: (s.prefix + s.len) as u32,
+                    slot: (s.start_slot + s.len) as u32,
+                    n_prefix: s.prefix as u32,
+                    suffix_start: s.start_slot as u32,
+                    n_suffix: (s.len + 1) as u32,
+                    _pad: [0; 2],
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the rows of the last pass part of their sequences.
+    fn commit(&mut self, rows: &[Row]) {
+        for r in rows {
+            if r.n_suffix == 0 {
+                self.main_len = self.main_len.max(r.pos as usize + 1);
+            } else if let Some(s) = self
+                .streams
+                .iter_mut()
+                .find(|s| s.start_slot as u32 == r.suffix_start)
+            {
+                s.len += 1;
+            }
+        }
+    }
+
+    /// Forgets the main sequence from `len` on, and every stream.
+    pub fn truncate(&mut self, len: usize) {
+        self.main_len = self.main_len.min(len);
+        self.streams.clear();
+    }
+}
+
+impl GpuModel {
+    /// Records and submits one forward pass of `rows` (at most [`MAX_ROWS`]); the
+    /// greedy ids of the rows `want` names are then ready for [`GpuModel::read_ids`],
+    /// and their logits for [`GpuModel::read_logits`].
+    pub fn forward(&self, s: &mut GpuSession, rows: &[Row], want: Logits) -> Result<()> {
+        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        self.model.config.check_tokens(&tokens)?;
+        self.record(s, rows, want, |pass| self.model.run(pass, want))?;
+        s.commit(rows);
+        Ok(())
+    }
+
+    /// Appends `tokens` to the main sequence in passes of up to [`MAX_ROWS`] rows;
+    /// `want` names the logits of the last pass.
+    pub fn append(&self, s: &mut GpuSession, tokens: &[u32], want: Logits) -> Result<()> {
+        s.main_rows(tokens)?;
+        let chunks: Vec<&[u32]> = tokens.chunks(MAX_ROWS).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let rows = s.main_rows(chunk)?;
+            let last = i + 1 == chunks.len();
+            self.forward(s, &rows, if last { want } else { Logits::None })?;
+        }
+        Ok(())
+    }
+
+    /// Appends one token to each stream of `s` in one pass (`tokens[i]` to stream
+    /// `i`); the logits and greedy ids of every stream are then ready.
+    pub fn step_streams(&self, s: &mut GpuSession, tokens: &[u32]) -> Result<()> {
+        let rows = s.stream_rows(tokens)?;
+        self.forward(s, &rows, Logits::All)
+    }
+
+    /// Runs ops of a pass over `rows` chosen by `ops`, on activations first set from
+    /// `inputs` (each (rows, width)): the hook the kernel tests use.
+    pub fn run_ops(
+        &self,
+        s: &mut GpuSession,
+        rows: &[Row],
+        inputs: &[(Act, &[f32])],
+        want: Logits,
+        ops: impl FnOnce(&mut dyn Pass<Gpu>),
+    ) -> Result<()> {
+        for (act, values) in inputs {
+            self.ctx
+                .queue
+                .write_buffer(&s.acts[*act as usize], 0, bytemuck::cast_slice(values));
+        }
+        self.record(s, rows, want, |pass| ops(pass))
+    }
+
+    /// Reads activation `act` (rows, width) back.
+    pub async fn read_act(&self, s: &GpuSession, act: Act, rows: usize) -> Result<Vec<f32>> {
+        let bytes = (rows * act.width(&self.model.config) * 4) as u64;
+        let raw = self.ctx.read(&s.acts[act as usize], bytes).await?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec())
+    }
+
+    /// Writes the step buffers for `rows`, records `ops` into one compute pass, and
+    /// submits it.
+    fn record(
+        &self,
+        s: &mut GpuSession,
+        rows: &[Row],
+        want: Logits,
+        ops: impl FnOnce(&mut GpuPass),
+    ) -> Result<()> {
+        let c = &self.model.config;
+        let n = rows.len();
+        if n == 0 || n > MAX_ROWS {
+            return Err(Error::InvalidArgument(format!(
+                "a GPU forward pass takes 1..={MAX_ROWS} rows, got {n}"
+            )));
+        }
+
+        // 1. Step buffers: rows, counts, RoPE angles.
+        let q = &self.ctx.queue;
+        let max_keys = rows
+            .iter()
+            .map(|r| r.n_prefix + r.n_suffix)
+            .max()
+            .unwrap_or(1);
+        let n_splits = max_keys.div_ceil(KEYS_PER_SPLIT).max(1);
+        if n_splits as usize > s.max_splits {
+            return Err(Error::Gpu(format!(
+                "a row reads {max_keys} keys; the session holds at most {}",
+                s.max_splits * KEYS_PER_SPLIT as usize
+            )));
+        }
+        let (head_rows, first_row) = match want {
+            Logits::None => (0, 0),
+            Logits::Last => (1, n - 1),
+            Logits::All => (n, 0),
+        };
+        let count = |n: usize, first_row: usize| Count {
+            n: n as u32,
+            first_row: first_row as u32,
+            keys_per_split: KEYS_PER_SPLIT,
+            n_splits,
+        };
+        q.write_buffer(&s.rows, 0, bytemuck::cast_slice(rows));
+        q.write_buffer(&s.counts, 0, bytemuck::bytes_of(&count(n, 0)));
+        q.write_buffer(
+            &s.counts,
+            HEAD_COUNT_OFFSET,
+            bytemuck::bytes_of(&count(head_rows, first_row)),
+        );
+        let freqs = self.model.rope_freqs.as_ref().map(|v| v.host.as_slice());
+        let mut cos_sin = Vec::with_capacity(n * c.head_dim);
+        for r in rows {
+            let t = RopeTable::new(r.pos as usize, 1, c.head_dim, c.rope_base, freqs);
+            for (cos, sin) in t.cos.iter().zip(&t.sin) {
+                cos_sin.extend([*cos, *sin]);
+            }
+        }
+        q.write_buffer(&s.cos_sin, 0, bytemuck::cast_slice(&cos_sin));
+
+        // 2. Record the ops into one compute pass and submit it.
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let cpass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            let mut pass = GpuPass {
+                gm: self,
+                s: &mut *s,
+                cpass,
+                n: n as u32,
+                n_splits,
+                head_rows: head_rows as u32,
+            };
+            ops(&mut pass);
+        }
+        if head_rows > 0 {
+            enc.copy_buffer_to_buffer(&s.ids, 0, &s.ids_staging, 0, (head_rows * 4) as u64);
+        }
+        q.submit([enc.finish()]);
+        s.head_rows = head_rows;
+        Ok(())
+    }
+
+    /// Greedy ids of the output rows of the last pass.
+    pub async fn read_ids(&self, s: &GpuSession) -> Result<Vec<u32>> {
+        let bytes = self.ctx.read_mapped(&s.ids_staging).await?;
+        Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..s.head_rows].to_vec())
+    }
+
+    /// Logits (rows, vocab) of the output rows of the last pass.
+    pub async fn read_logits(&self, s: &GpuSession) -> Result<Vec<f32>> {
+        let bytes = (s.head_rows * self.model.config.vocab_size * 4) as u64;
+        let raw = self.ctx.read(&s.logits, bytes).await?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec())
+    }
+}
+
+/// Records the ops of one forward pass into a compute pass.
+pub struct GpuPass<'a> {
+    gm: &'a GpuModel,
+    s: &'a mut GpuSession,
+    cpass: wgpu::ComputePass<'static>,
+    n: u32,
+    n_splits: u32,
+    head_rows: u32,
+}
+
+impl GpuPass<'_> {
+    fn kernels(&self) -> &Kernels {
+        &self.gm.kernels
+    }
+
+    fn config(&self) -> &Config {
+        &self.gm.model.config
+    }
+
+    /// The bind group `key` names, made from `resources` (bindings 0, 1, ...) once.
+    fn bind(
+        &mut self,
+        key: BindKey,
+        kernel: Kernel,
+        resources: impl FnOnce(&GpuSession) -> Vec<Binding>,
+    ) -> wgpu::BindGroup {
+        if let Some(bg) = self.s.bind_groups.get(&key) {
+            return bg.clone();
+        }
+        let res = resources(self.s);
+        let entries: Vec<wgpu::BindGroupEntry> = res
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer,
+                    offset: b.offset,
+                    size: b.size,
+                }),
+            })
+            .collect();
+        let bg = self
+            .gm
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&format!("{key:?}")),
+                layout: &self.gm.kernels.layout(kernel),
+                entries: &entries,
+            });
+        drop(entries);
+        self.s.bind_groups.insert(key, bg.clone());
+        bg
+    }
+
+    /// Dispatches `groups` workgroups along x (folded into y past the per-dimension
+    /// limit), times `z`.
+    fn dispatch(
+        &mut self,
+        pipeline: &wgpu::ComputePipeline,
+        bg: &wgpu::BindGroup,
+        groups: u32,
+        y: u32,
+        z: u32,
+    ) {
+        let max = self.gm.ctx.limits.max_compute_workgroups_per_dimension;
+        let (x, fold) = if groups > max {
+            (max, groups.div_ceil(max))
+        } else {
+            (groups, 1)
+        };
+        self.cpass.set_pipeline(pipeline);
+        self.cpass.set_bind_group(0, bg, &[]);
+        self.cpass.dispatch_workgroups(x, y * fold, z);
+    }
+
+    /// An elementwise kernel over `n * width` values.
+    fn elementwise(&mut self, kernel: Kernel, key: BindKey, a: Act, b: Act) {
+        let width = a.width(self.config());
+        let pipeline = self.kernels().pipeline(kernel, &[]);
+        let bg = self.bind(key, kernel, |s| {
+            let w = match a {
+                Act::Gate | Act::Up => &s.params.width_ff,
+                _ => &s.params.width_d,
+            };
+            vec![
+                whole(w),
+                count_binding(s, false),
+                whole(&s.acts[a as usize]),
+                whole(&s.acts[b as usize]),
+            ]
+        });
+        let groups = (self.n * width as u32).div_ceil(256);
+        self.dispatch(&pipeline, &bg, groups, 1, 1);
+    }
+
+    /// `y = x W^T (+ bias)` for `rows` rows, part by part.
+    fn matvec(&mut self, w: &GpuMatrix, bias: Option<&GpuVector>, x: Act, y: &Out, rows: u32) {
+        let m = rows.min(MAX_M);
+        let pipeline = self
+            .kernels()
+            .pipeline(Kernel::Matvec, &[("FORMAT", w.format as u32), ("M", m)]);
+        for (i, part) in w.parts.iter().enumerate() {
+            let key = match y {
+                Out::Act(a) => BindKey::Linear(w as *const _ as usize, i, x, *a),
+                Out::Logits => BindKey::Head(w as *const _ as usize, i),
+            };
+            let bg = self.bind(key, Kernel::Matvec, |s| {
+                let head = matches!(y, Out::Logits);
+                vec![
+                    whole(&part.quants),
+                    whole(&part.scales),
+                    whole(&part.dims[bias.is_some() as usize]),
+                    count_binding(s, head),
+                    whole(&s.acts[x as usize]),
+                    match y {
+                        Out::Act(a) => whole(&s.acts[*a as usize]),
+                        Out::Logits => whole(&s.logits),
+                    },
+                    whole(bias.map_or(&s.dummy, |b| &b.buffer)),
+                ]
+            });
+            let groups = part.n_rows.div_ceil(4);
+            self.dispatch(&pipeline, &bg, groups, 1, rows.div_ceil(m));
+        }
+    }
+
+    fn norm(&mut self, x: Act, weight: &GpuVector, out: Act, head: bool) {
+        let pipeline = self.kernels().pipeline(Kernel::RmsNorm, &[]);
+        let key = BindKey::Norm(weight as *const _ as usize, x, out, head);
+        let bg = self.bind(key, Kernel::RmsNorm, |s| {
+            vec![
+                whole(&s.params.norm),
+                count_binding(s, head),
+                whole(&s.acts[x as usize]),
+                whole(&weight.buffer),
+                whole(&s.acts[out as usize]),
+            ]
+        });
+        let rows = if head { self.head_rows } else { self.n };
+        self.dispatch(&pipeline, &bg, rows, 1, 1);
+    }
+}
+
+/// Where a matvec writes.
+enum Out {
+    Act(Act),
+    Logits,
+}
+
+/// A buffer range bound to a kernel.
+struct Binding {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: Option<wgpu::BufferSize>,
+}
+
+/// All of `b`.
+fn whole(b: &wgpu::Buffer) -> Binding {
+    Binding {
+        buffer: b.clone(),
+        offset: 0,
+        size: None,
+    }
+}
+
+/// The all-rows (`head == false`) or output-head copy of the step's [`Count`].
+fn count_binding(s: &GpuSession, head: bool) -> Binding {
+    Binding {
+        buffer: s.counts.clone(),
+        offset: if head { HEAD_COUNT_OFFSET } else { 0 },
+        size: wgpu::BufferSize::new(std::mem::size_of::<Count>() as u64),
+    }
+}
+
+impl Pass<Gpu> for GpuPass<'_> {
+    fn embed(&mut self, table: &GpuMatrix) {
+        let pipeline = self
+            .kernels()
+            .pipeline(Kernel::Embed, &[("FORMAT", table.format as u32)]);
+        for (i, part) in table.parts.iter().enumerate() {
+            let key = BindKey::Embed(table as *const _ as usize, i);
+            let bg = self.bind(key, Kernel::Embed, |s| {
+                vec![
+                    whole(&part.quants),
+                    whole(&part.scales),
+                    whole(&part.dims[0]),
+                    count_binding(s, false),
+                    whole(&s.rows),
+                    whole(&s.acts[Act::X as usize]),
+                ]
+            });
+            self.dispatch(&pipeline, &bg, self.n, 1, 1);
+        }
+    }
+
+    fn rms_norm(&mut self, x: Act, weight: &GpuVector, out: Act) {
+        self.norm(x, weight, out, false);
+    }
+
+    fn linear(&mut self, w: &Linear<Gpu>, x: Act, out: Act) {
+        self.matvec(&w.weight, w.bias.as_ref(), x, &Out::Act(out), self.n);
+    }
+
+    fn rope(&mut self, x: Act, n_heads: usize, _freqs: Option<&GpuVector>) {
+        // The factors are already in the step's cos/sin table.
+        let pipeline = self.kernels().pipeline(Kernel::Rope, &[]);
+        let bg = self.bind(BindKey::Rope(x), Kernel::Rope, |s| {
+            let p = if x == Act::Q {
+                &s.params.rope_q
+            } else {
+                &s.params.rope_k
+            };
+            vec![
+                whole(p),
+                count_binding(s, false),
+                whole(&s.cos_sin),
+                whole(&s.acts[x as usize]),
+            ]
+        });
+        let half = self.config().head_dim / 2;
+        let groups = (self.n * (n_heads * half) as u32).div_ceil(256);
+        self.dispatch(&pipeline, &bg, groups, 1, 1);
+    }
+
+    fn attend(&mut self, layer: usize) {
+        let (n_head, kv_dim) = (self.config().n_head as u32, self.config().kv_dim() as u32);
+
+        // 1. This pass's keys and values into their slots.
+        let pipeline = self.kernels().pipeline(Kernel::KvWrite, &[]);
+        let bg = self.bind(BindKey::KvWrite(layer), Kernel::KvWrite, |s| {
+            vec![
+                whole(&s.params.kv_dim),
+                count_binding(s, false),
+                whole(&s.rows),
+                whole(&s.acts[Act::K as usize]),
+                whole(&s.acts[Act::V as usize]),
+                whole(&s.k_cache[layer]),
+                whole(&s.v_cache[layer]),
+            ]
+        });
+        self.dispatch(&pipeline, &bg, (self.n * kv_dim).div_ceil(256), 1, 1);
+
+        // 2. Split attention, then the merge of the splits.
+        let pipeline = self.kernels().pipeline(Kernel::Attention, &[]);
+        let bg = self.bind(BindKey::Attention(layer), Kernel::Attention, |s| {
+            vec![
+                whole(&s.params.attn),
+                count_binding(s, false),
+                whole(&s.rows),
+                whole(&s.acts[Act::Q as usize]),
+                whole(&s.k_cache[layer]),
+                whole(&s.v_cache[layer]),
+                whole(&s.partials),
+            ]
+        });
+        self.cpass.set_pipeline(&pipeline);
+        self.cpass.set_bind_group(0, &bg, &[]);
+        self.cpass
+            .dispatch_workgroups(n_head, self.n, self.n_splits);
+
+        let pipeline = self.kernels().pipeline(Kernel::AttentionMerge, &[]);
+        let bg = self.bind(BindKey::Merge, Kernel::AttentionMerge, |s| {
+            vec![
+                whole(&s.params.attn),
+                count_binding(s, false),
+                whole(&s.partials),
+                whole(&s.acts[Act::Att as usize]),
+            ]
+        });
+        self.cpass.set_pipeline(&pipeline);
+        self.cpass.set_bind_group(0, &bg, &[]);
+        self.cpass.dispatch_workgroups(n_head, self.n, 1);
+    }
+
+    fn add(&mut self, x: Act, y: Act) {
+        self.elementwise(Kernel::Add, BindKey::Add(x, y), x, y);
+    }
+
+    fn swiglu(&mut self) {
+        self.elementwise(Kernel::Swiglu, BindKey::Swiglu, Act::Gate, Act::Up);
+    }
+
+    fn output(&mut self, norm: &GpuVector, head: &GpuMatrix, want: Logits) {
+        if want == Logits::None {
+            return;
+        }
+        self.norm(Act::X, norm, Act::H, true);
+        self.matvec(head, None, Act::H, &Out::Logits, self.head_rows);
+        let pipeline = self.kernels().pipeline(Kernel::Argmax, &[]);
+        let bg = self.bind(BindKey::Argmax, Kernel::Argmax, |s| {
+            vec![
+                whole(&s.params.vocab),
+                count_binding(s, true),
+                whole(&s.logits),
+                whole(&s.ids),
+            ]
+        });
+        self.dispatch(&pipeline, &bg, self.head_rows, 1, 1);
+    }
+}
