@@ -140,17 +140,23 @@ fn main() {
     }
 }
 
+/// A tokenizer and a model on the GPU.
+struct OnGpu {
+    tokenizer: Tokenizer,
+    gm: GpuModel,
+}
+
 /// A model loaded on the backend `--backend` chose.
 enum Loaded {
-    Cpu(Engine),
-    Gpu { tokenizer: Tokenizer, gm: GpuModel },
+    Cpu(Box<Engine>),
+    Gpu(Box<OnGpu>),
 }
 
 impl Loaded {
     fn tokenizer(&self) -> &Tokenizer {
         match self {
             Loaded::Cpu(e) => &e.tokenizer,
-            Loaded::Gpu { tokenizer, .. } => tokenizer,
+            Loaded::Gpu(g) => &g.tokenizer,
         }
     }
 
@@ -158,8 +164,8 @@ impl Loaded {
     fn adapter(&self) -> String {
         match self {
             Loaded::Cpu(_) => "cpu".into(),
-            Loaded::Gpu { gm, .. } => {
-                format!("{} ({})", gm.ctx.adapter.name, gm.ctx.adapter.backend)
+            Loaded::Gpu(g) => {
+                format!("{} ({})", g.gm.ctx.adapter.name, g.gm.ctx.adapter.backend)
             }
         }
     }
@@ -167,7 +173,7 @@ impl Loaded {
     fn backend(&self) -> &'static str {
         match self {
             Loaded::Cpu(_) => "cpu",
-            Loaded::Gpu { .. } => "gpu",
+            Loaded::Gpu(_) => "gpu",
         }
     }
 
@@ -178,11 +184,11 @@ impl Loaded {
                 engine: e,
                 cache: e.new_cache(capacity),
             }),
-            Loaded::Gpu { gm, .. } => {
-                let capacity = capacity.min(gm.model.config.context_length);
+            Loaded::Gpu(g) => {
+                let capacity = capacity.min(g.gm.model.config.context_length);
                 Box::new(GpuSequence {
-                    gm,
-                    session: gm.session(capacity)?,
+                    gm: &g.gm,
+                    session: g.gm.session(capacity)?,
                     capacity,
                 })
             }
@@ -217,7 +223,7 @@ fn load(common: &Common) -> Result<Loaded> {
         },
     };
     match ctx {
-        None => Ok(Loaded::Cpu(Engine::from_file(&common.model)?)),
+        None => Ok(Loaded::Cpu(Box::new(Engine::from_file(&common.model)?))),
         Some(ctx) => {
             let path = &common.model;
             let gguf = read_gguf_header(path)?;
@@ -225,7 +231,7 @@ fn load(common: &Common) -> Result<Loaded> {
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
             let tokenizer = Tokenizer::from_gguf(&gguf)?;
             let gm = GpuModel::load_blocking(ctx, &gguf, &mut FileSource { file })?;
-            Ok(Loaded::Gpu { tokenizer, gm })
+            Ok(Loaded::Gpu(Box::new(OnGpu { tokenizer, gm })))
         }
     }
 }
@@ -379,7 +385,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn bench(loaded: &Loaded, n_prefill: usize, n_decode: usize, runs: usize) -> Result<(f64, f64)> {
     let vocab = match loaded {
         Loaded::Cpu(e) => e.model.config.vocab_size,
-        Loaded::Gpu { gm, .. } => gm.model.config.vocab_size,
+        Loaded::Gpu(g) => g.gm.model.config.vocab_size,
     } as u64;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let prompt: Vec<u32> = (0..n_prefill)
