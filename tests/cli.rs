@@ -196,3 +196,81 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
     assert!(!ok);
     assert!(err.contains("context holds 64"), "{err}");
 }
+
+/// Whether a GPU adapter exists (`EDGE_REASON_REQUIRE_GPU=1`, set by `./build.sh test`,
+/// makes its absence a failure).
+fn has_gpu() -> bool {
+    match edge_reason::gpu::GpuContext::new_blocking() {
+        Ok(_) => true,
+        Err(e) if std::env::var("EDGE_REASON_REQUIRE_GPU").is_ok() => {
+            panic!("EDGE_REASON_REQUIRE_GPU is set but {e}")
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
+    if !has_gpu() {
+        return;
+    }
+    let m = default_model();
+    let m = m.to_str().unwrap();
+    let top = |backend: &str| {
+        let (ok, out, err) = run(&[
+            "logits",
+            "--model",
+            m,
+            "--prompt",
+            "The capital of France is",
+            "--top",
+            "3",
+            "--backend",
+            backend,
+            "--json",
+        ]);
+        assert!(ok, "{backend}: {err}");
+        json_lines(&out)[0]["top"].clone()
+    };
+    let (gpu, cpu) = (top("gpu"), top("cpu"));
+    assert_eq!(gpu[0][0], cpu[0][0], "top-1 token: gpu {gpu} cpu {cpu}");
+    let (g, c) = (gpu[0][1].as_f64().unwrap(), cpu[0][1].as_f64().unwrap());
+    assert!((g - c).abs() < 0.75, "top-1 logit: gpu {g} cpu {c}");
+
+    let (ok, out, err) = run(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "What is the capital of France?",
+        "--chat",
+        "--max-tokens",
+        "8",
+        "--backend",
+        "gpu",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let last = json_lines(&out).pop().unwrap();
+    assert!(last["text"].as_str().unwrap().contains("Paris"), "{last}");
+
+    let (ok, out, err) = run(&[
+        "bench",
+        "--model",
+        m,
+        "--backend",
+        "gpu",
+        "--prefill-tokens",
+        "16",
+        "--decode-tokens",
+        "4",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let b = &json_lines(&out)[0];
+    assert_eq!(b["backend"], "gpu");
+    assert!(b["adapter"].as_str().unwrap().len() > 3, "{b}");
+    assert!(b["decode_tok_s"].as_f64().unwrap() > 0.0, "{b}");
+}

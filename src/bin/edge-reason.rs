@@ -383,6 +383,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// an empty cache; decode of `n_decode` single-token steps from a one-token prompt (as
 /// llama-bench's pp/tg tests do).
 fn bench(loaded: &Loaded, n_prefill: usize, n_decode: usize, runs: usize) -> Result<(f64, f64)> {
+    if n_prefill == 0 {
+        return Err(Error::InvalidArgument(
+            "--prefill-tokens must be at least 1".into(),
+        ));
+    }
     let vocab = match loaded {
         Loaded::Cpu(e) => e.model.config.vocab_size,
         Loaded::Gpu(g) => g.gm.model.config.vocab_size,
@@ -398,9 +403,9 @@ fn bench(loaded: &Loaded, n_prefill: usize, n_decode: usize, runs: usize) -> Res
         .collect();
     // One warm-up pass of each so that page faults, thread start-up and pipeline
     // compilation are not timed.
-    let mut warm = loaded.sequence(n_prefill.max(n_decode + 1))?;
-    warm.feed_greedy(&prompt[..n_prefill.min(32)])?;
-    warm.feed_greedy(&prompt[..1])?;
+    let warm = &prompt[..n_prefill.min(32)];
+    loaded.sequence(warm.len())?.feed_greedy(warm)?;
+    loaded.sequence(1)?.feed_greedy(&prompt[..1])?;
     let (mut pre, mut dec) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let mut seq = loaded.sequence(n_prefill)?;
