@@ -2,17 +2,19 @@
 //!
 //! What it does today: reads GGUF models (llama and qwen2 architectures, F32/F16/BF16,
 //! Q4_0/Q4_1/Q5_x/Q8_0 and K-quant weights), tokenizes with the model's own vocabulary,
-//! renders its chat template, and runs the transformer on the CPU with a KV cache kept
-//! outside the model, checked against llama.cpp.
+//! renders its chat template, and runs one transformer on the CPU (checked against
+//! llama.cpp) or on a GPU through wgpu with our own WGSL kernels (checked against the
+//! CPU), with the KV cache kept outside the model.
 //!
-//! What it does not do (yet): WebGPU kernels, browser storage, LoRA adapters, the
-//! switcher, parallel candidates (see the issues).
+//! What it does not do (yet): the GPU path in the browser, browser storage, LoRA
+//! adapters, the switcher, parallel candidates and the vote (see the issues).
 //!
 //! Modules:
 //! - [`gguf`]: the file format (metadata, tensor directory with byte ranges).
 //! - [`tokenizer`]: GGUF vocab/merges to a `tokenizers::Tokenizer`; chat templates.
 //! - [`model`]: config, weights and the one transformer.
 //! - [`cpu`]: quantized matmul and the small ops, on slices.
+//! - [`gpu`]: the wgpu backend: WGSL kernels, device weights, sessions.
 //! - [`kv_cache`]: per-sequence keys and values, outside the model.
 //! - [`sampler`]: greedy, temperature, top-k, top-p, repetition penalty.
 //! - [`engine`]: tokenizer + model + sampler: prompt in, tokens out.
