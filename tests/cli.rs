@@ -273,4 +273,10 @@ fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
     assert_eq!(b["backend"], "gpu");
     assert!(b["adapter"].as_str().unwrap().len() > 3, "{b}");
     assert!(b["decode_tok_s"].as_f64().unwrap() > 0.0, "{b}");
+    for m in ["1", "2", "4", "8"] {
+        assert!(
+            b["stream_step_ms"][m].as_f64().unwrap() > 0.0,
+            "step time for {m} streams: {b}"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_reason::engine::{self, now_seconds, read_gguf_header, Engine, Sequence, DEFAULT_CONTEXT};
 use edge_reason::gpu::{GpuContext, GpuModel, GpuSequence};
-use edge_reason::model::FileSource;
+use edge_reason::model::{FileSource, Logits};
 use edge_reason::sampler::SamplerConfig;
 use edge_reason::tokenizer::{Message, Tokenizer};
 use edge_reason::{Error, Result};
@@ -354,7 +354,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = load(&common)?;
             let r = bench(&loaded, prefill_tokens, decode_tokens, runs.max(1))?;
-            let out = json!({
+            let mut out = json!({
                 "backend": loaded.backend(),
                 "adapter": loaded.adapter(),
                 "threads": rayon::current_num_threads(),
@@ -364,6 +364,17 @@ fn run(cli: Cli) -> Result<()> {
                 "decode_tokens": decode_tokens,
                 "decode_tok_s": r.1,
             });
+            if let Loaded::Gpu(g) = &loaded {
+                let steps = decode_tokens.clamp(1, 32);
+                let mut ms = serde_json::Map::new();
+                for m in [1, 2, 4, 8] {
+                    ms.insert(
+                        m.to_string(),
+                        json!(stream_step_ms(&g.gm, m, steps, runs.max(1))?),
+                    );
+                }
+                out["stream_step_ms"] = ms.into();
+            }
             if common.json {
                 print_json(out);
             } else {
@@ -372,6 +383,30 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Median milliseconds of one decode step for `m` streams over a shared 32-token
+/// prefix (one pass, one submission, `m` ids read back), over `steps` steps.
+fn stream_step_ms(gm: &GpuModel, m: usize, steps: usize, runs: usize) -> Result<f64> {
+    let prefix: Vec<u32> = (0..32).map(|i| 100 + 7 * i).collect();
+    let mut times = Vec::new();
+    for run in 0..runs + 1 {
+        let mut s = edge_reason::gpu::GpuSession::new(gm, prefix.len(), m, steps + 1)?;
+        gm.append(&mut s, &prefix, Logits::Last)?;
+        pollster::block_on(gm.read_ids(&s))?;
+        s.fork(m)?;
+        let mut tokens: Vec<u32> = (0..m as u32).map(|i| 200 + i).collect();
+        let t0 = now_seconds();
+        for _ in 0..steps {
+            gm.step_streams(&mut s, &tokens)?;
+            tokens = pollster::block_on(gm.read_ids(&s))?;
+        }
+        // The first run compiles the pipelines for this width: not timed.
+        if run > 0 {
+            times.push((now_seconds() - t0) * 1000.0 / steps as f64);
+        }
+    }
+    Ok(median(times))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
