@@ -66,9 +66,7 @@ impl Engine {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
         let gguf = read_gguf_header(path)?;
-        let file = std::fs::File::open(path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        Self::load(&gguf, &mut crate::model::FileSource { file })
+        Self::load(&gguf, &mut crate::model::FileSource::open(path)?)
     }
 
     /// A fresh cache for one sequence of at most `capacity` positions (clamped to the

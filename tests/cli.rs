@@ -197,21 +197,9 @@ fn bad_inputs_fail_with_a_message_not_a_panic() {
     assert!(err.contains("context holds 64"), "{err}");
 }
 
-/// Whether a GPU adapter exists (`EDGE_REASON_REQUIRE_GPU=1`, set by `./build.sh test`,
-/// makes its absence a failure).
-fn has_gpu() -> bool {
-    match edge_reason::gpu::GpuContext::new_blocking() {
-        Ok(_) => true,
-        Err(e) if std::env::var("EDGE_REASON_REQUIRE_GPU").is_ok() => {
-            panic!("EDGE_REASON_REQUIRE_GPU is set but {e}")
-        }
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
-    if !has_gpu() {
+    if common::gpu_or_skip().is_none() {
         return;
     }
     let m = default_model();

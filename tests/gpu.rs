@@ -16,19 +16,7 @@ use edge_reason::model::{Act, BytesSource, Logits, Model, Upload};
 use edge_reason::sampler::argmax;
 use half::{bf16, f16};
 
-/// A device, or `None` (test skipped) when none exists and none is required.
-fn gpu() -> Option<GpuContext> {
-    match GpuContext::new_blocking() {
-        Ok(ctx) => Some(ctx),
-        Err(e) if std::env::var("EDGE_REASON_REQUIRE_GPU").is_ok() => {
-            panic!("EDGE_REASON_REQUIRE_GPU is set but {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            None
-        }
-    }
-}
+use common::gpu_or_skip as gpu;
 
 /// Seeded uniform values in [-scale, scale).
 fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -139,16 +127,7 @@ fn seq_rows(tokens: &[u32], pos0: usize) -> Vec<Row> {
     tokens
         .iter()
         .enumerate()
-        .map(|(i, &token)| {
-            let pos = (pos0 + i) as u32;
-            Row {
-                token,
-                pos,
-                slot: pos,
-                n_prefix: pos + 1,
-                ..Row::default()
-            }
-        })
+        .map(|(i, &token)| Row::main(token, (pos0 + i) as u32))
         .collect()
 }
 
@@ -270,14 +249,14 @@ fn embedding_rows_are_the_dequantized_table_rows() {
 
 #[test]
 fn rms_norm_rope_add_and_swiglu_match_the_cpu_ops() {
-    let Some(ctx) = gpu() else { return };
+    let Some(mut ctx) = gpu() else { return };
     for (file, style) in [("llama", false), ("qwen2", true)] {
         let bytes = if style {
             std::fs::read(fixture("tiny_qwen2.gguf")).unwrap()
         } else {
             tiny_model(TensorType::F32, 64)
         };
-        let (gm, cpu) = both(&bytes, gpu().unwrap_or_else(|| unreachable!()));
+        let (gm, cpu) = both(&bytes, ctx);
         let c = cpu.model.config.clone();
         let n = 7;
         let mut s = gm.session(64).unwrap();
@@ -351,8 +330,8 @@ fn rms_norm_rope_add_and_swiglu_match_the_cpu_ops() {
             &want,
             |_| 0.0,
         );
+        ctx = gm.ctx;
     }
-    drop(ctx);
 }
 
 #[test]

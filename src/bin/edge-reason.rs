@@ -227,10 +227,8 @@ fn load(common: &Common) -> Result<Loaded> {
         Some(ctx) => {
             let path = &common.model;
             let gguf = read_gguf_header(path)?;
-            let file = std::fs::File::open(path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
             let tokenizer = Tokenizer::from_gguf(&gguf)?;
-            let gm = GpuModel::load_blocking(ctx, &gguf, &mut FileSource { file })?;
+            let gm = GpuModel::load_blocking(ctx, &gguf, &mut FileSource::open(path)?)?;
             Ok(Loaded::Gpu(Box::new(OnGpu { tokenizer, gm })))
         }
     }

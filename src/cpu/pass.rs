@@ -51,18 +51,7 @@ impl<'a> CpuPass<'a> {
     /// A pass over `tokens` (already checked against the vocabulary and the cache).
     pub fn new(config: &'a Config, tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
         let n = tokens.len();
-        let acts = [
-            Act::X,
-            Act::H,
-            Act::Q,
-            Act::K,
-            Act::V,
-            Act::Att,
-            Act::Proj,
-            Act::Gate,
-            Act::Up,
-        ]
-        .map(|a| vec![0f32; n * a.width(config)]);
+        let acts = Act::ALL.map(|a| vec![0f32; n * a.width(config)]);
         let pos0 = cache.len();
         CpuPass {
             config,

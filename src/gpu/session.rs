@@ -46,6 +46,20 @@ pub struct Row {
     pub _pad: [u32; 2],
 }
 
+impl Row {
+    /// Token `token` at position `pos` of the main sequence: written to slot `pos`,
+    /// attending to slots `0..=pos`.
+    pub fn main(token: u32, pos: u32) -> Row {
+        Row {
+            token,
+            pos,
+            slot: pos,
+            n_prefix: pos + 1,
+            ..Row::default()
+        }
+    }
+}
+
 /// common.wgsl's `Count`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -203,18 +217,7 @@ impl GpuSession {
             });
         }
         let f = |w: usize| (MAX_ROWS * w * 4) as u64;
-        let acts = [
-            Act::X,
-            Act::H,
-            Act::Q,
-            Act::K,
-            Act::V,
-            Act::Att,
-            Act::Proj,
-            Act::Gate,
-            Act::Up,
-        ]
-        .map(|a| storage(dev, &format!("{a:?}"), f(a.width(c))));
+        let acts = Act::ALL.map(|a| storage(dev, &format!("{a:?}"), f(a.width(c))));
         let max_splits = slots.div_ceil(KEYS_PER_SPLIT as usize).max(1);
         let partial_bytes = (MAX_ROWS * c.n_head * max_splits * (c.head_dim + 2) * 4) as u64;
         let half = c.head_dim / 2;
@@ -297,27 +300,24 @@ impl GpuSession {
 
     /// Rows that append `tokens` to the main sequence (checked against its capacity).
     pub fn main_rows(&self, tokens: &[u32]) -> Result<Vec<Row>> {
-        let end = self.main_len + tokens.len();
+        self.check_main_room(tokens.len())?;
+        Ok(tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &token)| Row::main(token, (self.main_len + i) as u32))
+            .collect())
+    }
+
+    /// Fails when `n` more tokens would not fit the main sequence.
+    pub fn check_main_room(&self, n: usize) -> Result<()> {
+        let end = self.main_len + n;
         if end > self.main_capacity {
             return Err(Error::ContextOverflow {
                 tokens: end,
                 capacity: self.main_capacity,
             });
         }
-        Ok(tokens
-            .iter()
-            .enumerate()
-            .map(|(i, &token)| {
-                let pos = (self.main_len + i) as u32;
-                Row {
-                    token,
-                    pos,
-                    slot: pos,
-                    n_prefix: pos + 1,
-                    ..Row::default()
-                }
-            })
-            .collect())
+        Ok(())
     }
 
     /// Starts `n` streams that continue from the main sequence as it is now; their
@@ -408,7 +408,7 @@ impl GpuModel {
     /// Appends `tokens` to the main sequence in passes of up to [`MAX_ROWS`] rows;
     /// `want` names the logits of the last pass.
     pub fn append(&self, s: &mut GpuSession, tokens: &[u32], want: Logits) -> Result<()> {
-        s.main_rows(tokens)?;
+        s.check_main_room(tokens.len())?;
         let chunks: Vec<&[u32]> = tokens.chunks(MAX_ROWS).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let rows = s.main_rows(chunk)?;

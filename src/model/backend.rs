@@ -31,6 +31,19 @@ pub enum Act {
 }
 
 impl Act {
+    /// Every activation, in declaration order (`Act::ALL[a as usize] == a`).
+    pub const ALL: [Act; 9] = [
+        Act::X,
+        Act::H,
+        Act::Q,
+        Act::K,
+        Act::V,
+        Act::Att,
+        Act::Proj,
+        Act::Gate,
+        Act::Up,
+    ];
+
     /// Width of this activation's rows under `c`.
     pub fn width(self, c: &Config) -> usize {
         match self {

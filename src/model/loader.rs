@@ -37,6 +37,15 @@ pub struct FileSource {
     pub file: std::fs::File,
 }
 
+impl FileSource {
+    /// Opens the GGUF file at `path` (its header is read separately).
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        Ok(FileSource { file })
+    }
+}
+
 impl TensorSource for FileSource {
     fn read(&mut self, info: &TensorInfo) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; info.n_bytes as usize];

@@ -22,6 +22,21 @@ pub fn default_model() -> PathBuf {
     p
 }
 
+/// A GPU device, or `None` (the test is skipped, with a message) when there is none;
+/// `EDGE_REASON_REQUIRE_GPU=1` (set by `./build.sh test`) makes that a failure.
+pub fn gpu_or_skip() -> Option<edge_reason::gpu::GpuContext> {
+    match edge_reason::gpu::GpuContext::new_blocking() {
+        Ok(ctx) => Some(ctx),
+        Err(e) if std::env::var("EDGE_REASON_REQUIRE_GPU").is_ok() => {
+            panic!("EDGE_REASON_REQUIRE_GPU is set but {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
 /// A metadata value to write.
 pub enum Meta {
     U32(u32),

@@ -2,10 +2,6 @@
 // greedy decode step reads back one u32 per row instead of the vocabulary's logits.
 // Prepended: common.wgsl.
 
-struct Width {
-    width: u32,
-}
-
 @group(0) @binding(0) var<uniform> dims: Width;
 @group(0) @binding(1) var<uniform> count: Count;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;     // (n, vocab)

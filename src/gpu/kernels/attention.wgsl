@@ -4,17 +4,6 @@
 // combines the splits. Serves decode (few rows, many splits) and prefill (many rows,
 // causal through each row's key count). Prepended: common.wgsl.
 
-struct Attn {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    kv_dim: u32,
-    scale: f32,   // 1 / sqrt(head_dim)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> attn: Attn;
 @group(0) @binding(1) var<uniform> count: Count;
 @group(0) @binding(2) var<storage, read> rows: array<Row>;

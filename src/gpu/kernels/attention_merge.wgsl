@@ -1,17 +1,6 @@
 // Combines the splits of attention.wgsl: out = sum_s acc_s e^(m_s - M) / sum_s l_s e^(m_s - M).
 // One workgroup per (head, row). Prepended: common.wgsl.
 
-struct Attn {
-    n_heads: u32,
-    n_kv_heads: u32,
-    head_dim: u32,
-    kv_dim: u32,
-    scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 @group(0) @binding(0) var<uniform> attn: Attn;
 @group(0) @binding(1) var<uniform> count: Count;
 @group(0) @binding(2) var<storage, read> partials: array<f32>;      // (n, n_heads, n_splits, head_dim + 2)

@@ -1,4 +1,4 @@
-// Shared by every kernel that needs the rows of a step (prepended by kernels.rs).
+// Declarations shared by the kernels (prepended to each by kernels.rs).
 
 // One row (token) of a forward pass. Its keys are cache slots 0..n_prefix (the shared
 // prompt) followed by suffix_start..suffix_start+n_suffix (its own stream).
@@ -19,4 +19,21 @@ struct Count {
     first_row: u32,      // first row of X read (the output head reads only the last)
     keys_per_split: u32, // attention: keys one workgroup reads
     n_splits: u32,       // attention: workgroups per (row, head)
+}
+
+// Width of the rows of an elementwise op (add, swiglu) or of the logits (argmax).
+struct Width {
+    width: u32,
+}
+
+// Shapes of attention.wgsl and attention_merge.wgsl.
+struct Attn {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    kv_dim: u32,
+    scale: f32,   // 1 / sqrt(head_dim)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }

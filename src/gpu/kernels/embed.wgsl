@@ -2,17 +2,6 @@
 // into parts runs once per part and writes only the rows whose token it holds.
 // Prepended: common.wgsl, quant.wgsl (bindings 0-1).
 
-struct Dims {
-    n_out: u32,     // table rows in this part
-    k_units: u32,   // units of 32 per row (d / 32)
-    y_offset: u32,  // first table row of this part
-    y_stride: u32,
-    has_bias: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
 @group(0) @binding(2) var<uniform> dims: Dims;
 @group(0) @binding(3) var<uniform> count: Count;
 @group(0) @binding(4) var<storage, read> rows: array<Row>;

@@ -3,19 +3,9 @@
 // costs one pass over the weights. Prefill uses the same kernel with M = 16 row tiles
 // along z (weights read once per 16 tokens).
 //
-// Grid: (output-row groups of ROWS, spill of x into y, row tiles of M).
+// Grid: (output-row groups of ROWS, folded into y past the per-dimension limit,
+// row tiles of M).
 // Prepended: common.wgsl, quant.wgsl (bindings 0-1).
-
-struct Dims {
-    n_out: u32,     // output rows of this part of W
-    k_units: u32,   // units of 32 per row (cols / 32)
-    y_offset: u32,  // first output column this part writes
-    y_stride: u32,  // width of a y row
-    has_bias: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
 
 @group(0) @binding(2) var<uniform> dims: Dims;
 @group(0) @binding(3) var<uniform> count: Count;

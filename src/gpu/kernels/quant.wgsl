@@ -18,6 +18,19 @@ const FMT_Q4_K: u32 = 4u;
 
 override FORMAT: u32 = 3u;
 
+// Where one part of a matrix (rows y_offset..y_offset + n_out) sits, as matvec.wgsl
+// (outputs) and embed.wgsl (table rows) read it. Filled by gpu/backend.rs.
+struct Dims {
+    n_out: u32,     // rows of this part
+    k_units: u32,   // units of 32 per row (cols / 32)
+    y_offset: u32,  // first row of the whole matrix this part holds
+    y_stride: u32,  // matvec: width of a y row
+    has_bias: u32,  // matvec: add bias[y_offset + row]
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
 @group(0) @binding(0) var<storage, read> quants: array<u32>;
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
 

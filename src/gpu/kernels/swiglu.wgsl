@@ -1,9 +1,5 @@
 // gate = silu(gate) * up, elementwise over (n, width). Prepended: common.wgsl.
 
-struct Width {
-    width: u32,
-}
-
 @group(0) @binding(0) var<uniform> dims: Width;
 @group(0) @binding(1) var<uniform> count: Count;
 @group(0) @binding(2) var<storage, read_write> gate: array<f32>;
