@@ -44,7 +44,14 @@ pub fn now_seconds() -> f64 {
     }
     #[cfg(target_arch = "wasm32")]
     {
-        js_sys::Date::now() / 1000.0
+        // performance.now() (sub-millisecond) in a Window or a Worker, else Date.now().
+        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+        let now = perf.as_ref().and_then(|p| {
+            let f = js_sys::Reflect::get(p, &"now".into()).ok()?;
+            let f: js_sys::Function = wasm_bindgen::JsCast::dyn_into(f).ok()?;
+            f.call0(p).ok()?.as_f64()
+        });
+        now.unwrap_or_else(js_sys::Date::now) / 1000.0
     }
 }
 
@@ -111,25 +118,41 @@ impl Engine {
             engine: self,
             cache: self.new_cache(context),
         };
-        generate(
+        ready(generate(
             &self.tokenizer,
             &mut seq,
             prompt_ids,
             max_tokens,
             sampler,
             on_text,
-        )
+        ))
     }
 }
 
-/// One sequence being extended on some backend.
+/// The output of a future that finishes without waiting, such as any work on a
+/// [`CpuSequence`]; one that would wait is an error, never a hang.
+pub fn ready<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => Err(Error::InvalidArgument(
+            "this work waits for a device: await it instead".into(),
+        )),
+    }
+}
+
+/// One sequence being extended on some backend. Async because a GPU's results arrive
+/// later (natively the futures block on the device; in the browser they yield to the
+/// event loop); the CPU's are ready at once.
+#[allow(async_fn_in_trait)] // used through generics only, never across threads
 pub trait Sequence {
     /// Appends `tokens` and returns the logits (vocab) of the last one.
-    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+    async fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
     /// Appends `tokens` and returns the most likely next token (a backend may pick it
     /// without handing over the logits).
-    fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
-        Ok(crate::sampler::argmax(&self.feed(tokens)?))
+    async fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
+        Ok(crate::sampler::argmax(&self.feed(tokens).await?))
     }
     /// Tokens it can still take.
     fn room(&self) -> usize;
@@ -142,7 +165,7 @@ pub struct CpuSequence<'a> {
 }
 
 impl Sequence for CpuSequence<'_> {
-    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    async fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.engine.prefill(tokens, &mut self.cache)
     }
 
@@ -153,9 +176,9 @@ impl Sequence for CpuSequence<'_> {
 
 /// Generates up to `max_tokens` after `prompt_ids` on `seq`, calling `on_text` with
 /// each new piece of text as soon as it is complete UTF-8.
-pub fn generate(
+pub async fn generate<S: Sequence>(
     tokenizer: &Tokenizer,
-    seq: &mut dyn Sequence,
+    seq: &mut S,
     prompt_ids: &[u32],
     max_tokens: usize,
     sampler: SamplerConfig,
@@ -173,17 +196,8 @@ pub fn generate(
         });
     }
     let mut history = prompt_ids.to_vec();
-    // The next token: picked on the backend when greedy, else sampled here.
-    let mut next_of = |seq: &mut dyn Sequence, tokens: &[u32], history: &[u32]| -> Result<u32> {
-        if greedy {
-            seq.feed_greedy(tokens)
-        } else {
-            let mut logits = seq.feed(tokens)?;
-            Ok(sampler.sample(&mut logits, history))
-        }
-    };
     let t0 = now_seconds();
-    let mut next = next_of(seq, prompt_ids, &history)?;
+    let mut next = next_token(seq, &mut sampler, greedy, prompt_ids, &history).await?;
     let t1 = now_seconds();
     let mut ids = Vec::new();
     let mut emitted = 0; // bytes of `text` already passed to on_text
@@ -204,7 +218,7 @@ pub fn generate(
         if step + 1 == max_tokens || seq.room() == 0 {
             break;
         }
-        next = next_of(seq, &[next], &history)?;
+        next = next_token(seq, &mut sampler, greedy, &[next], &history).await?;
     }
     if text.len() > emitted && text.is_char_boundary(emitted) {
         on_text(&text[emitted..]);
@@ -219,6 +233,23 @@ pub fn generate(
         text,
         stop,
     })
+}
+
+/// Feeds `tokens` and picks the next token: on the backend when greedy, else sampled
+/// here from the logits.
+async fn next_token<S: Sequence>(
+    seq: &mut S,
+    sampler: &mut Sampler,
+    greedy: bool,
+    tokens: &[u32],
+    history: &[u32],
+) -> Result<u32> {
+    if greedy {
+        seq.feed_greedy(tokens).await
+    } else {
+        let mut logits = seq.feed(tokens).await?;
+        Ok(sampler.sample(&mut logits, history))
+    }
 }
 
 /// Reads just enough of a GGUF file to parse its header (it grows the read until the

@@ -6,7 +6,7 @@
 //! llama.cpp) or on a GPU through wgpu with our own WGSL kernels (checked against the
 //! CPU), with the KV cache kept outside the model.
 //!
-//! What it does not do (yet): the GPU path in the browser, browser storage, LoRA
+//! What it does not do (yet): sampling on the GPU beyond argmax, browser storage, LoRA
 //! adapters, the switcher, parallel candidates and the vote (see the issues).
 //!
 //! Modules:
@@ -18,7 +18,10 @@
 //! - [`kv_cache`]: per-sequence keys and values, outside the model.
 //! - [`sampler`]: greedy, temperature, top-k, top-p, repetition penalty.
 //! - [`engine`]: tokenizer + model + sampler: prompt in, tokens out.
+//! - [`runner`]: a model on the backend chosen at load time (CPU or GPU), one API.
+//! - [`bench`]: prefill/decode/stream-step speed, shared by the CLI and the browser.
 
+pub mod bench;
 pub mod cpu;
 pub mod engine;
 pub mod error;
@@ -26,6 +29,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod kv_cache;
 pub mod model;
+pub mod runner;
 pub mod sampler;
 pub mod tokenizer;
 

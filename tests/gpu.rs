@@ -6,13 +6,13 @@
 mod common;
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType};
-use common::{default_model, fixture, tiny_llama, GgufWriter};
+use common::{default_model, fixture, tiny_llama, Dequantize, GgufWriter, PARITY_PROMPTS};
 use edge_reason::cpu::ops::{self, AttentionShape, RopeTable};
-use edge_reason::cpu::{Cpu, Matrix};
+use edge_reason::cpu::Matrix;
 use edge_reason::engine::Engine;
 use edge_reason::gguf::{Gguf, TensorType};
 use edge_reason::gpu::{GpuContext, GpuModel, GpuSession, Row};
-use edge_reason::model::{Act, BytesSource, Logits, Model, Upload};
+use edge_reason::model::{Act, BytesSource, Logits, Model};
 use edge_reason::sampler::argmax;
 use half::{bf16, f16};
 
@@ -167,34 +167,48 @@ fn reference_matvec(w: &Matrix, x: &[f32], n: usize) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn matvec_matches_the_dequantized_weights_in_every_format_and_row_count() {
     let Some(mut ctx) = gpu() else { return };
-    for ttype in [
-        TensorType::F32,
-        TensorType::F16,
-        TensorType::BF16,
-        TensorType::Q8_0,
-        TensorType::Q4_0,
-        TensorType::Q4_1,
-        TensorType::Q4K,
-    ] {
-        let d = if ttype == TensorType::Q4K { 256 } else { 64 };
-        let (gm, cpu) = both(&tiny_model(ttype, d), ctx);
-        let mut s = gm.session(64).unwrap();
-        // Decode widths 1..16 (one pipeline each) and a prefill of 37 rows (3 tiles).
-        for n in [1, 2, 3, 5, 8, 13, 16, 37] {
-            let x = random(n * d as usize, n as u64, 2.0);
-            let rows = seq_rows(&vec![0; n], 0);
-            let (gpu_ffn, cpu_ffn) = (&gm.model.blocks[1].ffn, &cpu.model.blocks[1].ffn);
-            gm.run_ops(&mut s, &rows, &[(Act::H, &x)], Logits::None, |p| {
-                p.linear(&gpu_ffn.ffn_up, Act::H, Act::Up)
-            })
-            .unwrap();
-            let got = read(&gm, &s, Act::Up, n);
-            let (want, mag) = reference_matvec(&cpu_ffn.ffn_up.weight, &x, n);
-            assert_close(&format!("{ttype} matvec, {n} rows"), &got, &want, |i| {
-                1e-5 * mag[i] + 1e-6
-            });
+    // Both row reductions: subgroup shuffles (where offered) and workgroup memory.
+    let offered = ctx.adapter.subgroups;
+    if !offered {
+        eprintln!(
+            "{}: no subgroups; testing the fallback only",
+            ctx.adapter.describe()
+        );
+    }
+    for subgroups in [true, false] {
+        if subgroups && !offered {
+            continue;
         }
-        ctx = gm.ctx;
+        for ttype in [
+            TensorType::F32,
+            TensorType::F16,
+            TensorType::BF16,
+            TensorType::Q8_0,
+            TensorType::Q4_0,
+            TensorType::Q4_1,
+            TensorType::Q4K,
+        ] {
+            ctx.adapter.subgroups = subgroups;
+            let d = if ttype == TensorType::Q4K { 256 } else { 64 };
+            let (gm, cpu) = both(&tiny_model(ttype, d), ctx);
+            assert_eq!(gm.kernels.subgroups(), subgroups);
+            let mut s = gm.session(64).unwrap();
+            // Decode widths 1..16 (one pipeline each) and a prefill of 37 rows (3 tiles).
+            for n in [1, 2, 3, 5, 8, 13, 16, 37] {
+                let x = random(n * d as usize, n as u64, 2.0);
+                let rows = seq_rows(&vec![0; n], 0);
+                let (gpu_ffn, cpu_ffn) = (&gm.model.blocks[1].ffn, &cpu.model.blocks[1].ffn);
+                gm.run_ops(&mut s, &rows, &[(Act::H, &x)], Logits::None, |p| {
+                    p.linear(&gpu_ffn.ffn_up, Act::H, Act::Up)
+                })
+                .unwrap();
+                let got = read(&gm, &s, Act::Up, n);
+                let (want, mag) = reference_matvec(&cpu_ffn.ffn_up.weight, &x, n);
+                let what = format!("{ttype} matvec, {n} rows, subgroups {subgroups}");
+                assert_close(&what, &got, &want, |i| 1e-5 * mag[i] + 1e-6);
+            }
+            ctx = gm.ctx;
+        }
     }
 }
 
@@ -414,35 +428,9 @@ fn output_head_logits_and_gpu_argmax() {
     }
 }
 
-/// Weights converted to F32 on the way in: the CPU then computes in plain f32 (no
-/// activation quantization), the same math the GPU kernels do.
-struct Dequantize;
-
-impl Upload<Cpu> for Dequantize {
-    fn matrix(&mut self, _name: &str, m: Matrix) -> edge_reason::Result<Matrix> {
-        let mut values = vec![0f32; m.rows * m.cols];
-        for (r, row) in values.chunks_exact_mut(m.cols).enumerate() {
-            m.row_to_f32(r, row);
-        }
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Matrix::from_bytes(TensorType::F32, m.rows, m.cols, &bytes)
-    }
-
-    fn vector(&mut self, _name: &str, v: Vec<f32>) -> edge_reason::Result<Vec<f32>> {
-        Ok(v)
-    }
-}
-
 /// Logit gap under which the CPU engine's Q8 activations may flip a top-1 (see
 /// tests/parity.rs, which justifies the same figure against llama.cpp).
 const NEAR_TIE: f32 = 0.75;
-
-const PROMPTS: [&str; 4] = [
-    "The capital of France is",
-    "<|im_start|>user\nWhat is 17 * 23? Think step by step.<|im_end|>\n<|im_start|>assistant\n",
-    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
-    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
-];
 
 /// GPU logits of every position of `ids` (prefilled in passes of up to 64 rows).
 fn gpu_logits(gm: &GpuModel, ids: &[u32]) -> Vec<f32> {
@@ -465,7 +453,7 @@ fn default_model_matches_the_cpu_at_every_position_and_for_32_greedy_tokens() {
     let gguf = Gguf::parse(&bytes).unwrap();
     let exact = Model::load_with(&gguf, &mut BytesSource(&bytes), &mut Dequantize).unwrap();
     let v = cpu.model.config.vocab_size;
-    for prompt in PROMPTS {
+    for prompt in PARITY_PROMPTS {
         let ids = cpu.tokenizer.encode(prompt, true).unwrap();
         let got = gpu_logits(&gm, &ids);
 

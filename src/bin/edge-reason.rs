@@ -5,11 +5,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use edge_reason::engine::{self, now_seconds, read_gguf_header, Engine, Sequence, DEFAULT_CONTEXT};
-use edge_reason::gpu::{GpuContext, GpuModel, GpuSequence};
-use edge_reason::model::{FileSource, Logits};
+use edge_reason::bench::{self, BenchOptions};
+use edge_reason::engine::{self, read_gguf_header, Sequence, DEFAULT_CONTEXT};
+use edge_reason::model::FileSource;
+use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
-use edge_reason::tokenizer::{Message, Tokenizer};
+use edge_reason::tokenizer::Message;
 use edge_reason::{Error, Result};
 use serde_json::json;
 
@@ -106,6 +107,12 @@ enum Command {
         /// Repetitions; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Decode step time for these stream counts (GPU only).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        streams: Vec<usize>,
+        /// Also time each kernel of one decode step per stream count (GPU only).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -140,63 +147,7 @@ fn main() {
     }
 }
 
-/// A tokenizer and a model on the GPU.
-struct OnGpu {
-    tokenizer: Tokenizer,
-    gm: GpuModel,
-}
-
-/// A model loaded on the backend `--backend` chose.
-enum Loaded {
-    Cpu(Box<Engine>),
-    Gpu(Box<OnGpu>),
-}
-
-impl Loaded {
-    fn tokenizer(&self) -> &Tokenizer {
-        match self {
-            Loaded::Cpu(e) => &e.tokenizer,
-            Loaded::Gpu(g) => &g.tokenizer,
-        }
-    }
-
-    /// "cpu", or the GPU adapter's name and API.
-    fn adapter(&self) -> String {
-        match self {
-            Loaded::Cpu(_) => "cpu".into(),
-            Loaded::Gpu(g) => {
-                format!("{} ({})", g.gm.ctx.adapter.name, g.gm.ctx.adapter.backend)
-            }
-        }
-    }
-
-    fn backend(&self) -> &'static str {
-        match self {
-            Loaded::Cpu(_) => "cpu",
-            Loaded::Gpu(_) => "gpu",
-        }
-    }
-
-    /// A fresh sequence of up to `capacity` tokens.
-    fn sequence(&self, capacity: usize) -> Result<Box<dyn Sequence + '_>> {
-        Ok(match self {
-            Loaded::Cpu(e) => Box::new(engine::CpuSequence {
-                engine: e,
-                cache: e.new_cache(capacity),
-            }),
-            Loaded::Gpu(g) => {
-                let capacity = capacity.min(g.gm.model.config.context_length);
-                Box::new(GpuSequence {
-                    gm: &g.gm,
-                    session: g.gm.session(capacity)?,
-                    capacity,
-                })
-            }
-        })
-    }
-}
-
-fn load(common: &Common) -> Result<Loaded> {
+fn load(common: &Common) -> Result<Runner> {
     if let Some(n) = common.threads {
         if n == 0 {
             return Err(Error::InvalidArgument(
@@ -204,34 +155,19 @@ fn load(common: &Common) -> Result<Loaded> {
             ));
         }
     }
-    let ctx = match common.backend {
-        Backend::Cpu => None,
-        Backend::Gpu => Some(GpuContext::new_blocking()?),
-        Backend::Auto => match GpuContext::new_blocking() {
-            Ok(ctx) if ctx.adapter.device_type != "cpu" => Some(ctx),
-            Ok(ctx) => {
-                eprintln!(
-                    "note: using the CPU backend: the only GPU is a software one ({}); pass --backend gpu to use it anyway",
-                    ctx.adapter.name
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("note: using the CPU backend: {e}");
-                None
-            }
-        },
+    let request = match common.backend {
+        Backend::Cpu => BackendRequest::Cpu,
+        Backend::Gpu => BackendRequest::Gpu,
+        Backend::Auto => BackendRequest::Auto,
     };
-    match ctx {
-        None => Ok(Loaded::Cpu(Box::new(Engine::from_file(&common.model)?))),
-        Some(ctx) => {
-            let path = &common.model;
-            let gguf = read_gguf_header(path)?;
-            let tokenizer = Tokenizer::from_gguf(&gguf)?;
-            let gm = GpuModel::load_blocking(ctx, &gguf, &mut FileSource::open(path)?)?;
-            Ok(Loaded::Gpu(Box::new(OnGpu { tokenizer, gm })))
-        }
+    let choice = pollster::block_on(runner::choose(request, false))?;
+    if choice.ctx.is_none() && request == BackendRequest::Auto {
+        eprintln!("note: {}", choice.reason);
     }
+    let path = &common.model;
+    let gguf = read_gguf_header(path)?;
+    let mut source = FileSource::open(path)?;
+    pollster::block_on(Runner::load(&gguf, &mut source, choice.ctx))
 }
 
 fn print_json(v: serde_json::Value) {
@@ -260,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = load(&common)?;
             let ids = loaded.tokenizer().encode_prompt(&prompt)?;
-            let logits = loaded.sequence(ids.len())?.feed(&ids)?;
+            let logits = pollster::block_on(loaded.sequence(ids.len())?.feed(&ids))?;
             let mut order: Vec<usize> = (0..logits.len()).collect();
             order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             let top: Vec<(usize, f32)> = order.iter().take(top).map(|&i| (i, logits[i])).collect();
@@ -308,9 +244,9 @@ fn run(cli: Cli) -> Result<()> {
             let mut stdout = std::io::stdout();
             let capacity = context.min(ids.len() + max_tokens);
             let mut seq = loaded.sequence(capacity)?;
-            let g = engine::generate(
+            let g = pollster::block_on(engine::generate(
                 tokenizer,
-                seq.as_mut(),
+                &mut seq,
                 &ids,
                 max_tokens,
                 sampler,
@@ -322,7 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                         let _ = stdout.flush();
                     }
                 },
-            )?;
+            ))?;
             if json_out {
                 print_json(json!({
                     "ids": g.ids,
@@ -349,30 +285,20 @@ fn run(cli: Cli) -> Result<()> {
             prefill_tokens,
             decode_tokens,
             runs,
+            streams,
+            profile,
         } => {
             let loaded = load(&common)?;
-            let r = bench(&loaded, prefill_tokens, decode_tokens, runs.max(1))?;
-            let mut out = json!({
-                "backend": loaded.backend(),
-                "adapter": loaded.adapter(),
-                "threads": rayon::current_num_threads(),
-                "runs": runs.max(1),
-                "prefill_tokens": prefill_tokens,
-                "prefill_tok_s": r.0,
-                "decode_tokens": decode_tokens,
-                "decode_tok_s": r.1,
-            });
-            if let Loaded::Gpu(g) = &loaded {
-                let steps = decode_tokens.clamp(1, 32);
-                let mut ms = serde_json::Map::new();
-                for m in [1, 2, 4, 8] {
-                    ms.insert(
-                        m.to_string(),
-                        json!(stream_step_ms(&g.gm, m, steps, runs.max(1))?),
-                    );
-                }
-                out["stream_step_ms"] = ms.into();
-            }
+            let options = BenchOptions {
+                prefill_tokens,
+                decode_tokens,
+                runs,
+                streams,
+                profile,
+            };
+            let report = pollster::block_on(bench::run(&loaded, &options))?;
+            let mut out = json!(report);
+            out["threads"] = json!(rayon::current_num_threads());
             if common.json {
                 print_json(out);
             } else {
@@ -381,78 +307,4 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Median milliseconds of one decode step for `m` streams over a shared 32-token
-/// prefix (one pass, one submission, `m` ids read back), over `steps` steps.
-fn stream_step_ms(gm: &GpuModel, m: usize, steps: usize, runs: usize) -> Result<f64> {
-    let prefix: Vec<u32> = (0..32).map(|i| 100 + 7 * i).collect();
-    let mut times = Vec::new();
-    for run in 0..runs + 1 {
-        let mut s = edge_reason::gpu::GpuSession::new(gm, prefix.len(), m, steps + 1)?;
-        gm.append(&mut s, &prefix, Logits::Last)?;
-        pollster::block_on(gm.read_ids(&s))?;
-        s.fork(m)?;
-        let mut tokens: Vec<u32> = (0..m as u32).map(|i| 200 + i).collect();
-        let t0 = now_seconds();
-        for _ in 0..steps {
-            gm.step_streams(&mut s, &tokens)?;
-            tokens = pollster::block_on(gm.read_ids(&s))?;
-        }
-        // The first run compiles the pipelines for this width: not timed.
-        if run > 0 {
-            times.push((now_seconds() - t0) * 1000.0 / steps as f64);
-        }
-    }
-    Ok(median(times))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Median prefill and decode tokens/s: prefill of `n_prefill` pseudo-random tokens into
-/// an empty cache; decode of `n_decode` single-token steps from a one-token prompt (as
-/// llama-bench's pp/tg tests do).
-fn bench(loaded: &Loaded, n_prefill: usize, n_decode: usize, runs: usize) -> Result<(f64, f64)> {
-    if n_prefill == 0 {
-        return Err(Error::InvalidArgument(
-            "--prefill-tokens must be at least 1".into(),
-        ));
-    }
-    let vocab = match loaded {
-        Loaded::Cpu(e) => e.model.config.vocab_size,
-        Loaded::Gpu(g) => g.gm.model.config.vocab_size,
-    } as u64;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let prompt: Vec<u32> = (0..n_prefill)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) % vocab) as u32
-        })
-        .collect();
-    // One warm-up pass of each so that page faults, thread start-up and pipeline
-    // compilation are not timed.
-    let warm = &prompt[..n_prefill.min(32)];
-    loaded.sequence(warm.len())?.feed_greedy(warm)?;
-    loaded.sequence(1)?.feed_greedy(&prompt[..1])?;
-    let (mut pre, mut dec) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut seq = loaded.sequence(n_prefill)?;
-        let t0 = now_seconds();
-        seq.feed_greedy(&prompt)?;
-        pre.push(n_prefill as f64 / (now_seconds() - t0));
-
-        let mut seq = loaded.sequence(n_decode + 1)?;
-        let mut next = seq.feed_greedy(&prompt[..1])?;
-        let t0 = now_seconds();
-        for _ in 0..n_decode {
-            next = seq.feed_greedy(&[next])?;
-        }
-        dec.push(n_decode as f64 / (now_seconds() - t0));
-    }
-    Ok((median(pre), median(dec)))
 }

@@ -10,10 +10,28 @@ pub struct AdapterSummary {
     pub backend: String,
     pub device_type: String,
     pub driver: String,
-    /// Whether the adapter offers WGSL subgroup operations.
+    /// Whether the kernels use WGSL subgroup operations (offered by the adapter, with
+    /// a smallest subgroup of at least 4). Set it to false before loading a model to
+    /// force the fallback kernels.
     pub subgroups: bool,
+    /// The adapter's smallest subgroup size (0 when unknown).
+    pub subgroup_min_size: u32,
     /// Whether the adapter offers `shader-f16`.
     pub shader_f16: bool,
+    /// Whether the adapter offers timestamp queries (used only to profile).
+    pub timestamps: bool,
+}
+
+impl AdapterSummary {
+    /// Its name and API, e.g. "NVIDIA H100 (vulkan)".
+    pub fn describe(&self) -> String {
+        let name = if self.name.trim().is_empty() {
+            "unnamed adapter"
+        } else {
+            self.name.trim()
+        };
+        format!("{name} ({})", self.backend)
+    }
 }
 
 /// A device and its queue, with the adapter's limits.
@@ -51,7 +69,8 @@ impl GpuContext {
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         let offered = adapter.features();
-        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+        let wanted =
+            wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -71,8 +90,10 @@ impl GpuContext {
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),
-            subgroups: offered.contains(wgpu::Features::SUBGROUP),
+            subgroups: offered.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 4,
+            subgroup_min_size: info.subgroup_min_size,
             shader_f16: offered.contains(wgpu::Features::SHADER_F16),
+            timestamps: offered.contains(wgpu::Features::TIMESTAMP_QUERY),
         };
         Ok(GpuContext {
             device,

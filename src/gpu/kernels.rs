@@ -25,11 +25,40 @@ macro_rules! with_common {
     };
 }
 
+/// Browsers (Tint) want the subgroup extension enabled in the shader; wgpu's own
+/// WGSL front end (naga) takes subgroup operations once the device has the feature,
+/// and rejects the directive.
+#[cfg(target_arch = "wasm32")]
+macro_rules! subgroups_directive {
+    () => {
+        "enable subgroups;\n"
+    };
+}
+#[cfg(not(target_arch = "wasm32"))]
+macro_rules! subgroups_directive {
+    () => {
+        ""
+    };
+}
+
 impl Kernel {
-    /// WGSL source: the op's file after the shared declarations it uses.
-    fn source(self) -> &'static str {
+    /// WGSL source: the op's file after the shared declarations it uses; the matvec
+    /// with its subgroup or workgroup-memory row reduction.
+    fn source(self, subgroups: bool) -> &'static str {
         match self {
-            Kernel::Matvec => with_common!("kernels/quant.wgsl", "kernels/matvec.wgsl"),
+            Kernel::Matvec if subgroups => concat!(
+                subgroups_directive!(),
+                with_common!(
+                    "kernels/quant.wgsl",
+                    "kernels/matvec_reduce_subgroup.wgsl",
+                    "kernels/matvec.wgsl"
+                )
+            ),
+            Kernel::Matvec => with_common!(
+                "kernels/quant.wgsl",
+                "kernels/matvec_reduce_shared.wgsl",
+                "kernels/matvec.wgsl"
+            ),
             Kernel::Embed => with_common!("kernels/quant.wgsl", "kernels/embed.wgsl"),
             Kernel::RmsNorm => with_common!("kernels/rms_norm.wgsl"),
             Kernel::Rope => with_common!("kernels/rope.wgsl"),
@@ -75,6 +104,10 @@ pub type Constants = Vec<(&'static str, u32)>;
 /// Compiled shader modules and pipelines, created on first use and kept.
 pub struct Kernels {
     device: wgpu::Device,
+    /// Whether the kernels use subgroup operations.
+    subgroups: bool,
+    /// Threads per output row of the matvec (its `LANES`).
+    matvec_lanes: u32,
     modules: RefCell<HashMap<Kernel, wgpu::ShaderModule>>,
     /// One layout per kernel, shared by all its specializations (so bind groups are).
     layouts: RefCell<HashMap<Kernel, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
@@ -82,13 +115,33 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Self {
+    /// Kernels for `ctx`'s device: with subgroup operations when
+    /// `ctx.adapter.subgroups`, else the fallback.
+    pub fn new(ctx: &super::GpuContext) -> Self {
+        let subgroups = ctx.adapter.subgroups;
+        let matvec_lanes = if subgroups {
+            ctx.adapter.subgroup_min_size.clamp(4, 16)
+        } else {
+            16
+        };
         Kernels {
-            device: device.clone(),
+            device: ctx.device.clone(),
+            subgroups,
+            matvec_lanes,
             modules: RefCell::default(),
             layouts: RefCell::default(),
             pipelines: RefCell::default(),
         }
+    }
+
+    /// Whether the kernels use subgroup operations.
+    pub fn subgroups(&self) -> bool {
+        self.subgroups
+    }
+
+    /// Output rows one matvec workgroup computes.
+    pub fn matvec_rows(&self) -> u32 {
+        64 / self.matvec_lanes
     }
 
     /// The bind group layout every pipeline of `kernel` uses.
@@ -147,7 +200,11 @@ impl Kernels {
         kernel: Kernel,
         constants: &[(&'static str, u32)],
     ) -> wgpu::ComputePipeline {
-        let key = (kernel, constants.to_vec());
+        let mut constants = constants.to_vec();
+        if kernel == Kernel::Matvec {
+            constants.push(("LANES", self.matvec_lanes));
+        }
+        let key = (kernel, constants.clone());
         if let Some(p) = self.pipelines.borrow().get(&key) {
             return p.clone();
         }
@@ -159,7 +216,7 @@ impl Kernels {
                 self.device
                     .create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(&format!("{kernel:?}")),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source(self.subgroups).into()),
                     })
             })
             .clone();

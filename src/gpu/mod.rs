@@ -6,16 +6,19 @@
 //! - [`repack`]: GGUF blocks into the GPU's aligned layout (nibbles and scales apart).
 //! - [`backend`]: weights on the device, uploaded one tensor at a time.
 //! - [`kernels`]: the `.wgsl` files and the pipeline cache.
+//! - [`profile`]: per-kernel GPU time of a pass, from timestamp queries.
 //! - [`session`]: KV cache, activations, step buffers, and the recorded forward pass.
 
 pub mod backend;
 pub mod context;
 pub mod kernels;
+pub mod profile;
 pub mod repack;
 pub mod session;
 
 pub use backend::{Gpu, GpuMatrix, GpuVector, Uploader};
 pub use context::{AdapterSummary, GpuContext};
+pub use profile::{ProfileReport, Profiler};
 pub use session::{GpuSession, Row, MAX_ROWS, MAX_STREAMS};
 
 use crate::error::{Error, Result};
@@ -48,7 +51,7 @@ impl GpuModel {
             });
         }
         let model = model?;
-        let kernels = Kernels::new(&ctx.device);
+        let kernels = Kernels::new(&ctx);
         Ok(GpuModel {
             ctx,
             kernels,
@@ -73,27 +76,24 @@ impl GpuModel {
     }
 }
 
-/// One sequence on the GPU, for the engine's generation loop (native: it waits for the
-/// device; the browser awaits the same reads).
-#[cfg(not(target_arch = "wasm32"))]
+/// One sequence on the GPU, for the engine's generation loop.
 pub struct GpuSequence<'a> {
     pub gm: &'a GpuModel,
     pub session: GpuSession,
     pub capacity: usize,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 impl crate::engine::Sequence for GpuSequence<'_> {
-    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    async fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.gm
             .append(&mut self.session, tokens, crate::model::Logits::Last)?;
-        pollster::block_on(self.gm.read_logits(&self.session))
+        self.gm.read_logits(&self.session).await
     }
 
-    fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
+    async fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
         self.gm
             .append(&mut self.session, tokens, crate::model::Logits::Last)?;
-        Ok(pollster::block_on(self.gm.read_ids(&self.session))?[0])
+        Ok(self.gm.read_ids(&self.session).await?[0])
     }
 
     fn room(&self) -> usize {

@@ -12,6 +12,7 @@ use wgpu::util::DeviceExt;
 
 use super::backend::{Gpu, GpuMatrix, GpuVector};
 use super::kernels::{Kernel, Kernels};
+use super::profile::Profiler;
 use super::GpuModel;
 use crate::cpu::ops::{RopeStyle, RopeTable};
 use crate::error::{Error, Result};
@@ -398,9 +399,21 @@ impl GpuModel {
     /// greedy ids of the rows `want` names are then ready for [`GpuModel::read_ids`],
     /// and their logits for [`GpuModel::read_logits`].
     pub fn forward(&self, s: &mut GpuSession, rows: &[Row], want: Logits) -> Result<()> {
+        self.forward_profiled(s, rows, want, None)
+    }
+
+    /// [`GpuModel::forward`], with each dispatch timed by `profiler` when given (read
+    /// the times with [`Profiler::report`]).
+    pub fn forward_profiled(
+        &self,
+        s: &mut GpuSession,
+        rows: &[Row],
+        want: Logits,
+        profiler: Option<&mut Profiler>,
+    ) -> Result<()> {
         let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
         self.model.config.check_tokens(&tokens)?;
-        self.record(s, rows, want, |pass| self.model.run(pass, want))?;
+        self.record(s, rows, want, profiler, |pass| self.model.run(pass, want))?;
         s.commit(rows);
         Ok(())
     }
@@ -440,7 +453,7 @@ impl GpuModel {
                 .queue
                 .write_buffer(&s.acts[*act as usize], 0, bytemuck::cast_slice(values));
         }
-        self.record(s, rows, want, |pass| ops(pass))
+        self.record(s, rows, want, None, |pass| ops(pass))
     }
 
     /// Reads activation `act` (rows, width) back.
@@ -457,6 +470,7 @@ impl GpuModel {
         s: &mut GpuSession,
         rows: &[Row],
         want: Logits,
+        profiler: Option<&mut Profiler>,
         ops: impl FnOnce(&mut GpuPass),
     ) -> Result<()> {
         let c = &self.model.config;
@@ -509,21 +523,29 @@ impl GpuModel {
         }
         q.write_buffer(&s.cos_sin, 0, bytemuck::cast_slice(&cos_sin));
 
-        // 2. Record the ops into one compute pass and submit it.
+        // 2. Record the ops into one compute pass (one per dispatch when profiling)
+        // and submit it.
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let mut profiler = profiler;
         {
-            let cpass = enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                .forget_lifetime();
             let mut pass = GpuPass {
                 gm: self,
                 s: &mut *s,
-                cpass,
+                enc: &mut enc,
+                cpass: None,
+                profiler: profiler.as_deref_mut(),
+                error: None,
                 n: n as u32,
                 n_splits,
                 head_rows: head_rows as u32,
             };
             ops(&mut pass);
+            if let Some(e) = pass.error.take() {
+                return Err(e);
+            }
+        }
+        if let Some(p) = &profiler {
+            p.resolve(&mut enc);
         }
         if head_rows > 0 {
             enc.copy_buffer_to_buffer(&s.ids, 0, &s.ids_staging, 0, (head_rows * 4) as u64);
@@ -551,7 +573,12 @@ impl GpuModel {
 pub struct GpuPass<'a> {
     gm: &'a GpuModel,
     s: &'a mut GpuSession,
-    cpass: wgpu::ComputePass<'static>,
+    enc: &'a mut wgpu::CommandEncoder,
+    /// The open compute pass (one for the whole forward pass unless profiling).
+    cpass: Option<wgpu::ComputePass<'static>>,
+    profiler: Option<&'a mut Profiler>,
+    /// The first failure while recording (a [`Pass`] op cannot return one).
+    error: Option<Error>,
     n: u32,
     n_splits: u32,
     head_rows: u32,
@@ -607,6 +634,7 @@ impl GpuPass<'_> {
     /// limit), times `z`.
     fn dispatch(
         &mut self,
+        kernel: Kernel,
         pipeline: &wgpu::ComputePipeline,
         bg: &wgpu::BindGroup,
         groups: u32,
@@ -619,9 +647,46 @@ impl GpuPass<'_> {
         } else {
             (groups, 1)
         };
-        self.cpass.set_pipeline(pipeline);
-        self.cpass.set_bind_group(0, bg, &[]);
-        self.cpass.dispatch_workgroups(x, y * fold, z);
+        self.dispatch_xyz(kernel, pipeline, bg, [x, y * fold, z]);
+    }
+
+    /// Dispatches `xyz` workgroups of `pipeline` with `bg` as group 0.
+    fn dispatch_xyz(
+        &mut self,
+        kernel: Kernel,
+        pipeline: &wgpu::ComputePipeline,
+        bg: &wgpu::BindGroup,
+        [x, y, z]: [u32; 3],
+    ) {
+        let Some(cpass) = self.pass_for(kernel) else {
+            return;
+        };
+        cpass.set_pipeline(pipeline);
+        cpass.set_bind_group(0, bg, &[]);
+        cpass.dispatch_workgroups(x, y, z);
+    }
+
+    /// The compute pass the next dispatch (of `kernel`) goes into: the one open pass,
+    /// or a fresh timed pass per dispatch when profiling. `None` after a failure.
+    fn pass_for(&mut self, kernel: Kernel) -> Option<&mut wgpu::ComputePass<'static>> {
+        if self.error.is_some() {
+            return None;
+        }
+        if let Some(p) = self.profiler.as_deref_mut() {
+            self.cpass = None; // ends the previous dispatch's pass
+            match p.begin_pass(self.enc, kernel) {
+                Ok(pass) => self.cpass = Some(pass),
+                Err(e) => {
+                    self.error = Some(e);
+                    return None;
+                }
+            }
+        }
+        let enc = &mut *self.enc;
+        Some(self.cpass.get_or_insert_with(|| {
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime()
+        }))
     }
 
     /// An elementwise kernel over `n * width` values.
@@ -641,7 +706,7 @@ impl GpuPass<'_> {
             ]
         });
         let groups = (self.n * width as u32).div_ceil(256);
-        self.dispatch(&pipeline, &bg, groups, 1, 1);
+        self.dispatch(kernel, &pipeline, &bg, groups, 1, 1);
     }
 
     /// `y = x W^T (+ bias)` for `rows` rows, part by part.
@@ -670,8 +735,8 @@ impl GpuPass<'_> {
                     whole(bias.map_or(&s.dummy, |b| &b.buffer)),
                 ]
             });
-            let groups = part.n_rows.div_ceil(4);
-            self.dispatch(&pipeline, &bg, groups, 1, rows.div_ceil(m));
+            let groups = part.n_rows.div_ceil(self.kernels().matvec_rows());
+            self.dispatch(Kernel::Matvec, &pipeline, &bg, groups, 1, rows.div_ceil(m));
         }
     }
 
@@ -688,7 +753,7 @@ impl GpuPass<'_> {
             ]
         });
         let rows = if head { self.head_rows } else { self.n };
-        self.dispatch(&pipeline, &bg, rows, 1, 1);
+        self.dispatch(Kernel::RmsNorm, &pipeline, &bg, rows, 1, 1);
     }
 }
 
@@ -740,7 +805,7 @@ impl Pass<Gpu> for GpuPass<'_> {
                     whole(&s.acts[Act::X as usize]),
                 ]
             });
-            self.dispatch(&pipeline, &bg, self.n, 1, 1);
+            self.dispatch(Kernel::Embed, &pipeline, &bg, self.n, 1, 1);
         }
     }
 
@@ -770,7 +835,7 @@ impl Pass<Gpu> for GpuPass<'_> {
         });
         let half = self.config().head_dim / 2;
         let groups = (self.n * (n_heads * half) as u32).div_ceil(256);
-        self.dispatch(&pipeline, &bg, groups, 1, 1);
+        self.dispatch(Kernel::Rope, &pipeline, &bg, groups, 1, 1);
     }
 
     fn attend(&mut self, layer: usize) {
@@ -789,7 +854,8 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.v_cache[layer]),
             ]
         });
-        self.dispatch(&pipeline, &bg, (self.n * kv_dim).div_ceil(256), 1, 1);
+        let groups = (self.n * kv_dim).div_ceil(256);
+        self.dispatch(Kernel::KvWrite, &pipeline, &bg, groups, 1, 1);
 
         // 2. Split attention, then the merge of the splits.
         let pipeline = self.kernels().pipeline(Kernel::Attention, &[]);
@@ -804,10 +870,8 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.partials),
             ]
         });
-        self.cpass.set_pipeline(&pipeline);
-        self.cpass.set_bind_group(0, &bg, &[]);
-        self.cpass
-            .dispatch_workgroups(n_head, self.n, self.n_splits);
+        let xyz = [n_head, self.n, self.n_splits];
+        self.dispatch_xyz(Kernel::Attention, &pipeline, &bg, xyz);
 
         let pipeline = self.kernels().pipeline(Kernel::AttentionMerge, &[]);
         let bg = self.bind(BindKey::Merge, Kernel::AttentionMerge, |s| {
@@ -818,9 +882,8 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.acts[Act::Att as usize]),
             ]
         });
-        self.cpass.set_pipeline(&pipeline);
-        self.cpass.set_bind_group(0, &bg, &[]);
-        self.cpass.dispatch_workgroups(n_head, self.n, 1);
+        let xyz = [n_head, self.n, 1];
+        self.dispatch_xyz(Kernel::AttentionMerge, &pipeline, &bg, xyz);
     }
 
     fn add(&mut self, x: Act, y: Act) {
@@ -846,6 +909,6 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.ids),
             ]
         });
-        self.dispatch(&pipeline, &bg, self.head_rows, 1, 1);
+        self.dispatch(Kernel::Argmax, &pipeline, &bg, self.head_rows, 1, 1);
     }
 }

@@ -37,6 +37,43 @@ pub fn gpu_or_skip() -> Option<edge_reason::gpu::GpuContext> {
     }
 }
 
+/// Weights converted to F32 on the way in: the CPU then computes in plain f32 (no
+/// activation quantization), the same math the GPU kernels do.
+pub struct Dequantize;
+
+impl edge_reason::model::Upload<edge_reason::cpu::Cpu> for Dequantize {
+    fn matrix(
+        &mut self,
+        _name: &str,
+        m: edge_reason::cpu::Matrix,
+    ) -> edge_reason::Result<edge_reason::cpu::Matrix> {
+        let mut values = vec![0f32; m.rows * m.cols];
+        for (r, row) in values.chunks_exact_mut(m.cols).enumerate() {
+            m.row_to_f32(r, row);
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        edge_reason::cpu::Matrix::from_bytes(
+            edge_reason::gguf::TensorType::F32,
+            m.rows,
+            m.cols,
+            &bytes,
+        )
+    }
+
+    fn vector(&mut self, _name: &str, v: Vec<f32>) -> edge_reason::Result<Vec<f32>> {
+        Ok(v)
+    }
+}
+
+/// Prompts of the whole-model GPU parity tests (native and browser): plain text, chat,
+/// code, a story.
+pub const PARITY_PROMPTS: [&str; 4] = [
+    "The capital of France is",
+    "<|im_start|>user\nWhat is 17 * 23? Think step by step.<|im_end|>\n<|im_start|>assistant\n",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
+];
+
 /// A metadata value to write.
 pub enum Meta {
     U32(u32),

@@ -5,7 +5,9 @@
 //
 // Grid: (output-row groups of ROWS, folded into y past the per-dimension limit,
 // row tiles of M).
-// Prepended: common.wgsl, quant.wgsl (bindings 0-1).
+// Prepended: common.wgsl, quant.wgsl (bindings 0-1), and the row reduction:
+// matvec_reduce_subgroup.wgsl where the adapter has subgroups, else
+// matvec_reduce_shared.wgsl.
 
 @group(0) @binding(2) var<uniform> dims: Dims;
 @group(0) @binding(3) var<uniform> count: Count;
@@ -16,16 +18,16 @@
 override M: u32 = 1u;        // activation rows per workgroup, 1..MAX_M
 const MAX_M: u32 = 16u;
 const WG: u32 = 64u;
-const LANES: u32 = 16u;      // threads sharing one output row
-const ROWS: u32 = 4u;        // output rows per workgroup (WG / LANES)
-
-var<workgroup> partial: array<f32, 1024>;   // (MAX_M, WG)
+// Threads sharing one output row: 16, or with subgroups the adapter's smallest
+// subgroup size when that is less (so a row's lanes sit in one subgroup).
+override LANES: u32 = 16u;
+const ROWS_MAX: u32 = 16u;   // WG / the smallest LANES (4)
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let out_row = (wg.x + wg.y * nwg.x) * ROWS + tid / LANES;
+    let out_row = (wg.x + wg.y * nwg.x) * (WG / LANES) + tid / LANES;
     let lane = tid % LANES;
     let m0 = wg.z * M;
 
@@ -34,33 +36,33 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>,
     if (out_row < dims.n_out) {
         let x_stride = dims.k_units * 8u;
         for (var u = lane; u < dims.k_units; u += LANES) {
-            let w = unit_weights(out_row * dims.k_units + u);
-            for (var m = 0u; m < M; m++) {
-                if (m0 + m < count.n) {
-                    let xb = (m0 + m) * x_stride + u * 8u;
-                    var s = 0.0;
-                    for (var i = 0u; i < 8u; i++) {
-                        s += dot(w[i], x[xb + i]);
+            let unit = out_row * dims.k_units + u;
+            if (is_packed_format()) {
+                let p = load_packed(unit);
+                for (var m = 0u; m < M; m++) {
+                    if (m0 + m < count.n) {
+                        acc[m] += packed_dot(p, (m0 + m) * x_stride + u * 8u);
                     }
-                    acc[m] += s;
+                }
+            } else {
+                let w = unit_weights(unit);
+                for (var m = 0u; m < M; m++) {
+                    if (m0 + m < count.n) {
+                        let xb = (m0 + m) * x_stride + u * 8u;
+                        var s = 0.0;
+                        for (var i = 0u; i < 8u; i++) {
+                            s += dot(w[i], x[xb + i]);
+                        }
+                        acc[m] += s;
+                    }
                 }
             }
         }
     }
 
-    // 2. Sum the LANES partial sums of each output row.
-    for (var m = 0u; m < M; m++) {
-        partial[m * WG + tid] = acc[m];
-    }
-    workgroupBarrier();
-    for (var stride = LANES / 2u; stride > 0u; stride >>= 1u) {
-        if (lane < stride) {
-            for (var m = 0u; m < M; m++) {
-                partial[m * WG + tid] += partial[m * WG + tid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
+    // 2. Sum the LANES partial sums of each output row (matvec_reduce_*.wgsl): lane 0
+    // gets the row's M sums.
+    let sums = reduce_lanes(acc, tid, lane);
 
     // 3. Lane 0 writes the row's M outputs.
     if (lane == 0u && out_row < dims.n_out) {
@@ -70,8 +72,35 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>,
         }
         for (var m = 0u; m < M; m++) {
             if (m0 + m < count.n) {
-                y[(m0 + m) * dims.y_stride + dims.y_offset + out_row] = partial[m * WG + tid] + b;
+                y[(m0 + m) * dims.y_stride + dims.y_offset + out_row] = sums[m] + b;
             }
         }
     }
+}
+
+// The dot product of a packed unit with the 32 activations at x[xb..xb + 8]: the
+// integer codes are dotted first and the affine applied once, scale * (q . x) +
+// offset * sum(x).
+fn packed_dot(p: Packed, xb: u32) -> f32 {
+    let x0 = x[xb];
+    let x1 = x[xb + 1u];
+    let x2 = x[xb + 2u];
+    let x3 = x[xb + 3u];
+    let x4 = x[xb + 4u];
+    let x5 = x[xb + 5u];
+    let x6 = x[xb + 6u];
+    let x7 = x[xb + 7u];
+    if (FORMAT == FMT_Q8_0) {
+        let q = dot(i8x4(p.lo.x), x0) + dot(i8x4(p.lo.y), x1) + dot(i8x4(p.lo.z), x2)
+              + dot(i8x4(p.lo.w), x3) + dot(i8x4(p.hi.x), x4) + dot(i8x4(p.hi.y), x5)
+              + dot(i8x4(p.hi.z), x6) + dot(i8x4(p.hi.w), x7);
+        return p.affine.x * q;
+    }
+    // Byte i of word j holds weight 4j + i (low nibble) and 16 + 4j + i (high).
+    let q = dot(nibbles(p.lo.x, 0u), x0) + dot(nibbles(p.lo.y, 0u), x1)
+          + dot(nibbles(p.lo.z, 0u), x2) + dot(nibbles(p.lo.w, 0u), x3)
+          + dot(nibbles(p.lo.x, 4u), x4) + dot(nibbles(p.lo.y, 4u), x5)
+          + dot(nibbles(p.lo.z, 4u), x6) + dot(nibbles(p.lo.w, 4u), x7);
+    let xs = (x0 + x1) + (x2 + x3) + (x4 + x5) + (x6 + x7);
+    return p.affine.x * q + p.affine.y * (xs.x + xs.y + xs.z + xs.w);
 }

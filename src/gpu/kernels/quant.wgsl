@@ -103,3 +103,42 @@ fn unit_weights(unit: u32) -> array<vec4<f32>, 8> {
     }
     return w;
 }
+
+// The quantized formats (Q4_0, Q4_1, Q4_K, Q8_0) held in registers: a unit's words
+// and its affine, so a matvec reads and decodes them once and dots them with M rows.
+struct Packed {
+    lo: vec4<u32>,      // Q4: the 4 words; Q8_0: words 0-3
+    hi: vec4<u32>,      // Q8_0: words 4-7
+    affine: vec2<f32>,  // w = affine.x * q + affine.y
+}
+
+fn is_packed_format() -> bool {
+    return FORMAT == FMT_Q4 || FORMAT == FMT_Q4_K || FORMAT == FMT_Q8_0;
+}
+
+fn load_packed(unit: u32) -> Packed {
+    var p: Packed;
+    if (FORMAT == FMT_Q8_0) {
+        let b = unit * 8u;
+        p.lo = vec4<u32>(quants[b], quants[b + 1u], quants[b + 2u], quants[b + 3u]);
+        p.hi = vec4<u32>(quants[b + 4u], quants[b + 5u], quants[b + 6u], quants[b + 7u]);
+        p.affine = vec2<f32>(unpack2x16float(scales[unit]).x, 0.0);
+    } else {
+        let b = unit * 4u;
+        p.lo = vec4<u32>(quants[b], quants[b + 1u], quants[b + 2u], quants[b + 3u]);
+        p.affine = q4_affine(unit);
+    }
+    return p;
+}
+
+// Four signed bytes of w.
+fn i8x4(w: u32) -> vec4<f32> {
+    return vec4<f32>(vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u),
+                               bitcast<i32>(w << 8u), bitcast<i32>(w)) >> vec4<u32>(24u));
+}
+
+// Nibbles 0, 2, 4, 6 (low) or 1, 3, 5, 7 (high) of w.
+fn nibbles(w: u32, shift: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(shift, shift + 8u, shift + 16u, shift + 24u))
+                     & vec4<u32>(0xFu));
+}
