@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // The browser benchmark, headless: opens www/bench.html in Chromium (WebGPU through
-// SwiftShader unless --gpu-flags says otherwise) and prints its JSON, the same shape
-// as `edge-reason bench --json`.
+// SwiftShader) and prints its JSON, the same shape as `edge-reason bench --json`.
 //
 //   node bench/browser_bench.mjs [--backend auto|webgpu|cpu] [--prefill-tokens 512]
 //        [--decode-tokens 128] [--runs 3] [--streams 1,2,4,8] [--profile 1]
@@ -11,17 +10,8 @@
 // test packages (./build.sh setup). On SwiftShader the absolute figures mean little
 // (it is the CPU); the M-stream ratio and correctness are what count there.
 
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { BASE_FLAGS, WEBGPU_FLAGS, launch } from '../tests/browser/chromium.mjs';
 import { start } from '../www/serve.mjs';
-
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '..');
-const require = createRequire(path.join(root, 'tests/browser/package.json'));
-const { chromium } = require('playwright-core');
 
 const args = { backend: 'auto', 'prefill-tokens': '512', 'decode-tokens': '128', runs: '3', streams: '1,2,4,8', profile: '0', timeout: '900' };
 for (let i = 2; i < process.argv.length; i += 2) {
@@ -34,23 +24,10 @@ for (let i = 2; i < process.argv.length; i += 2) {
 }
 
 const server = await start({ port: 0, host: '127.0.0.1' });
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-reason-bench-'));
-let context;
+// Timestamps at full resolution (Chromium rounds them to 100 us otherwise).
+const browser = await launch([...BASE_FLAGS, ...WEBGPU_FLAGS, '--enable-webgpu-developer-features']);
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    ignoreDefaultArgs: ['--headless'],
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync',
-      '--enable-unsafe-webgpu', '--enable-features=Vulkan',
-      '--use-vulkan=swiftshader', '--use-webgpu-adapter=swiftshader',
-      // Timestamps at full resolution (Chromium rounds them to 100 us otherwise).
-      '--enable-webgpu-developer-features',
-    ],
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+  const { page } = browser;
   page.on('console', (m) => m.type() === 'error' && console.error(`[page] ${m.text()}`));
   const q = new URLSearchParams({
     run: '1',
@@ -69,7 +46,6 @@ try {
   if (await page.getAttribute('body', 'data-state') === 'error') throw new Error(error);
   console.log(JSON.stringify(JSON.parse(await page.textContent('[data-testid="bench-json"]'))));
 } finally {
-  await context?.close().catch(() => {});
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await browser.close();
   await server.close();
 }

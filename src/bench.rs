@@ -171,14 +171,9 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
 /// Median milliseconds of one decode step for `m` streams over a shared prefix, over
 /// `steps` steps; the first run compiles the pipelines for this width and is not timed.
 async fn stream_step_ms_median(gm: &GpuModel, m: usize, steps: usize, runs: usize) -> Result<f64> {
-    let prefix: Vec<u32> = (0..STREAM_PREFIX as u32).map(|i| 100 + 7 * i).collect();
     let mut times = Vec::new();
     for run in 0..runs + 1 {
-        let mut s = GpuSession::new(gm, prefix.len(), m, steps + 1)?;
-        gm.append(&mut s, &prefix, Logits::Last)?;
-        gm.read_ids(&s).await?;
-        s.fork(m)?;
-        let mut tokens: Vec<u32> = (0..m as u32).map(|i| 200 + i).collect();
+        let (mut s, mut tokens) = forked_session(gm, m, steps + 1).await?;
         let t0 = now_seconds();
         for _ in 0..steps {
             gm.step_streams(&mut s, &tokens)?;
@@ -193,16 +188,26 @@ async fn stream_step_ms_median(gm: &GpuModel, m: usize, steps: usize, runs: usiz
 
 /// The per-kernel time of one decode step of `m` streams over the shared prefix.
 async fn profile_step(gm: &GpuModel, m: usize, profiler: &mut Profiler) -> Result<ProfileReport> {
-    let prefix: Vec<u32> = (0..STREAM_PREFIX as u32).map(|i| 100 + 7 * i).collect();
-    let mut s = GpuSession::new(gm, prefix.len(), m, 2)?;
-    gm.append(&mut s, &prefix, Logits::Last)?;
-    gm.read_ids(&s).await?;
-    s.fork(m)?;
-    let tokens: Vec<u32> = (0..m as u32).map(|i| 200 + i).collect();
+    let (mut s, tokens) = forked_session(gm, m, 2).await?;
     let rows = s.stream_rows(&tokens)?;
     gm.forward_profiled(&mut s, &rows, Logits::All, Some(profiler))?;
     gm.read_ids(&s).await?;
     profiler.report(&gm.ctx).await
+}
+
+/// A session whose shared [`STREAM_PREFIX`]-token prefix is prefilled and forked into
+/// `m` streams of up to `stream_capacity` tokens, with each stream's first token.
+async fn forked_session(
+    gm: &GpuModel,
+    m: usize,
+    stream_capacity: usize,
+) -> Result<(GpuSession, Vec<u32>)> {
+    let prefix: Vec<u32> = (0..STREAM_PREFIX as u32).map(|i| 100 + 7 * i).collect();
+    let mut s = GpuSession::new(gm, prefix.len(), m, stream_capacity)?;
+    gm.append(&mut s, &prefix, Logits::Last)?;
+    gm.read_ids(&s).await?;
+    s.fork(m)?;
+    Ok((s, (0..m as u32).map(|i| 200 + i).collect()))
 }
 
 /// `n` tokens from a fixed LCG: the same prompt every run and on every machine.

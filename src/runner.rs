@@ -1,10 +1,11 @@
 //! A model ready to run on the backend chosen at load time, the CPU engine or a GPU,
 //! behind one API: the CLI and the browser both go through it.
 //!
-//! Choosing: `cpu` and `gpu` are taken as asked; `auto` takes a GPU when one is
-//! offered and falls back to the CPU with the reason. Natively `auto` passes over a
-//! software adapter (lavapipe is slower than our CPU path); in the browser any WebGPU
-//! adapter is taken, since the page cannot tell a software one reliably.
+//! Choosing ([`choose`], native): `cpu` and `gpu` are taken as asked; `auto` takes a
+//! hardware GPU when one is offered and falls back to the CPU with the reason (a
+//! software adapter such as lavapipe is slower than our CPU path). The browser chooses
+//! in `wasm.rs` from what `navigator.gpu` says, taking any WebGPU adapter, since a
+//! page cannot tell a software one reliably.
 
 use crate::engine::{CpuSequence, Engine, Sequence};
 use crate::error::{Error, Result};
@@ -44,9 +45,9 @@ pub struct Choice {
 }
 
 /// Opens a GPU when `request` wants one. `auto` falls back to the CPU (with the reason)
-/// when no adapter is offered, or when it is a software one and `take_software` is off;
-/// `gpu` without an adapter is an error.
-pub async fn choose(request: BackendRequest, take_software: bool) -> Result<Choice> {
+/// when no adapter is offered or when it is a software one; `gpu` without an adapter
+/// is an error.
+pub async fn choose(request: BackendRequest) -> Result<Choice> {
     let cpu = |reason: String| Choice { ctx: None, reason };
     match request {
         BackendRequest::Cpu => Ok(cpu("CPU backend, as asked".into())),
@@ -59,7 +60,7 @@ pub async fn choose(request: BackendRequest, take_software: bool) -> Result<Choi
             })
         }
         BackendRequest::Auto => match GpuContext::new().await {
-            Ok(ctx) if take_software || ctx.adapter.device_type != "cpu" => {
+            Ok(ctx) if ctx.adapter.device_type != "cpu" => {
                 let reason = format!("GPU adapter available: {}", ctx.adapter.describe());
                 Ok(Choice {
                     ctx: Some(ctx),

@@ -357,7 +357,6 @@ pub fn detect_backend() -> BackendChoicePromise {
 }
 
 /// The outcome of [`detect`], before it becomes a JS object.
-#[derive(Clone)]
 struct BackendChoice {
     webgpu: bool,
     reason: String,

@@ -160,7 +160,7 @@ fn load(common: &Common) -> Result<Runner> {
         Backend::Gpu => BackendRequest::Gpu,
         Backend::Auto => BackendRequest::Auto,
     };
-    let choice = pollster::block_on(runner::choose(request, false))?;
+    let choice = pollster::block_on(runner::choose(request))?;
     if choice.ctx.is_none() && request == BackendRequest::Auto {
         eprintln!("note: {}", choice.reason);
     }

@@ -98,6 +98,9 @@ impl Kernel {
     }
 }
 
+/// Threads of a matvec workgroup (`WG` in matvec.wgsl).
+const MATVEC_WORKGROUP: u32 = 64;
+
 /// Override constants of one pipeline, e.g. `[("FORMAT", 3), ("M", 4)]`.
 pub type Constants = Vec<(&'static str, u32)>;
 
@@ -141,7 +144,7 @@ impl Kernels {
 
     /// Output rows one matvec workgroup computes.
     pub fn matvec_rows(&self) -> u32 {
-        64 / self.matvec_lanes
+        MATVEC_WORKGROUP / self.matvec_lanes
     }
 
     /// The bind group layout every pipeline of `kernel` uses.

@@ -9,33 +9,15 @@
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { CHROMIUM, BASE_FLAGS, WEBGPU_FLAGS, launch } from './chromium.mjs';
 import { start } from '../../www/serve.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT = 120_000;
-
-// Without these Chromium tries the network at every start.
-const BASE_FLAGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-// WebGPU on the CPU through SwiftShader (see shared/TOOLCHAIN.md).
-const WEBGPU_FLAGS = [
-  '--enable-unsafe-webgpu',
-  '--enable-features=Vulkan',
-  '--use-vulkan=swiftshader',
-  '--use-webgpu-adapter=swiftshader',
-];
 
 function crateVersion() {
   const toml = fs.readFileSync(path.join(root, 'Cargo.toml'), 'utf8');
@@ -66,19 +48,12 @@ after(async () => {
  * console and errors are appended to the message.
  */
 async function withPage(flags, { initScript } = {}, fn) {
-  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-reason-chromium-'));
   const logs = [];
   const errors = [];
-  let context;
+  let browser;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      ignoreDefaultArgs: ['--headless'], // we pass --headless=new ourselves
-      args: flags,
-      timeout: 60_000,
-    });
-    const page = context.pages()[0] ?? (await context.newPage());
+    browser = await launch(flags);
+    const { page } = browser;
     page.on('console', (msg) => {
       const line = `[console.${msg.type()}] ${msg.text()}`;
       logs.push(line);
@@ -117,8 +92,7 @@ async function withPage(flags, { initScript } = {}, fn) {
     err.message += `\n${pageLog(logs, errors)}`;
     throw err;
   } finally {
-    await context?.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
+    await browser?.close();
   }
 }
 
