@@ -52,6 +52,9 @@ pub struct BenchReport {
     /// "cpu" or "gpu".
     pub backend: &'static str,
     pub adapter: String,
+    /// How the KV cache holds values: "f32", "f16" or "f16-packed" (f16 in u32 words,
+    /// without `shader-f16`).
+    pub kv_cache: &'static str,
     pub runs: usize,
     pub prefill_tokens: usize,
     pub prefill_tok_s: f64,
@@ -123,6 +126,7 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
     let mut stream_step_ms = BTreeMap::new();
     let mut profile = BTreeMap::new();
     let (mut decode_bytes_per_token, mut decode_gb_s, mut subgroups) = (None, None, None);
+    let mut kv_cache = "f32";
     if let Runner::Gpu(g) = runner {
         let steps = o.decode_tokens.clamp(1, 32);
         let mut profiler = if o.profile {
@@ -146,15 +150,17 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
         }
         let c = runner.config();
         let mean_keys = o.decode_tokens.div_ceil(2);
-        let kv = 2 * c.n_layer * mean_keys * c.kv_dim() * 4;
+        let kv = 2 * c.n_layer * mean_keys * c.kv_dim() * g.gm.kv_store.value_bytes();
         let bytes = g.gm.weight_bytes + kv as u64;
         decode_bytes_per_token = Some(bytes);
         subgroups = Some(g.gm.kernels.subgroups());
+        kv_cache = g.gm.kv_store.name();
         decode_gb_s = Some(bytes as f64 * decode_tok_s / 1e9);
     }
     Ok(BenchReport {
         backend: runner.backend(),
         adapter: runner.adapter(),
+        kv_cache,
         runs,
         prefill_tokens: o.prefill_tokens,
         prefill_tok_s: median(pre),
@@ -176,7 +182,7 @@ async fn stream_step_ms_median(gm: &GpuModel, m: usize, steps: usize, runs: usiz
         let (mut s, mut tokens) = forked_session(gm, m, steps + 1).await?;
         let t0 = now_seconds();
         for _ in 0..steps {
-            gm.step_streams(&mut s, &tokens)?;
+            gm.step_streams(&mut s, &tokens, &[])?;
             tokens = gm.read_ids(&s).await?;
         }
         if run > 0 {
@@ -190,7 +196,7 @@ async fn stream_step_ms_median(gm: &GpuModel, m: usize, steps: usize, runs: usiz
 async fn profile_step(gm: &GpuModel, m: usize, profiler: &mut Profiler) -> Result<ProfileReport> {
     let (mut s, tokens) = forked_session(gm, m, 2).await?;
     let rows = s.stream_rows(&tokens)?;
-    gm.forward_profiled(&mut s, &rows, Logits::All, Some(profiler))?;
+    gm.forward_with(&mut s, &rows, Logits::All, &[], Some(profiler))?;
     gm.read_ids(&s).await?;
     profiler.report(&gm.ctx).await
 }
@@ -204,7 +210,7 @@ async fn forked_session(
 ) -> Result<(GpuSession, Vec<u32>)> {
     let prefix: Vec<u32> = (0..STREAM_PREFIX as u32).map(|i| 100 + 7 * i).collect();
     let mut s = GpuSession::new(gm, prefix.len(), m, stream_capacity)?;
-    gm.append(&mut s, &prefix, Logits::Last)?;
+    gm.append(&mut s, &prefix, Logits::Last, &[])?;
     gm.read_ids(&s).await?;
     s.fork(m)?;
     Ok((s, (0..m as u32).map(|i| 200 + i).collect()))

@@ -154,6 +154,16 @@ pub trait Sequence {
     async fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
         Ok(crate::sampler::argmax(&self.feed(tokens).await?))
     }
+    /// Appends `tokens` and returns the next token `sampler` picks (`history`: the
+    /// tokens so far, for its repetition penalty); a backend may sample on its device.
+    async fn feed_sampled(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        Ok(sampler.sample(&mut self.feed(tokens).await?, history))
+    }
     /// Tokens it can still take.
     fn room(&self) -> usize;
 }
@@ -235,8 +245,7 @@ pub async fn generate<S: Sequence>(
     })
 }
 
-/// Feeds `tokens` and picks the next token: on the backend when greedy, else sampled
-/// here from the logits.
+/// Feeds `tokens` and picks the next token: the argmax when greedy, else sampled.
 async fn next_token<S: Sequence>(
     seq: &mut S,
     sampler: &mut Sampler,
@@ -247,8 +256,7 @@ async fn next_token<S: Sequence>(
     if greedy {
         seq.feed_greedy(tokens).await
     } else {
-        let mut logits = seq.feed(tokens).await?;
-        Ok(sampler.sample(&mut logits, history))
+        seq.feed_sampled(tokens, sampler, history).await
     }
 }
 

@@ -10,8 +10,9 @@
 use crate::engine::{CpuSequence, Engine, Sequence};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::gpu::{GpuContext, GpuModel, GpuSequence, MAX_ROWS};
+use crate::gpu::{GpuContext, GpuModel, GpuSequence, KvPrecision, MAX_ROWS};
 use crate::model::{Config, Logits, TensorSource};
+use crate::sampler::Sampler;
 use crate::tokenizer::Tokenizer;
 
 /// Which backend the caller asks for.
@@ -109,6 +110,18 @@ impl Sequence for AnySequence<'_> {
         }
     }
 
+    async fn feed_sampled(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        match self {
+            AnySequence::Cpu(s) => s.feed_sampled(tokens, sampler, history).await,
+            AnySequence::Gpu(s) => s.feed_sampled(tokens, sampler, history).await,
+        }
+    }
+
     fn room(&self) -> usize {
         match self {
             AnySequence::Cpu(s) => s.room(),
@@ -133,6 +146,14 @@ impl Runner {
                 Runner::Gpu(Box::new(GpuEngine { tokenizer, gm }))
             }
         })
+    }
+
+    /// The precision of the KV caches of sequences made from now on (GPU only: the
+    /// CPU's cache is f32).
+    pub fn set_kv_precision(&mut self, precision: KvPrecision) {
+        if let Runner::Gpu(g) = self {
+            g.gm.set_kv_precision(precision);
+        }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -204,7 +225,7 @@ impl Runner {
             Runner::Gpu(g) => {
                 let mut s = g.gm.session(ids.len())?;
                 for chunk in ids.chunks(MAX_ROWS) {
-                    g.gm.append(&mut s, chunk, Logits::All)?;
+                    g.gm.append(&mut s, chunk, Logits::All, &[])?;
                     out.extend(g.gm.read_logits(&s).await?);
                 }
             }

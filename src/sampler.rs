@@ -64,6 +64,33 @@ impl SamplerConfig {
     }
 }
 
+/// The largest `top_k` a backend that samples on its own device takes (the GPU's
+/// `sample.wgsl` keeps this many candidates in workgroup memory).
+pub const DEVICE_TOP_K: usize = 64;
+
+/// One step's sampling, for a backend that picks the token on its device from the
+/// logits it holds: the settings and the step's uniform draw. `temperature == 0` is
+/// greedy. The layout is the GPU's (`SampleParams` in sample.wgsl).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Draw {
+    pub temperature: f32,
+    pub top_k: u32,
+    pub top_p: f32,
+    /// Uniform in [0, 1): where in the kept probability mass the token falls.
+    pub u: f32,
+}
+
+impl Draw {
+    /// The most likely token.
+    pub const GREEDY: Draw = Draw {
+        temperature: 0.0,
+        top_k: 1,
+        top_p: 1.0,
+        u: 0.0,
+    };
+}
+
 /// A sampler with its own random state (one per sequence).
 pub struct Sampler {
     config: SamplerConfig,
@@ -111,45 +138,79 @@ impl Sampler {
         if c.temperature == 0.0 {
             return argmax(logits);
         }
-        // Candidates sorted by logit, cut by top-k, softmax with temperature, cut by top-p.
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        let k = if c.top_k == 0 {
-            idx.len()
-        } else {
-            c.top_k.min(idx.len())
-        };
-        let by_logit_desc = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-        if k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, by_logit_desc);
-            idx.truncate(k);
-        }
-        idx.sort_unstable_by(by_logit_desc);
-        let max = logits[idx[0] as usize];
-        let mut probs: Vec<f32> = idx
-            .iter()
-            .map(|&i| ((logits[i as usize] - max) / c.temperature).exp())
-            .collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        let mut cum = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            cum += p;
-            if cum >= c.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-        let mass: f32 = probs[..keep].iter().sum();
-        let mut r = self.rng.random::<f32>() * mass;
-        for (i, p) in probs[..keep].iter().enumerate() {
-            if r < *p {
-                return idx[i];
-            }
-            r -= p;
-        }
-        idx[keep - 1]
+        let u = self.rng.random::<f32>();
+        pick(logits, c.temperature, c.top_k, c.top_p, u)
     }
+
+    /// This step's [`Draw`] for a backend that samples on its device (advancing the
+    /// random state exactly as [`Sampler::sample`] would), or `None` when these
+    /// settings need the whole logits here: a repetition penalty, or `top_k` 0 (all)
+    /// or above [`DEVICE_TOP_K`].
+    pub fn device_draw(&mut self) -> Option<Draw> {
+        let c = self.config;
+        if c.repetition_penalty != 1.0 {
+            return None;
+        }
+        if c.temperature == 0.0 {
+            return Some(Draw::GREEDY);
+        }
+        if c.top_k == 0 || c.top_k > DEVICE_TOP_K {
+            return None;
+        }
+        Some(Draw {
+            temperature: c.temperature,
+            top_k: c.top_k as u32,
+            top_p: c.top_p,
+            u: self.rng.random::<f32>(),
+        })
+    }
+}
+
+/// The token that uniform draw `u` picks: candidates sorted by logit (ties: lower id
+/// first), cut to `top_k` (0 = all), softmax at `temperature`, cut to the smallest
+/// prefix whose probability reaches `top_p`, then `u` walks the kept mass.
+pub fn pick(logits: &[f32], temperature: f32, top_k: usize, top_p: f32, u: f32) -> u32 {
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = if top_k == 0 {
+        idx.len()
+    } else {
+        top_k.min(idx.len())
+    };
+    let by_logit_desc = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, by_logit_desc);
+        idx.truncate(k);
+    }
+    idx.sort_unstable_by(by_logit_desc);
+    let max = logits[idx[0] as usize];
+    let mut probs: Vec<f32> = idx
+        .iter()
+        .map(|&i| ((logits[i as usize] - max) / temperature).exp())
+        .collect();
+    let total: f32 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    let mut cum = 0.0;
+    let mut keep = probs.len();
+    for (i, p) in probs.iter().enumerate() {
+        cum += p;
+        if cum >= top_p {
+            keep = i + 1;
+            break;
+        }
+    }
+    let mass: f32 = probs[..keep].iter().sum();
+    let mut r = u * mass;
+    for (i, p) in probs[..keep].iter().enumerate() {
+        if r < *p {
+            return idx[i];
+        }
+        r -= p;
+    }
+    idx[keep - 1]
 }
 
 #[cfg(test)]
@@ -211,6 +272,43 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.sample(&mut [3.0, 2.0], &[0]), 1);
+    }
+
+    #[test]
+    fn a_device_draw_picks_what_sample_picks_with_the_same_seed() {
+        let config = cfg(0.9, 40, 0.95, 11);
+        let (mut here, mut device) = (Sampler::new(config).unwrap(), Sampler::new(config).unwrap());
+        let logits: Vec<f32> = (0..100)
+            .map(|i| ((i * 37 % 101) as f32).sin() * 3.0)
+            .collect();
+        for step in 0..50 {
+            let d = device
+                .device_draw()
+                .expect("top_k 40 samples on the device");
+            let on_device = pick(&logits, d.temperature, d.top_k as usize, d.top_p, d.u);
+            assert_eq!(
+                on_device,
+                here.sample(&mut logits.clone(), &[]),
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_a_device_cannot_sample_need_the_logits() {
+        let draw = |c: SamplerConfig| Sampler::new(c).unwrap().device_draw();
+        assert_eq!(draw(cfg(0.0, 0, 1.0, 0)), Some(Draw::GREEDY));
+        assert_eq!(
+            draw(cfg(1.0, 0, 0.9, 0)),
+            None,
+            "top_k 0 is the whole vocabulary"
+        );
+        assert_eq!(draw(cfg(1.0, DEVICE_TOP_K + 1, 0.9, 0)), None);
+        let penalized = SamplerConfig {
+            repetition_penalty: 1.1,
+            ..cfg(0.0, 40, 1.0, 0)
+        };
+        assert_eq!(draw(penalized), None, "the penalty needs the history");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::Sequence;
-use crate::gpu::GpuContext;
+use crate::gpu::{GpuContext, KvPrecision};
 use crate::model::BytesSource;
 use crate::runner::{BackendRequest, Runner};
 
@@ -50,6 +50,9 @@ export interface LoadOptions {
   /** "auto" (default): WebGPU when an adapter is offered, else the CPU with the reason;
    *  "webgpu" (or "gpu"): WebGPU or an error; "cpu": the CPU engine (wasm SIMD). */
   backend?: "auto" | "webgpu" | "gpu" | "cpu";
+  /** Precision of the WebGPU KV cache: "f16" (default: half the memory, as
+   *  llama.cpp's default) or "f32" (exact). The CPU's cache is f32. */
+  kv_cache?: "f16" | "f32";
 }
 
 /** Which backend a loaded engine runs on, and why. */
@@ -153,6 +156,7 @@ fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsError> {
 #[serde(default, deny_unknown_fields)]
 struct LoadOptions {
     backend: Option<String>,
+    kv_cache: Option<crate::gpu::KvPrecision>,
 }
 
 #[derive(serde::Deserialize)]
@@ -235,11 +239,12 @@ impl WasmEngine {
                     ctx.adapter.name = detected.adapter.clone().unwrap_or_default();
                 }
                 match Runner::load(&gguf, &mut source, Some(ctx)).await {
-                    Ok(runner) => {
+                    Ok(mut runner) => {
+                        runner.set_kv_precision(options.kv_cache.unwrap_or(KvPrecision::F16));
                         return Ok(WasmEngine {
                             runner,
                             choice: detected,
-                        })
+                        });
                     }
                     Err(e @ (crate::Error::GpuMemory { .. } | crate::Error::Gpu(_))) => {
                         cpu_because(format!("WebGPU could not hold the model ({e})"))?

@@ -10,10 +10,13 @@ use common::{default_model, fixture, tiny_llama, Dequantize, GgufWriter, PARITY_
 use edge_reason::cpu::ops::{self, AttentionShape, RopeTable};
 use edge_reason::cpu::Matrix;
 use edge_reason::engine::Engine;
+use edge_reason::engine::{generate, Sequence};
 use edge_reason::gguf::{Gguf, TensorType};
 use edge_reason::gpu::{GpuContext, GpuModel, GpuSession, Row};
+use edge_reason::gpu::{GpuSequence, KvPrecision, KvStore, MAX_ROWS};
 use edge_reason::model::{Act, BytesSource, Logits, Model};
-use edge_reason::sampler::argmax;
+use edge_reason::sampler::{argmax, pick, Draw, SamplerConfig};
+use edge_reason::tokenizer::Tokenizer;
 use half::{bf16, f16};
 
 use common::gpu_or_skip as gpu;
@@ -198,7 +201,7 @@ fn matvec_matches_the_dequantized_weights_in_every_format_and_row_count() {
                 let x = random(n * d as usize, n as u64, 2.0);
                 let rows = seq_rows(&vec![0; n], 0);
                 let (gpu_ffn, cpu_ffn) = (&gm.model.blocks[1].ffn, &cpu.model.blocks[1].ffn);
-                gm.run_ops(&mut s, &rows, &[(Act::H, &x)], Logits::None, |p| {
+                gm.run_ops(&mut s, &rows, &[(Act::H, &x)], Logits::None, &[], |p| {
                     p.linear(&gpu_ffn.ffn_up, Act::H, Act::Up)
                 })
                 .unwrap();
@@ -226,6 +229,7 @@ fn matvec_adds_the_bias_of_qwen2_projections() {
         &seq_rows(&[0; 3], 0),
         &[(Act::H, &x)],
         Logits::None,
+        &[],
         |p| p.linear(&gm.model.blocks[0].attn.attn_k, Act::H, Act::K),
     )
     .unwrap();
@@ -247,7 +251,7 @@ fn embedding_rows_are_the_dequantized_table_rows() {
     let (gm, cpu) = both(&tiny_model(TensorType::Q8_0, 64), ctx);
     let tokens = [0u32, 299, 17, 17, 256];
     let mut s = gm.session(16).unwrap();
-    gm.run_ops(&mut s, &seq_rows(&tokens, 0), &[], Logits::None, |p| {
+    gm.run_ops(&mut s, &seq_rows(&tokens, 0), &[], Logits::None, &[], |p| {
         p.embed(&gm.model.token_embd)
     })
     .unwrap();
@@ -295,7 +299,7 @@ fn rms_norm_rope_add_and_swiglu_match_the_cpu_ops() {
             (Act::Up, &up[..]),
             (Act::Proj, &proj[..]),
         ];
-        gm.run_ops(&mut s, &rows, &inputs, Logits::None, |p| {
+        gm.run_ops(&mut s, &rows, &inputs, Logits::None, &[], |p| {
             p.rms_norm(Act::X, &gm.model.blocks[0].attn_norm, Act::H);
             p.rope(Act::Q, c.n_head, None);
             p.swiglu();
@@ -349,9 +353,10 @@ fn rms_norm_rope_add_and_swiglu_match_the_cpu_ops() {
 }
 
 #[test]
-fn attention_over_many_splits_matches_the_cpu() {
+fn attention_over_many_splits_matches_the_cpu_tiled_and_per_row_in_each_cache_format() {
     let Some(ctx) = gpu() else { return };
-    let (gm, cpu) = both(&tiny_model(TensorType::F32, 64), ctx);
+    let f16_offered = ctx.adapter.shader_f16;
+    let (mut gm, cpu) = both(&tiny_model(TensorType::F32, 64), ctx);
     let c = cpu.model.config.clone();
     let shape = AttentionShape {
         n_heads: c.n_head,
@@ -359,35 +364,58 @@ fn attention_over_many_splits_matches_the_cpu() {
         head_dim: c.head_dim,
     };
     let (qw, kw) = (c.n_head * c.head_dim, c.kv_dim());
-    let mut s = gm.session(400).unwrap();
-    let (mut all_k, mut all_v) = (Vec::new(), Vec::new());
-    // 330 positions in chunks of 64 and a ragged tail: up to 3 splits of 128 keys.
-    let mut pos0 = 0;
-    for (chunk, n) in [64usize, 64, 64, 64, 64, 10].into_iter().enumerate() {
-        let q = random(n * qw, 100 + chunk as u64, 2.0);
-        let k = random(n * kw, 200 + chunk as u64, 2.0);
-        let v = random(n * kw, 300 + chunk as u64, 1.0);
-        let rows = seq_rows(&vec![0; n], pos0);
-        gm.run_ops(
-            &mut s,
-            &rows,
-            &[(Act::Q, &q), (Act::K, &k), (Act::V, &v)],
-            Logits::None,
-            |p| p.attend(0),
-        )
-        .unwrap();
-        all_k.extend(&k);
-        all_v.extend(&v);
-        let mut want = vec![0f32; n * qw];
-        ops::attention(&q, &all_k, &all_v, pos0, shape, &mut want);
-        let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
-        assert_close(
-            &format!("attention, positions {pos0}..{}", pos0 + n),
-            &read(&gm, &s, Act::Att, n),
-            &want,
-            |_| 2e-5,
-        );
-        pos0 += n;
+    let mut stores = vec![KvStore::F32, KvStore::F16Packed];
+    if f16_offered {
+        stores.push(KvStore::F16);
+    } else {
+        eprintln!("the adapter has no shader-f16: the f16-word cache is not tested");
+    }
+    for kv in stores {
+        // An f16 cache computes on the f16 roundings of the keys and values.
+        let (cached, tol): (fn(f32) -> f32, f64) = match kv {
+            KvStore::F32 => (|v| v, 2e-5),
+            _ => (|v| f16::from_f32(v).to_f32(), 1e-4),
+        };
+        gm.kv_store = kv;
+        for tiled in [true, false] {
+            let mut s = gm.session(400).unwrap();
+            s.tiled_prefill = tiled;
+            let (mut all_k, mut all_v) = (Vec::new(), Vec::new());
+            // 331 positions in chunks of 64, a ragged tail and one decode row: up to 3
+            // splits of 128 keys; passes of several rows run the tiled kernel unless
+            // told not to.
+            let mut pos0 = 0;
+            for (chunk, n) in [64usize, 64, 64, 64, 64, 10, 1].into_iter().enumerate() {
+                let q = random(n * qw, 100 + chunk as u64, 2.0);
+                let k = random(n * kw, 200 + chunk as u64, 2.0);
+                let v = random(n * kw, 300 + chunk as u64, 1.0);
+                let rows = seq_rows(&vec![0; n], pos0);
+                gm.run_ops(
+                    &mut s,
+                    &rows,
+                    &[(Act::Q, &q), (Act::K, &k), (Act::V, &v)],
+                    Logits::None,
+                    &[],
+                    |p| p.attend(0),
+                )
+                .unwrap();
+                all_k.extend(k.iter().map(|&x| cached(x)));
+                all_v.extend(v.iter().map(|&x| cached(x)));
+                let mut want = vec![0f32; n * qw];
+                ops::attention(&q, &all_k, &all_v, pos0, shape, &mut want);
+                let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
+                assert_close(
+                    &format!(
+                        "attention ({kv:?}, tiled {tiled}), positions {pos0}..{}",
+                        pos0 + n
+                    ),
+                    &read(&gm, &s, Act::Att, n),
+                    &want,
+                    |_| tol,
+                );
+                pos0 += n;
+            }
+        }
     }
 }
 
@@ -405,6 +433,7 @@ fn output_head_logits_and_gpu_argmax() {
             &seq_rows(&[0; 5], 0),
             &[(Act::X, &x)],
             want_rows,
+            &[],
             |p| p.output(&gm.model.output_norm, gm.model.head(), want_rows),
         )
         .unwrap();
@@ -428,9 +457,138 @@ fn output_head_logits_and_gpu_argmax() {
     }
 }
 
+#[test]
+fn gpu_sampling_picks_the_token_the_cpu_sampler_picks() {
+    let Some(ctx) = gpu() else { return };
+    let (gm, cpu) = both(&tiny_model(TensorType::Q8_0, 64), ctx);
+    let c = cpu.model.config.clone();
+    let v = c.vocab_size;
+    let n = MAX_ROWS;
+    let mut s = gm.session(n).unwrap();
+    // (temperature, top_k, top_p): greedy, top-k only, top-p only within k, both.
+    let settings = [
+        (0.0, 40, 0.9),
+        (0.7, 40, 0.9),
+        (1.0, 64, 1.0),
+        (1.5, 2, 1.0),
+        (1.0, 10, 0.5),
+        (0.3, 64, 0.95),
+        (2.0, 64, 0.99),
+        (1.0, 5, 1.0),
+    ];
+    let (mut checked, mut at_boundary, mut not_top1) = (0, 0, 0);
+    for round in 0..8u64 {
+        let x = random(n * c.n_embd, 100 + round, 3.0);
+        let uniforms = random(n, 200 + round, 0.5);
+        let draws: Vec<Draw> = (0..n)
+            .map(|r| {
+                let (temperature, top_k, top_p) = settings[(r + round as usize) % settings.len()];
+                Draw {
+                    temperature,
+                    top_k,
+                    top_p,
+                    u: uniforms[r] + 0.5,
+                }
+            })
+            .collect();
+        gm.run_ops(
+            &mut s,
+            &seq_rows(&[0; MAX_ROWS], 0),
+            &[(Act::X, &x)],
+            Logits::All,
+            &draws,
+            |p| p.output(&gm.model.output_norm, gm.model.head(), Logits::All),
+        )
+        .unwrap();
+        let logits = pollster::block_on(gm.read_logits(&s)).unwrap();
+        let ids = pollster::block_on(gm.read_ids(&s)).unwrap();
+        for (r, (row, d)) in logits.chunks(v).zip(&draws).enumerate() {
+            let cpu_pick = |u: f32| match d.temperature {
+                0.0 => argmax(row),
+                t => pick(row, t, d.top_k as usize, d.top_p, u),
+            };
+            checked += 1;
+            not_top1 += (ids[r] != argmax(row)) as usize;
+            if ids[r] != cpu_pick(d.u) {
+                // exp() may differ by an ulp between devices: only a draw that lands
+                // on a boundary between two tokens' mass may go the other way.
+                let near = [d.u - 1e-4, d.u + 1e-4]
+                    .iter()
+                    .any(|&u| cpu_pick(u.clamp(0.0, 0.99999)) == ids[r]);
+                assert!(
+                    near,
+                    "round {round} row {r} {d:?}: GPU picked {} where the CPU picks {}",
+                    ids[r],
+                    cpu_pick(d.u)
+                );
+                at_boundary += 1;
+            }
+        }
+    }
+    assert!(
+        at_boundary * 20 <= checked,
+        "{at_boundary} of {checked} picks differ at a boundary"
+    );
+    assert!(
+        not_top1 * 4 >= checked,
+        "only {not_top1} of {checked} picks were not the argmax: the test does not sample"
+    );
+}
+
+/// A GPU sequence that hands over its logits and never samples on the device.
+struct LogitsOnly<'a>(GpuSequence<'a>);
+
+impl Sequence for LogitsOnly<'_> {
+    async fn feed(&mut self, tokens: &[u32]) -> edge_reason::Result<Vec<f32>> {
+        self.0.feed(tokens).await
+    }
+
+    fn room(&self) -> usize {
+        self.0.room()
+    }
+}
+
+/// 12 tokens sampled at temperature 1, top-k 40, top-p 0.95.
+fn sampled<S: Sequence>(tokenizer: &Tokenizer, seq: &mut S, prompt: &[u32], seed: u64) -> Vec<u32> {
+    let cfg = SamplerConfig {
+        temperature: 1.0,
+        top_k: 40,
+        top_p: 0.95,
+        seed,
+        ..SamplerConfig::default()
+    };
+    let g = generate(tokenizer, seq, prompt, 12, cfg, |_| {});
+    pollster::block_on(g).unwrap().ids
+}
+
+#[test]
+fn generation_sampled_on_the_gpu_equals_sampling_the_read_back_logits() {
+    let Some(ctx) = gpu() else { return };
+    let bytes = std::fs::read(default_model()).unwrap();
+    let (gm, cpu) = both(&bytes, ctx);
+    let prompt = cpu.tokenizer.encode("Once upon a time", true).unwrap();
+    let sequence = || GpuSequence {
+        gm: &gm,
+        session: gm.session(prompt.len() + 16).unwrap(),
+        capacity: prompt.len() + 16,
+    };
+    let mut texts = std::collections::HashSet::new();
+    for seed in [1, 2, 3] {
+        let got = sampled(&cpu.tokenizer, &mut sequence(), &prompt, seed);
+        let want = sampled(&cpu.tokenizer, &mut LogitsOnly(sequence()), &prompt, seed);
+        assert_eq!(got, want, "seed {seed}");
+        texts.insert(got);
+    }
+    assert!(texts.len() > 1, "three seeds sampled the same tokens");
+}
+
 /// Logit gap under which the CPU engine's Q8 activations may flip a top-1 (see
 /// tests/parity.rs, which justifies the same figure against llama.cpp).
 const NEAR_TIE: f32 = 0.75;
+
+/// Largest logit difference the f16 KV cache may make on the default model (measured:
+/// see default_model_with_the_f16_cache_keeps_top1_and_greedy_tokens).
+const F16_CACHE_TOLERANCE: f32 = 0.05;
 
 /// GPU logits of every position of `ids` (prefilled in passes of up to 64 rows).
 fn gpu_logits(gm: &GpuModel, ids: &[u32]) -> Vec<f32> {
@@ -449,7 +607,8 @@ fn default_model_matches_the_cpu_at_every_position_and_for_32_greedy_tokens() {
     let Some(ctx) = gpu() else { return };
     let path = default_model();
     let bytes = std::fs::read(&path).unwrap();
-    let (gm, cpu) = both(&bytes, ctx);
+    let (mut gm, cpu) = both(&bytes, ctx);
+    gm.set_kv_precision(KvPrecision::F32);
     let gguf = Gguf::parse(&bytes).unwrap();
     let exact = Model::load_with(&gguf, &mut BytesSource(&bytes), &mut Dequantize).unwrap();
     let v = cpu.model.config.vocab_size;
@@ -518,6 +677,68 @@ fn default_model_matches_the_cpu_at_every_position_and_for_32_greedy_tokens() {
     }
 }
 
+/// The f16 KV cache (the GPU's default) against the plain-f32 CPU run: what rounding
+/// keys and values to f16 costs on the default model.
+#[test]
+fn default_model_with_the_f16_cache_keeps_top1_and_greedy_tokens() {
+    let Some(ctx) = gpu() else { return };
+    let bytes = std::fs::read(default_model()).unwrap();
+    let (gm, cpu) = both(&bytes, ctx);
+    assert_ne!(gm.kv_store, KvStore::F32, "the default cache is f16");
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let exact = Model::load_with(&gguf, &mut BytesSource(&bytes), &mut Dequantize).unwrap();
+    let v = cpu.model.config.vocab_size;
+    let mut worst = 0f32;
+    for prompt in PARITY_PROMPTS {
+        let ids = cpu.tokenizer.encode(prompt, true).unwrap();
+        let got = gpu_logits(&gm, &ids);
+        let mut cache = cpu.new_cache(ids.len());
+        let want = exact.forward(&ids, &mut cache, Logits::All).unwrap();
+        for (p, (g, e)) in got.chunks(v).zip(want.chunks(v)).enumerate() {
+            let diff = g
+                .iter()
+                .zip(e)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(diff);
+            assert!(
+                diff < F16_CACHE_TOLERANCE,
+                "{prompt:?} position {p}: logits differ by {diff}"
+            );
+            let (gt, et) = (argmax(g) as usize, argmax(e) as usize);
+            assert!(
+                e[et] - e[gt] <= 2.0 * F16_CACHE_TOLERANCE,
+                "{prompt:?} position {p}: top-1 {gt} vs {et}"
+            );
+        }
+        let mut cache = cpu.new_cache(ids.len() + 32);
+        let mut logits = exact.forward(&ids, &mut cache, Logits::Last).unwrap();
+        let mut want_tokens = Vec::new();
+        while want_tokens.len() < 32 {
+            want_tokens.push(argmax(&logits));
+            logits = exact
+                .forward(
+                    &want_tokens[want_tokens.len() - 1..],
+                    &mut cache,
+                    Logits::Last,
+                )
+                .unwrap();
+        }
+        let mut seq = GpuSequence {
+            gm: &gm,
+            session: gm.session(ids.len() + 32).unwrap(),
+            capacity: ids.len() + 32,
+        };
+        let mut tokens = vec![pollster::block_on(seq.feed_greedy(&ids)).unwrap()];
+        while tokens.len() < 32 {
+            let last = tokens[tokens.len() - 1];
+            tokens.push(pollster::block_on(seq.feed_greedy(&[last])).unwrap());
+        }
+        assert_eq!(tokens, want_tokens, "{prompt:?}: 32 greedy tokens");
+    }
+    eprintln!("f16 cache: largest logit difference from the f32 run {worst}");
+}
+
 #[test]
 fn one_batched_step_for_m_streams_equals_m_single_stream_steps() {
     let Some(ctx) = gpu() else { return };
@@ -538,12 +759,12 @@ fn one_batched_step_for_m_streams_equals_m_single_stream_steps() {
 
     // Batched: one prefill, M streams forked from it, one pass per step for all M.
     let mut b = GpuSession::new(&gm, 64, m, 16).unwrap();
-    gm.append(&mut b, &prompt, Logits::None).unwrap();
+    gm.append(&mut b, &prompt, Logits::None, &[]).unwrap();
     b.fork(m).unwrap();
     let mut batched = vec![Vec::new(); m];
     for t in 0..steps {
         let tokens: Vec<u32> = stream_tokens.iter().map(|st| st[t]).collect();
-        gm.step_streams(&mut b, &tokens).unwrap();
+        gm.step_streams(&mut b, &tokens, &[]).unwrap();
         let logits = pollster::block_on(gm.read_logits(&b)).unwrap();
         for (s, l) in logits.chunks(gm.model.config.vocab_size).enumerate() {
             batched[s].push(l.to_vec());
@@ -553,9 +774,9 @@ fn one_batched_step_for_m_streams_equals_m_single_stream_steps() {
     // Single: each stream on its own, one row per pass.
     for (s, tokens) in stream_tokens.iter().enumerate() {
         let mut one = gm.session(64).unwrap();
-        gm.append(&mut one, &prompt, Logits::None).unwrap();
+        gm.append(&mut one, &prompt, Logits::None, &[]).unwrap();
         for (t, &tok) in tokens.iter().enumerate() {
-            gm.append(&mut one, &[tok], Logits::Last).unwrap();
+            gm.append(&mut one, &[tok], Logits::Last, &[]).unwrap();
             let single = pollster::block_on(gm.read_logits(&one)).unwrap();
             let worst = single
                 .iter()

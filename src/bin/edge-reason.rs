@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_reason::bench::{self, BenchOptions};
 use edge_reason::engine::{self, read_gguf_header, Sequence, DEFAULT_CONTEXT};
+use edge_reason::gpu::KvPrecision;
 use edge_reason::model::FileSource;
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
@@ -32,6 +33,12 @@ enum Backend {
     Auto,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KvCache {
+    F16,
+    F32,
+}
+
 #[derive(Args)]
 struct Common {
     /// Path to a .gguf model.
@@ -41,6 +48,9 @@ struct Common {
     /// (a software GPU such as lavapipe is used only when asked for).
     #[arg(long, value_enum, default_value = "auto")]
     backend: Backend,
+    /// Precision of the GPU's KV cache (the CPU's is f32).
+    #[arg(long, value_enum, default_value = "f16")]
+    kv_cache: KvCache,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -167,7 +177,12 @@ fn load(common: &Common) -> Result<Runner> {
     let path = &common.model;
     let gguf = read_gguf_header(path)?;
     let mut source = FileSource::open(path)?;
-    pollster::block_on(Runner::load(&gguf, &mut source, choice.ctx))
+    let mut runner = pollster::block_on(Runner::load(&gguf, &mut source, choice.ctx))?;
+    runner.set_kv_precision(match common.kv_cache {
+        KvCache::F16 => KvPrecision::F16,
+        KvCache::F32 => KvPrecision::F32,
+    });
+    Ok(runner)
 }
 
 fn print_json(v: serde_json::Value) {

@@ -4,6 +4,47 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
+/// The precision of the values a GPU KV cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvPrecision {
+    /// Exact keys and values (4 bytes each).
+    F32,
+    /// Rounded to f16 (2 bytes each, as llama.cpp's default cache): half the memory
+    /// and the attention reads.
+    F16,
+}
+
+/// How the KV cache holds its values (the `kv_*.wgsl` prelude of the kernels that
+/// read or write it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvStore {
+    F32,
+    /// f16 words (`shader-f16`).
+    F16,
+    /// Two f16 values per u32 word (pack2x16float): f16 without `shader-f16`.
+    F16Packed,
+}
+
+impl KvStore {
+    /// "f32", "f16" or "f16-packed".
+    pub fn name(self) -> &'static str {
+        match self {
+            KvStore::F32 => "f32",
+            KvStore::F16 => "f16",
+            KvStore::F16Packed => "f16-packed",
+        }
+    }
+
+    /// Bytes of one cached value.
+    pub fn value_bytes(self) -> usize {
+        match self {
+            KvStore::F32 => 4,
+            KvStore::F16 | KvStore::F16Packed => 2,
+        }
+    }
+}
+
 /// Every compute kernel of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -11,17 +52,48 @@ pub enum Kernel {
     Embed,
     RmsNorm,
     Rope,
-    KvWrite,
-    Attention,
+    KvWrite(KvStore),
+    Attention(KvStore),
+    AttentionPrefill(KvStore),
     AttentionMerge,
     Swiglu,
     Add,
-    Argmax,
+    Sample,
 }
 
 macro_rules! with_common {
     ($($file:literal),+) => {
         concat!(include_str!("kernels/common.wgsl"), $(include_str!($file)),+)
+    };
+}
+
+/// A kernel that reads (or, with `store`, writes) the KV cache, in each cache format.
+macro_rules! with_kv {
+    ($kv:expr, store, $file:literal) => {
+        match $kv {
+            KvStore::F32 => {
+                with_common!("kernels/kv_f32.wgsl", "kernels/kv_f32_store.wgsl", $file)
+            }
+            KvStore::F16 => concat!(
+                "enable f16;\n",
+                with_common!("kernels/kv_f16.wgsl", "kernels/kv_f16_store.wgsl", $file)
+            ),
+            KvStore::F16Packed => with_common!(
+                "kernels/kv_f16_packed.wgsl",
+                "kernels/kv_f16_packed_store.wgsl",
+                $file
+            ),
+        }
+    };
+    ($kv:expr, $($file:literal),+) => {
+        match $kv {
+            KvStore::F32 => with_common!("kernels/kv_f32.wgsl", $($file),+),
+            KvStore::F16 => concat!(
+                "enable f16;\n",
+                with_common!("kernels/kv_f16.wgsl", $($file),+)
+            ),
+            KvStore::F16Packed => with_common!("kernels/kv_f16_packed.wgsl", $($file),+),
+        }
     };
 }
 
@@ -62,12 +134,19 @@ impl Kernel {
             Kernel::Embed => with_common!("kernels/quant.wgsl", "kernels/embed.wgsl"),
             Kernel::RmsNorm => with_common!("kernels/rms_norm.wgsl"),
             Kernel::Rope => with_common!("kernels/rope.wgsl"),
-            Kernel::KvWrite => with_common!("kernels/kv_write.wgsl"),
-            Kernel::Attention => with_common!("kernels/attention.wgsl"),
+            Kernel::KvWrite(kv) => with_kv!(kv, store, "kernels/kv_write.wgsl"),
+            Kernel::Attention(kv) => {
+                with_kv!(kv, "kernels/attention_io.wgsl", "kernels/attention.wgsl")
+            }
+            Kernel::AttentionPrefill(kv) => with_kv!(
+                kv,
+                "kernels/attention_io.wgsl",
+                "kernels/attention_prefill.wgsl"
+            ),
             Kernel::AttentionMerge => with_common!("kernels/attention_merge.wgsl"),
             Kernel::Swiglu => with_common!("kernels/swiglu.wgsl"),
             Kernel::Add => with_common!("kernels/add.wgsl"),
-            Kernel::Argmax => with_common!("kernels/argmax.wgsl"),
+            Kernel::Sample => with_common!("kernels/sample.wgsl"),
         }
     }
 }
@@ -89,11 +168,11 @@ impl Kernel {
             Kernel::Embed => &[R, R, U, U, R, W],
             Kernel::RmsNorm => &[U, U, R, R, W],
             Kernel::Rope => &[U, U, R, W],
-            Kernel::KvWrite => &[U, U, R, R, R, W, W],
-            Kernel::Attention => &[U, U, R, R, R, R, W],
+            Kernel::KvWrite(_) => &[U, U, R, R, R, W, W],
+            Kernel::Attention(_) | Kernel::AttentionPrefill(_) => &[U, U, R, R, R, R, W],
             Kernel::AttentionMerge => &[U, U, R, W],
             Kernel::Swiglu | Kernel::Add => &[U, U, W, R],
-            Kernel::Argmax => &[U, U, R, W],
+            Kernel::Sample => &[U, U, R, R, W],
         }
     }
 }
@@ -109,6 +188,8 @@ pub struct Kernels {
     device: wgpu::Device,
     /// Whether the kernels use subgroup operations.
     subgroups: bool,
+    /// Whether the kernels may use f16 values (`shader-f16`).
+    shader_f16: bool,
     /// Threads per output row of the matvec (its `LANES`).
     matvec_lanes: u32,
     modules: RefCell<HashMap<Kernel, wgpu::ShaderModule>>,
@@ -119,7 +200,8 @@ pub struct Kernels {
 
 impl Kernels {
     /// Kernels for `ctx`'s device: with subgroup operations when
-    /// `ctx.adapter.subgroups`, else the fallback.
+    /// `ctx.adapter.subgroups`, f16 values when `ctx.adapter.shader_f16`, else the
+    /// fallbacks.
     pub fn new(ctx: &super::GpuContext) -> Self {
         let subgroups = ctx.adapter.subgroups;
         let matvec_lanes = if subgroups {
@@ -130,10 +212,20 @@ impl Kernels {
         Kernels {
             device: ctx.device.clone(),
             subgroups,
+            shader_f16: ctx.adapter.shader_f16,
             matvec_lanes,
             modules: RefCell::default(),
             layouts: RefCell::default(),
             pipelines: RefCell::default(),
+        }
+    }
+
+    /// How a cache of `precision` stores its values on this device.
+    pub fn kv_store(&self, precision: KvPrecision) -> KvStore {
+        match precision {
+            KvPrecision::F32 => KvStore::F32,
+            KvPrecision::F16 if self.shader_f16 => KvStore::F16,
+            KvPrecision::F16 => KvStore::F16Packed,
         }
     }
 

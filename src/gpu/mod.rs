@@ -23,8 +23,10 @@ pub use session::{GpuSession, Row, MAX_ROWS, MAX_STREAMS};
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::model::{Model, TensorSource};
+use crate::model::{Logits, Model, TensorSource};
+use crate::sampler::Sampler;
 use kernels::Kernels;
+pub use kernels::{KvPrecision, KvStore};
 
 /// A model whose weights live on a GPU.
 pub struct GpuModel {
@@ -33,6 +35,10 @@ pub struct GpuModel {
     pub model: Model<Gpu>,
     /// Device bytes of the weights.
     pub weight_bytes: u64,
+    /// How the KV caches of sessions made from now on hold their values: f16 by
+    /// default ([`GpuModel::set_kv_precision`] chooses; tests may set
+    /// [`KvStore::F16Packed`] to force the path of adapters without `shader-f16`).
+    pub kv_store: KvStore,
 }
 
 impl GpuModel {
@@ -54,6 +60,7 @@ impl GpuModel {
         let kernels = Kernels::new(&ctx);
         Ok(GpuModel {
             ctx,
+            kv_store: kernels.kv_store(KvPrecision::F16),
             kernels,
             model,
             weight_bytes,
@@ -68,6 +75,11 @@ impl GpuModel {
         source: &mut dyn TensorSource,
     ) -> Result<Self> {
         pollster::block_on(Self::load(ctx, gguf, source))
+    }
+
+    /// The precision of the KV caches of sessions made from now on.
+    pub fn set_kv_precision(&mut self, precision: KvPrecision) {
+        self.kv_store = self.kernels.kv_store(precision);
     }
 
     /// A session for one sequence of up to `capacity` tokens.
@@ -86,14 +98,32 @@ pub struct GpuSequence<'a> {
 impl crate::engine::Sequence for GpuSequence<'_> {
     async fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.gm
-            .append(&mut self.session, tokens, crate::model::Logits::Last)?;
+            .append(&mut self.session, tokens, Logits::Last, &[])?;
         self.gm.read_logits(&self.session).await
     }
 
     async fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
         self.gm
-            .append(&mut self.session, tokens, crate::model::Logits::Last)?;
+            .append(&mut self.session, tokens, Logits::Last, &[])?;
         Ok(self.gm.read_ids(&self.session).await?[0])
+    }
+
+    /// Samples on the GPU (reading back one id) when the sampler's settings allow it,
+    /// else from the read-back logits.
+    async fn feed_sampled(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut Sampler,
+        history: &[u32],
+    ) -> Result<u32> {
+        match sampler.device_draw() {
+            Some(draw) => {
+                self.gm
+                    .append(&mut self.session, tokens, Logits::Last, &[draw])?;
+                Ok(self.gm.read_ids(&self.session).await?[0])
+            }
+            None => Ok(sampler.sample(&mut self.feed(tokens).await?, history)),
+        }
     }
 
     fn room(&self) -> usize {

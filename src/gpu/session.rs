@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
 use super::backend::{Gpu, GpuMatrix, GpuVector};
-use super::kernels::{Kernel, Kernels};
+use super::kernels::{Kernel, Kernels, KvStore};
 use super::profile::Profiler;
 use super::GpuModel;
 use crate::cpu::ops::{RopeStyle, RopeTable};
 use crate::error::{Error, Result};
 use crate::model::{Act, Config, Linear, Logits, Pass};
+use crate::sampler::Draw;
 
 /// Most rows one forward pass takes (a prefill chunk; decode uses one row per stream).
 pub const MAX_ROWS: usize = 64;
@@ -25,6 +26,9 @@ pub const MAX_STREAMS: usize = 16;
 /// Keys one attention workgroup reads. Fixed, so that a row's result does not depend on
 /// which other rows share its pass.
 const KEYS_PER_SPLIT: u32 = 128;
+/// Largest head size of attention_prefill.wgsl (`HD`), and its rows per workgroup.
+const TILED_MAX_HEAD_DIM: usize = 64;
+const TILED_ROWS: u32 = 16;
 /// Rows of activations per matvec workgroup in prefill (matvec.wgsl's MAX_M).
 const MAX_M: u32 = 16;
 /// Offset of the output-head copy of [`Count`] (uniform offset alignment).
@@ -121,10 +125,11 @@ enum BindKey {
     Rope(Act),
     KvWrite(usize),
     Attention(usize),
+    AttentionPrefill(usize),
     Merge,
     Add(Act, Act),
     Swiglu,
-    Argmax,
+    Sample,
 }
 
 /// One stream of parallel decoding: its own KV slots after the main sequence.
@@ -143,7 +148,9 @@ pub struct GpuSession {
     acts: [wgpu::Buffer; 9],
     /// (MAX_ROWS, vocab)
     logits: wgpu::Buffer,
-    /// (MAX_ROWS) greedy ids of the last pass.
+    /// (MAX_ROWS) [`Draw`] of each output-head row.
+    draws: wgpu::Buffer,
+    /// (MAX_ROWS) the tokens the last pass picked.
     ids: wgpu::Buffer,
     ids_staging: wgpu::Buffer,
     /// (MAX_ROWS) [`Row`]
@@ -171,6 +178,11 @@ pub struct GpuSession {
     head_rows: usize,
     /// Device bytes of the KV cache.
     pub kv_bytes: u64,
+    /// How the KV cache holds its values.
+    kv_store: KvStore,
+    /// Whether passes of several main-sequence rows use the tiled prefill attention
+    /// (attention_prefill.wgsl; on by default, off to test the per-row kernel).
+    pub tiled_prefill: bool,
 }
 
 fn uniform<T: bytemuck::Pod>(device: &wgpu::Device, v: &T) -> wgpu::Buffer {
@@ -209,7 +221,8 @@ impl GpuSession {
             )));
         }
         let slots = main_capacity + n_streams * stream_capacity;
-        let kv_layer_bytes = (slots * c.kv_dim() * 4) as u64;
+        let kv_store = gm.kv_store;
+        let kv_layer_bytes = (slots * c.kv_dim() * kv_store.value_bytes()) as u64;
         if kv_layer_bytes > gm.ctx.max_binding() {
             return Err(Error::GpuMemory {
                 what: format!("the KV cache of one layer ({slots} positions)"),
@@ -257,6 +270,11 @@ impl GpuSession {
         let session = GpuSession {
             acts,
             logits: storage(dev, "logits", f(c.vocab_size)),
+            draws: storage(
+                dev,
+                "draws",
+                (MAX_ROWS * std::mem::size_of::<Draw>()) as u64,
+            ),
             ids: storage(dev, "ids", (MAX_ROWS * 4) as u64),
             ids_staging: dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("ids readback"),
@@ -290,6 +308,8 @@ impl GpuSession {
             streams: Vec::new(),
             head_rows: 0,
             kv_bytes: kv_layer_bytes * 2 * c.n_layer as u64,
+            tiled_prefill: true,
+            kv_store,
         };
         Ok(session)
     }
@@ -399,53 +419,71 @@ impl GpuModel {
     /// greedy ids of the rows `want` names are then ready for [`GpuModel::read_ids`],
     /// and their logits for [`GpuModel::read_logits`].
     pub fn forward(&self, s: &mut GpuSession, rows: &[Row], want: Logits) -> Result<()> {
-        self.forward_profiled(s, rows, want, None)
+        self.forward_with(s, rows, want, &[], None)
     }
 
-    /// [`GpuModel::forward`], with each dispatch timed by `profiler` when given (read
-    /// the times with [`Profiler::report`]).
-    pub fn forward_profiled(
+    /// [`GpuModel::forward`], the output rows picking their tokens by `draws` (one per
+    /// output row in order; rows past its end greedy), and each dispatch timed by
+    /// `profiler` when given (read the times with [`Profiler::report`]).
+    pub fn forward_with(
         &self,
         s: &mut GpuSession,
         rows: &[Row],
         want: Logits,
+        draws: &[Draw],
         profiler: Option<&mut Profiler>,
     ) -> Result<()> {
         let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
         self.model.config.check_tokens(&tokens)?;
-        self.record(s, rows, want, profiler, |pass| self.model.run(pass, want))?;
+        self.record(s, rows, want, draws, profiler, |pass| {
+            self.model.run(pass, want)
+        })?;
         s.commit(rows);
         Ok(())
     }
 
     /// Appends `tokens` to the main sequence in passes of up to [`MAX_ROWS`] rows;
-    /// `want` names the logits of the last pass.
-    pub fn append(&self, s: &mut GpuSession, tokens: &[u32], want: Logits) -> Result<()> {
+    /// `want` names the logits of the last pass, whose output rows pick their tokens
+    /// by `draws` (see [`GpuModel::forward_with`]).
+    pub fn append(
+        &self,
+        s: &mut GpuSession,
+        tokens: &[u32],
+        want: Logits,
+        draws: &[Draw],
+    ) -> Result<()> {
         s.check_main_room(tokens.len())?;
         let chunks: Vec<&[u32]> = tokens.chunks(MAX_ROWS).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let rows = s.main_rows(chunk)?;
-            let last = i + 1 == chunks.len();
-            self.forward(s, &rows, if last { want } else { Logits::None })?;
+            let (want, draws) = if i + 1 == chunks.len() {
+                (want, draws)
+            } else {
+                (Logits::None, &[][..])
+            };
+            self.forward_with(s, &rows, want, draws, None)?;
         }
         Ok(())
     }
 
     /// Appends one token to each stream of `s` in one pass (`tokens[i]` to stream
-    /// `i`); the logits and greedy ids of every stream are then ready.
-    pub fn step_streams(&self, s: &mut GpuSession, tokens: &[u32]) -> Result<()> {
+    /// `i`); the logits of every stream are then ready, and the token each picked by
+    /// its draw (`draws[i]`; greedy past its end).
+    pub fn step_streams(&self, s: &mut GpuSession, tokens: &[u32], draws: &[Draw]) -> Result<()> {
         let rows = s.stream_rows(tokens)?;
-        self.forward(s, &rows, Logits::All)
+        self.forward_with(s, &rows, Logits::All, draws, None)
     }
 
     /// Runs ops of a pass over `rows` chosen by `ops`, on activations first set from
-    /// `inputs` (each (rows, width)): the hook the kernel tests use.
+    /// `inputs` (each (rows, width)), the output rows (`want`) picking by `draws`: the
+    /// hook the kernel tests use.
     pub fn run_ops(
         &self,
         s: &mut GpuSession,
         rows: &[Row],
         inputs: &[(Act, &[f32])],
         want: Logits,
+        draws: &[Draw],
         ops: impl FnOnce(&mut dyn Pass<Gpu>),
     ) -> Result<()> {
         for (act, values) in inputs {
@@ -453,7 +491,7 @@ impl GpuModel {
                 .queue
                 .write_buffer(&s.acts[*act as usize], 0, bytemuck::cast_slice(values));
         }
-        self.record(s, rows, want, None, |pass| ops(pass))
+        self.record(s, rows, want, draws, None, |pass| ops(pass))
     }
 
     /// Reads activation `act` (rows, width) back.
@@ -470,6 +508,7 @@ impl GpuModel {
         s: &mut GpuSession,
         rows: &[Row],
         want: Logits,
+        draws: &[Draw],
         profiler: Option<&mut Profiler>,
         ops: impl FnOnce(&mut GpuPass),
     ) -> Result<()> {
@@ -522,9 +561,18 @@ impl GpuModel {
             }
         }
         q.write_buffer(&s.cos_sin, 0, bytemuck::cast_slice(&cos_sin));
+        if head_rows > 0 {
+            let mut head_draws = draws[..draws.len().min(head_rows)].to_vec();
+            head_draws.resize(head_rows, Draw::GREEDY);
+            q.write_buffer(&s.draws, 0, bytemuck::cast_slice(&head_draws));
+        }
 
         // 2. Record the ops into one compute pass (one per dispatch when profiling)
         // and submit it.
+        let tiled_attention = s.tiled_prefill
+            && n > 1
+            && c.head_dim <= TILED_MAX_HEAD_DIM
+            && rows.iter().all(|r| r.n_suffix == 0);
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         let mut profiler = profiler;
         {
@@ -538,6 +586,7 @@ impl GpuModel {
                 n: n as u32,
                 n_splits,
                 head_rows: head_rows as u32,
+                tiled_attention,
             };
             ops(&mut pass);
             if let Some(e) = pass.error.take() {
@@ -555,7 +604,7 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Greedy ids of the output rows of the last pass.
+    /// The tokens the output rows of the last pass picked.
     pub async fn read_ids(&self, s: &GpuSession) -> Result<Vec<u32>> {
         let bytes = self.ctx.read_mapped(&s.ids_staging).await?;
         Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..s.head_rows].to_vec())
@@ -582,6 +631,8 @@ pub struct GpuPass<'a> {
     n: u32,
     n_splits: u32,
     head_rows: u32,
+    /// Whether attention runs the tiled prefill kernel (several main-sequence rows).
+    tiled_attention: bool,
 }
 
 impl GpuPass<'_> {
@@ -842,8 +893,9 @@ impl Pass<Gpu> for GpuPass<'_> {
         let (n_head, kv_dim) = (self.config().n_head as u32, self.config().kv_dim() as u32);
 
         // 1. This pass's keys and values into their slots.
-        let pipeline = self.kernels().pipeline(Kernel::KvWrite, &[]);
-        let bg = self.bind(BindKey::KvWrite(layer), Kernel::KvWrite, |s| {
+        let kv = self.s.kv_store;
+        let pipeline = self.kernels().pipeline(Kernel::KvWrite(kv), &[]);
+        let bg = self.bind(BindKey::KvWrite(layer), Kernel::KvWrite(kv), |s| {
             vec![
                 whole(&s.params.kv_dim),
                 count_binding(s, false),
@@ -854,12 +906,23 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.v_cache[layer]),
             ]
         });
-        let groups = (self.n * kv_dim).div_ceil(256);
-        self.dispatch(Kernel::KvWrite, &pipeline, &bg, groups, 1, 1);
+        let groups = (self.n * kv_dim / 2).div_ceil(256);
+        self.dispatch(Kernel::KvWrite(kv), &pipeline, &bg, groups, 1, 1);
 
-        // 2. Split attention, then the merge of the splits.
-        let pipeline = self.kernels().pipeline(Kernel::Attention, &[]);
-        let bg = self.bind(BindKey::Attention(layer), Kernel::Attention, |s| {
+        // 2. Split attention (tiled over rows for prefill), then the merge of the splits.
+        let (kernel, key, xyz) = if self.tiled_attention {
+            let xyz = [n_head, self.n_splits, self.n.div_ceil(TILED_ROWS)];
+            (
+                Kernel::AttentionPrefill(kv),
+                BindKey::AttentionPrefill(layer),
+                xyz,
+            )
+        } else {
+            let xyz = [n_head, self.n, self.n_splits];
+            (Kernel::Attention(kv), BindKey::Attention(layer), xyz)
+        };
+        let pipeline = self.kernels().pipeline(kernel, &[]);
+        let bg = self.bind(key, kernel, |s| {
             vec![
                 whole(&s.params.attn),
                 count_binding(s, false),
@@ -870,8 +933,7 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.partials),
             ]
         });
-        let xyz = [n_head, self.n, self.n_splits];
-        self.dispatch_xyz(Kernel::Attention, &pipeline, &bg, xyz);
+        self.dispatch_xyz(kernel, &pipeline, &bg, xyz);
 
         let pipeline = self.kernels().pipeline(Kernel::AttentionMerge, &[]);
         let bg = self.bind(BindKey::Merge, Kernel::AttentionMerge, |s| {
@@ -900,15 +962,16 @@ impl Pass<Gpu> for GpuPass<'_> {
         }
         self.norm(Act::X, norm, Act::H, true);
         self.matvec(head, None, Act::H, &Out::Logits, self.head_rows);
-        let pipeline = self.kernels().pipeline(Kernel::Argmax, &[]);
-        let bg = self.bind(BindKey::Argmax, Kernel::Argmax, |s| {
+        let pipeline = self.kernels().pipeline(Kernel::Sample, &[]);
+        let bg = self.bind(BindKey::Sample, Kernel::Sample, |s| {
             vec![
                 whole(&s.params.vocab),
                 count_binding(s, true),
                 whole(&s.logits),
+                whole(&s.draws),
                 whole(&s.ids),
             ]
         });
-        self.dispatch(Kernel::Argmax, &pipeline, &bg, self.head_rows, 1, 1);
+        self.dispatch(Kernel::Sample, &pipeline, &bg, self.head_rows, 1, 1);
     }
 }

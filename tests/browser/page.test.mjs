@@ -441,7 +441,8 @@ describe('wasm WebGPU engine', () => {
           const m = await import('/pkg/edge_reason.js');
           await m.default();
           const bytes = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());
-          const engine = await m.Engine.load(bytes); // auto: WebGPU here
+          // auto: WebGPU here; the exact (f32) KV cache to compare with the f32 reference.
+          const engine = await m.Engine.load(bytes, { kv_cache: 'f32' });
           const out = { backend: engine.backend, prompts: [] };
           for (const p of prompts) {
             const vocab = 49152;
@@ -456,6 +457,16 @@ describe('wasm WebGPU engine', () => {
             const g = await engine.generate(p.text, { max_tokens: p.greedyChecked });
             out.prompts.push({ rows: l.length / vocab, positions, greedy: g.ids, stop: g.stop });
           }
+          engine.free();
+          // The default f16 cache (f16 packed in u32 words: SwiftShader has no
+          // shader-f16): greedy tokens, then tokens sampled on the GPU (sample.wgsl),
+          // the same seed twice and another seed.
+          const f16 = await m.Engine.load(bytes);
+          out.f16Greedy = (await f16.generate(prompts[0].text, { max_tokens: 8 })).ids;
+          const sampled = (seed) => ({ max_tokens: 4, temperature: 1.0, top_k: 40, top_p: 0.95, seed });
+          out.sampled = [];
+          for (const seed of [3, 3, 4]) out.sampled.push((await f16.generate(prompts[0].text, sampled(seed))).ids);
+          out.f16Bench = await f16.bench({ prefill_tokens: 4, decode_tokens: 1, runs: 1, streams: [] });
           return out;
         },
         { modelUrl, prompts: reference.prompts.map((p, k) => ({ ...p, greedyChecked: greedyChecked(k) })) },
@@ -482,6 +493,19 @@ describe('wasm WebGPU engine', () => {
         assert.deepEqual(g.greedy, p.greedy.slice(0, n), `prompt ${k}: greedy tokens`);
         assert.equal(g.stop, p.greedy.length < n ? 'eos' : 'length');
       });
+      // The f16 cache keeps the greedy tokens (natively: 32 on every parity prompt).
+      assert.equal(got.f16Bench.kv_cache, 'f16-packed');
+      assert.deepEqual(got.f16Greedy, reference.prompts[0].greedy.slice(0, 8), 'greedy tokens with the f16 cache');
+      // Exactness of GPU sampling against the CPU sampler is tested natively
+      // (tests/gpu.rs); here: Tint runs it, a seed reproduces, and it is not greedy.
+      const [a, again, other] = got.sampled;
+      assert.equal(a.length, 4);
+      assert.deepEqual(again, a, 'the same seed samples the same tokens');
+      const greedy = reference.prompts[0].greedy.slice(0, 4);
+      assert.ok(
+        [a, other].some((ids) => JSON.stringify(ids) !== JSON.stringify(greedy)),
+        `two seeds both sampled the greedy tokens ${greedy}`,
+      );
     });
   });
 });
@@ -499,6 +523,7 @@ describe('benchmark page', () => {
       assertClean({ logs, errors });
       assert.equal(r.backend, 'gpu');
       assert.match(r.adapter, /swiftshader/i);
+      assert.equal(r.kv_cache, 'f16-packed', 'SwiftShader has no shader-f16: f16 packed in u32 words');
       assert.equal(r.prefill_tokens, 8);
       assert.equal(r.decode_tokens, 1);
       for (const k of ['prefill_tok_s', 'decode_tok_s', 'decode_gb_s', 'load_s']) {

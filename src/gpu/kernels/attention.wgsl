@@ -1,16 +1,10 @@
 // Grouped-query attention, split over the keys (flash-decoding): workgroup
 // (head, row, split) reads keys [split * keys_per_split, ...) of its row with an online
 // softmax and writes (max, sum, acc[head_dim]) to `partials`; attention_merge.wgsl
-// combines the splits. Serves decode (few rows, many splits) and prefill (many rows,
-// causal through each row's key count). Prepended: common.wgsl.
-
-@group(0) @binding(0) var<uniform> attn: Attn;
-@group(0) @binding(1) var<uniform> count: Count;
-@group(0) @binding(2) var<storage, read> rows: array<Row>;
-@group(0) @binding(3) var<storage, read> q: array<f32>;                 // (n, n_heads * head_dim)
-@group(0) @binding(4) var<storage, read> k_cache: array<f32>;           // (slots, kv_dim)
-@group(0) @binding(5) var<storage, read> v_cache: array<f32>;           // (slots, kv_dim)
-@group(0) @binding(6) var<storage, read_write> partials: array<f32>;    // (n, n_heads, n_splits, head_dim + 2)
+// combines the splits. Serves decode (few rows, many splits), parallel streams, and
+// prefill where attention_prefill.wgsl does not apply (causal through each row's key
+// count). Prepended: common.wgsl, then the cache's
+// kv_*.wgsl and attention_io.wgsl (the bindings).
 
 const WG: u32 = 64u;
 const MAX_HEAD_DIM: u32 = 256u;
@@ -82,7 +76,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             let kb = slot * attn.kv_dim + kv_off;
             var dot_qk = 0.0;
             for (var d = 0u; d < hd; d++) {
-                dot_qk += q_head[d] * k_cache[kb + d];
+                dot_qk += q_head[d] * k_at(kb + d);
             }
             s = dot_qk * attn.scale;
         }
@@ -103,7 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             if (d < hd) {
                 var a = acc[c] * corr;
                 for (var i = 0u; i < n_tile; i++) {
-                    a += probs[i] * v_cache[slots[i] * attn.kv_dim + kv_off + d];
+                    a += probs[i] * v_at(slots[i] * attn.kv_dim + kv_off + d);
                 }
                 acc[c] = a;
             }
