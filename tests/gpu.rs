@@ -8,12 +8,12 @@ mod common;
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType};
 use common::{default_model, fixture, tiny_llama, Dequantize, GgufWriter, PARITY_PROMPTS};
 use edge_reason::cpu::ops::{self, AttentionShape, RopeTable};
-use edge_reason::cpu::Matrix;
-use edge_reason::engine::Engine;
-use edge_reason::engine::{generate, Sequence};
+use edge_reason::cpu::{Cpu, Matrix};
+use edge_reason::engine::{generate, Engine, Sequence};
 use edge_reason::gguf::{Gguf, TensorType};
-use edge_reason::gpu::{GpuContext, GpuModel, GpuSession, Row};
-use edge_reason::gpu::{GpuSequence, KvPrecision, KvStore, MAX_ROWS};
+use edge_reason::gpu::{
+    GpuContext, GpuModel, GpuSequence, GpuSession, KvPrecision, KvStore, Row, MAX_ROWS,
+};
 use edge_reason::model::{Act, BytesSource, Logits, Model};
 use edge_reason::sampler::{argmax, pick, Draw, SamplerConfig};
 use edge_reason::tokenizer::Tokenizer;
@@ -602,6 +602,34 @@ fn gpu_logits(gm: &GpuModel, ids: &[u32]) -> Vec<f32> {
     out
 }
 
+/// `n` greedy tokens after `ids` on the CPU model `exact`.
+fn cpu_greedy(exact: &Model<Cpu>, cpu: &Engine, ids: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = cpu.new_cache(ids.len() + n);
+    let mut logits = exact.forward(ids, &mut cache, Logits::Last).unwrap();
+    let mut tokens = Vec::new();
+    while tokens.len() < n {
+        let id = argmax(&logits);
+        tokens.push(id);
+        logits = exact.forward(&[id], &mut cache, Logits::Last).unwrap();
+    }
+    tokens
+}
+
+/// `n` greedy tokens after `ids` on the GPU (argmax on the device).
+fn gpu_greedy(gm: &GpuModel, ids: &[u32], n: usize) -> Vec<u32> {
+    let mut seq = GpuSequence {
+        gm,
+        session: gm.session(ids.len() + n).unwrap(),
+        capacity: ids.len() + n,
+    };
+    let mut tokens = vec![pollster::block_on(seq.feed_greedy(ids)).unwrap()];
+    while tokens.len() < n {
+        let last = tokens[tokens.len() - 1];
+        tokens.push(pollster::block_on(seq.feed_greedy(&[last])).unwrap());
+    }
+    tokens
+}
+
 #[test]
 fn default_model_matches_the_cpu_at_every_position_and_for_32_greedy_tokens() {
     let Some(ctx) = gpu() else { return };
@@ -655,25 +683,11 @@ fn default_model_matches_the_cpu_at_every_position_and_for_32_greedy_tokens() {
         }
 
         // 3. 32 greedy tokens, GPU argmax vs the f32 CPU.
-        let mut cache = cpu.new_cache(ids.len() + 32);
-        let mut logits = exact.forward(&ids, &mut cache, Logits::Last).unwrap();
-        let mut cpu_tokens = Vec::new();
-        while cpu_tokens.len() < 32 {
-            let id = argmax(&logits);
-            cpu_tokens.push(id);
-            logits = exact.forward(&[id], &mut cache, Logits::Last).unwrap();
-        }
-        let mut s = gm.session(ids.len() + 32).unwrap();
-        let mut next = ids.clone();
-        let mut tokens = Vec::new();
-        while tokens.len() < 32 {
-            let rows = s.main_rows(&next).unwrap();
-            gm.forward(&mut s, &rows, Logits::Last).unwrap();
-            let id = pollster::block_on(gm.read_ids(&s)).unwrap()[0];
-            tokens.push(id);
-            next = vec![id];
-        }
-        assert_eq!(tokens, cpu_tokens, "{prompt:?}: 32 greedy tokens");
+        assert_eq!(
+            gpu_greedy(&gm, &ids, 32),
+            cpu_greedy(&exact, &cpu, &ids, 32),
+            "{prompt:?}: 32 greedy tokens"
+        );
     }
 }
 
@@ -711,30 +725,11 @@ fn default_model_with_the_f16_cache_keeps_top1_and_greedy_tokens() {
                 "{prompt:?} position {p}: top-1 {gt} vs {et}"
             );
         }
-        let mut cache = cpu.new_cache(ids.len() + 32);
-        let mut logits = exact.forward(&ids, &mut cache, Logits::Last).unwrap();
-        let mut want_tokens = Vec::new();
-        while want_tokens.len() < 32 {
-            want_tokens.push(argmax(&logits));
-            logits = exact
-                .forward(
-                    &want_tokens[want_tokens.len() - 1..],
-                    &mut cache,
-                    Logits::Last,
-                )
-                .unwrap();
-        }
-        let mut seq = GpuSequence {
-            gm: &gm,
-            session: gm.session(ids.len() + 32).unwrap(),
-            capacity: ids.len() + 32,
-        };
-        let mut tokens = vec![pollster::block_on(seq.feed_greedy(&ids)).unwrap()];
-        while tokens.len() < 32 {
-            let last = tokens[tokens.len() - 1];
-            tokens.push(pollster::block_on(seq.feed_greedy(&[last])).unwrap());
-        }
-        assert_eq!(tokens, want_tokens, "{prompt:?}: 32 greedy tokens");
+        assert_eq!(
+            gpu_greedy(&gm, &ids, 32),
+            cpu_greedy(&exact, &cpu, &ids, 32),
+            "{prompt:?}: 32 greedy tokens"
+        );
     }
     eprintln!("f16 cache: largest logit difference from the f32 run {worst}");
 }

@@ -24,7 +24,7 @@ pub use session::{GpuSession, Row, MAX_ROWS, MAX_STREAMS};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::model::{Logits, Model, TensorSource};
-use crate::sampler::Sampler;
+use crate::sampler::{Draw, Sampler};
 use kernels::Kernels;
 pub use kernels::{KvPrecision, KvStore};
 
@@ -95,6 +95,15 @@ pub struct GpuSequence<'a> {
     pub capacity: usize,
 }
 
+impl GpuSequence<'_> {
+    /// Appends `tokens` and reads back the one token the GPU picks by `draw`.
+    async fn feed_picked(&mut self, tokens: &[u32], draw: Draw) -> Result<u32> {
+        self.gm
+            .append(&mut self.session, tokens, Logits::Last, &[draw])?;
+        Ok(self.gm.read_ids(&self.session).await?[0])
+    }
+}
+
 impl crate::engine::Sequence for GpuSequence<'_> {
     async fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         self.gm
@@ -103,9 +112,7 @@ impl crate::engine::Sequence for GpuSequence<'_> {
     }
 
     async fn feed_greedy(&mut self, tokens: &[u32]) -> Result<u32> {
-        self.gm
-            .append(&mut self.session, tokens, Logits::Last, &[])?;
-        Ok(self.gm.read_ids(&self.session).await?[0])
+        self.feed_picked(tokens, Draw::GREEDY).await
     }
 
     /// Samples on the GPU (reading back one id) when the sampler's settings allow it,
@@ -117,11 +124,7 @@ impl crate::engine::Sequence for GpuSequence<'_> {
         history: &[u32],
     ) -> Result<u32> {
         match sampler.device_draw() {
-            Some(draw) => {
-                self.gm
-                    .append(&mut self.session, tokens, Logits::Last, &[draw])?;
-                Ok(self.gm.read_ids(&self.session).await?[0])
-            }
+            Some(draw) => self.feed_picked(tokens, draw).await,
             None => Ok(sampler.sample(&mut self.feed(tokens).await?, history)),
         }
     }

@@ -562,9 +562,10 @@ impl GpuModel {
         }
         q.write_buffer(&s.cos_sin, 0, bytemuck::cast_slice(&cos_sin));
         if head_rows > 0 {
-            let mut head_draws = draws[..draws.len().min(head_rows)].to_vec();
-            head_draws.resize(head_rows, Draw::GREEDY);
-            q.write_buffer(&s.draws, 0, bytemuck::cast_slice(&head_draws));
+            let mut head_draws = [Draw::GREEDY; MAX_ROWS];
+            let given = draws.len().min(head_rows);
+            head_draws[..given].copy_from_slice(&draws[..given]);
+            q.write_buffer(&s.draws, 0, bytemuck::cast_slice(&head_draws[..head_rows]));
         }
 
         // 2. Record the ops into one compute pass (one per dispatch when profiling)
