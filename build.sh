@@ -154,9 +154,13 @@ cmd_model() {
     if [ -f "$dest" ] && [ "$(file_size "$dest")" = "$MODEL_SIZE" ]; then
         # The stamp remembers size + mtime of a verified file: sha256 only once.
         sig="$MODEL_SHA256 $(stat -c '%s %Y' "$dest")"
-        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sig" ]; then return 0; fi
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sig" ]; then
+            write_model_manifest
+            return 0
+        fi
         if [ "$(sha256_of "$dest")" = "$MODEL_SHA256" ]; then
             echo "$sig" >"$stamp"
+            write_model_manifest
             return 0
         fi
         say "models/$MODEL_NAME fails its sha256 check; fetching it again"
@@ -182,7 +186,15 @@ PY
     [ "$got" = "$MODEL_SHA256" ] || die "model sha256 is $got, expected $MODEL_SHA256"
     mv -f "$tmp/model.part" "$dest"
     echo "$MODEL_SHA256 $(stat -c '%s %Y' "$dest")" >"$stamp"
+    write_model_manifest
     say "model ready: $dest"
+}
+
+# The chunk hashes the browser checks the download against (tools/model-manifest.mjs).
+write_model_manifest() {
+    local dest=models/$MODEL_NAME
+    [ "$dest.manifest.json" -nt "$dest" ] && return 0
+    quietly node tools/model-manifest.mjs "$dest"
 }
 
 # ---------------------------------------------------------------------------- wasm
@@ -219,11 +231,13 @@ const pkg = {
   license: field('license'),
   repository: field('repository') ? { type: 'git', url: `git+${field('repository')}.git` } : undefined,
   type: 'module',
-  main: './edge_reason.js',
-  module: './edge_reason.js',
-  types: './edge_reason.d.ts',
+  main: './index.js',
+  module: './index.js',
+  types: './index.d.ts',
   exports: {
-    '.': { types: './edge_reason.d.ts', import: './edge_reason.js', default: './edge_reason.js' },
+    '.': { types: './index.d.ts', import: './index.js', default: './index.js' },
+    './wasm': { types: './edge_reason.d.ts', import: './edge_reason.js', default: './edge_reason.js' },
+    './worker.js': './worker.js',
     './edge_reason_bg.wasm': './edge_reason_bg.wasm',
     './package.json': './package.json',
   },
@@ -247,6 +261,8 @@ cmd_wasm() {
     TMP_DIRS+=("$out")
     wasm-bindgen --target web --out-dir "$out" --out-name edge_reason "$wasm"
     rm -f "$out/.gitignore"
+    # The main-thread wrapper and the worker around the wasm module (js/).
+    cp js/*.js js/*.d.ts "$out/"
     [ -f README.md ] && cp README.md "$out/"
     for f in LICENSE LICENSE-APACHE LICENSE.md; do [ -f "$f" ] && cp "$f" "$out/"; done
     rm -rf pkg

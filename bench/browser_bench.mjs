@@ -12,16 +12,9 @@
 
 import { BASE_FLAGS, WEBGPU_FLAGS, launch } from '../tests/browser/chromium.mjs';
 import { start } from '../www/serve.mjs';
+import { parseArgs } from './args.mjs';
 
-const args = { backend: 'auto', 'prefill-tokens': '512', 'decode-tokens': '128', runs: '3', streams: '1,2,4,8', profile: '0', timeout: '900' };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i].replace(/^--/, '');
-  if (!(k in args)) {
-    console.error(`unknown option ${process.argv[i]}; options: ${Object.keys(args).map((a) => `--${a}`).join(' ')}`);
-    process.exit(2);
-  }
-  args[k] = process.argv[i + 1];
-}
+const args = parseArgs({ backend: 'auto', 'prefill-tokens': '512', 'decode-tokens': '128', runs: '3', streams: '1,2,4,8', profile: '0', timeout: '900' });
 
 const server = await start({ port: 0, host: '127.0.0.1' });
 // Timestamps at full resolution (Chromium rounds them to 100 us otherwise).

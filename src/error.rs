@@ -88,11 +88,68 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// A stable, machine-readable name for the kind of error, for callers that branch
+    /// on it (the browser API sets it as `error.code`). The message says the details.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Truncated { .. } | Error::Corrupt(_) => "CORRUPT_MODEL",
+            Error::BadMagic { .. }
+            | Error::UnsupportedVersion(_)
+            | Error::UnknownTensorType { .. }
+            | Error::MissingTensor { .. }
+            | Error::TensorShape { .. }
+            | Error::UnsupportedArchitecture(_)
+            | Error::UnsupportedConfig(_)
+            | Error::MissingMetadata(_)
+            | Error::MetadataType { .. }
+            | Error::Tokenizer(_)
+            | Error::ChatTemplate(_) => "UNSUPPORTED_MODEL",
+            Error::ContextOverflow { .. } => "CONTEXT_OVERFLOW",
+            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::Io { .. } => "STORAGE",
+            Error::NoGpu(_) => "NO_WEBGPU",
+            Error::GpuMemory { .. } => "GPU_MEMORY",
+            Error::Gpu(_) => "GPU",
+            Error::Candle(_) => "INTERNAL",
+        }
+    }
+
     /// An I/O error with what was being done when it happened.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_name_what_the_caller_can_do_something_about() {
+        let truncated = Error::Truncated {
+            what: "x".into(),
+            start: 0,
+            end: 8,
+            available: 4,
+        };
+        assert_eq!(truncated.code(), "CORRUPT_MODEL");
+        assert_eq!(
+            Error::BadMagic {
+                found: *b"PK\x03\x04"
+            }
+            .code(),
+            "UNSUPPORTED_MODEL"
+        );
+        assert_eq!(Error::NoGpu("none".into()).code(), "NO_WEBGPU");
+        let overflow = Error::ContextOverflow {
+            tokens: 9000,
+            capacity: 8192,
+        };
+        assert_eq!(overflow.code(), "CONTEXT_OVERFLOW");
+        let io = Error::io("reading", std::io::Error::other("gone"));
+        assert_eq!(io.code(), "STORAGE");
     }
 }

@@ -1,5 +1,11 @@
-// edge-reason demo page: loads the wasm engine and shows its version and backend.
+// edge-reason demo page: shows the engine's version and backend, then loads the model
+// into browser storage and onto the GPU through the engine's worker (createEngine), and
+// generates with the text streamed in. The main thread never runs the model.
 import init, { version, detectBackend } from '/pkg/edge_reason.js';
+import { createEngine } from '/pkg/index.js';
+
+const MODEL = { url: '/models/SmolLM2-135M-Instruct.Q4_1.gguf' };
+MODEL.manifestUrl = `${MODEL.url}.manifest.json`;
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
@@ -37,5 +43,74 @@ async function main() {
     fail('detecting the backend failed', err);
   }
 }
+
+// ?max_tokens=N shortens answers (the browser tests use it).
+const MAX_TOKENS = Number(new URLSearchParams(location.search).get('max_tokens')) || 128;
+const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+const PHASES = { download: 'Downloading', verify: 'Verifying', upload: 'Loading onto the device', ready: 'Ready' };
+
+function showProgress(p) {
+  const bar = $('progress');
+  bar.hidden = p.phase === 'ready';
+  bar.value = p.totalBytes ? p.loadedBytes / p.totalBytes : 0;
+  let line = `${PHASES[p.phase] ?? p.phase}: ${mb(p.loadedBytes)} of ${mb(p.totalBytes)}`;
+  if (p.fromCache && p.phase !== 'ready') line += ' (from storage)';
+  if (p.phase === 'download' && p.bytesPerSec > 0 && !p.fromCache) {
+    line += `, ${mb(p.bytesPerSec)}/s, ${Math.ceil(p.etaSec ?? 0)} s left`;
+  }
+  $('status').textContent = line;
+}
+
+let enginePromise = null;
+const engine = () => (enginePromise ??= createEngine());
+
+async function loadModel() {
+  $('load').disabled = true;
+  try {
+    const e = await engine();
+    const r = await e.load({ ...MODEL, onProgress: showProgress });
+    $('status').textContent =
+      `Ready on ${r.backend.backend} in ${(r.loadMs / 1000).toFixed(1)} s` +
+      (r.fromCache ? ' (from storage)' : ` (downloaded ${mb(r.fetchedBytes)})`);
+    $('status').dataset.state = 'ready';
+    $('chat').hidden = false;
+    $('forget').hidden = false;
+  } catch (err) {
+    $('status').textContent = '';
+    fail(`loading the model failed [${err.code ?? 'ERROR'}]`, err);
+  } finally {
+    $('load').disabled = false;
+  }
+}
+
+async function generate(event) {
+  event.preventDefault();
+  const out = $('output');
+  out.textContent = '';
+  $('send').disabled = true;
+  try {
+    const e = await engine();
+    const g = await e.generate($('prompt').value, { chat: true, max_tokens: MAX_TOKENS, onText: (t) => (out.textContent += t) });
+    out.dataset.state = 'done';
+    $('status').textContent = `${g.ids.length} tokens, ${g.decode_tok_s.toFixed(1)} tokens/s`;
+  } catch (err) {
+    fail(`generation failed [${err.code ?? 'ERROR'}]`, err);
+  } finally {
+    $('send').disabled = false;
+  }
+}
+
+async function forget() {
+  const e = await engine();
+  const id = MODEL.url.split('/').pop();
+  await e.deleteModel(id);
+  $('chat').hidden = true;
+  $('forget').hidden = true;
+  $('status').textContent = 'Deleted from storage.';
+}
+
+$('load').addEventListener('click', loadModel);
+$('chat').addEventListener('submit', generate);
+$('forget').addEventListener('click', () => forget().catch((err) => fail('deleting failed', err)));
 
 main();

@@ -13,8 +13,11 @@
 // Hook point: `createServer({ hooks })` takes an optional list of request hooks. Each is
 // `async (ctx) => boolean`, called in order before a file is served, with
 // ctx = { req, res, url, file, stat, range, mount }. A hook that answers the request
-// itself returns true and the server does nothing more. Nothing uses this yet; it is
-// where a fault-injection test mode (dropped/truncated/slow responses) can plug in.
+// itself returns true and the server does nothing more. `control(req, res, url)` (also
+// optional) sees every request first and may answer it.
+//
+// Test mode: `--faults` injects faults per request and counts the bytes it serves
+// (www/faults.mjs), controlled over HTTP at /__faults.
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -145,6 +148,7 @@ function send(res, status, body, headers = {}) {
 export function createServer(options = {}) {
   const mounts = options.mounts ?? defaultMounts();
   const hooks = options.hooks ?? [];
+  const control = options.control ?? null;
   const log = options.log ?? (() => {});
 
   return http.createServer(async (req, res) => {
@@ -160,6 +164,7 @@ export function createServer(options = {}) {
   async function handle(req, res) {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const done = (status) => log(`${status} ${req.method} ${url.pathname}`);
+    if (control && (await control(req, res, url))) return done('control');
 
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
@@ -273,7 +278,7 @@ export async function start({ port = 8080, host = '127.0.0.1', ...options } = {}
 }
 
 function parseArgs(argv) {
-  const out = { port: 8080, host: '127.0.0.1', quiet: false };
+  const out = { port: 8080, host: '127.0.0.1', quiet: false, faults: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const [key, inline] = arg.startsWith('--') && arg.includes('=') ? arg.split(/=(.*)/s) : [arg, undefined];
@@ -293,6 +298,9 @@ function parseArgs(argv) {
       }
       case '--host':
         out.host = value();
+        break;
+      case '--faults':
+        out.faults = true;
         break;
       case '--quiet':
       case '-q':
@@ -319,13 +327,15 @@ if (isMain) {
     process.exit(2);
   }
   if (args.help) {
-    console.log('usage: node www/serve.mjs [--port 8080] [--host 127.0.0.1] [--quiet]');
+    console.log('usage: node www/serve.mjs [--port 8080] [--host 127.0.0.1] [--quiet] [--faults]');
     process.exit(0);
   }
   const log = args.quiet ? () => {} : (line) => console.log(line);
-  start({ port: args.port, host: args.host, log })
+  const faults = args.faults ? (await import('./faults.mjs')).createFaults() : null;
+  const testMode = faults ? { hooks: [faults.hook], control: faults.control } : {};
+  start({ port: args.port, host: args.host, log, ...testMode })
     .then(({ url }) => {
-      console.log(`edge-reason dev server: ${url}`);
+      console.log(`edge-reason dev server: ${url}${faults ? ' (test mode: faults at /__faults)' : ''}`);
       if (!fs.existsSync(path.join(repoRoot, 'pkg', 'edge_reason.js'))) {
         console.log('note: pkg/ is not built yet; run ./build.sh wasm');
       }

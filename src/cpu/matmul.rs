@@ -44,50 +44,70 @@ pub struct Matrix {
     pub blocks: Blocks,
 }
 
-/// Copies raw little-endian tensor bytes into a vector of `T` blocks.
-fn cast_blocks<T: Clone>(bytes: &[u8], zero: T) -> Vec<T> {
-    let size = std::mem::size_of::<T>();
-    debug_assert_eq!(bytes.len() % size, 0);
-    let mut out = vec![zero; bytes.len() / size];
-    // SAFETY: `T` is a plain-old-data block (floats, f16 and byte arrays, repr(C)) whose
-    // every bit pattern is valid; the destination holds exactly `bytes.len()` bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr() as *mut u8, bytes.len());
-    }
-    out
+/// Runs `$e` with `$b` bound to the block vector of whichever storage type `$blocks` is.
+macro_rules! each_blocks {
+    ($blocks:expr, $b:ident => $e:expr) => {
+        match $blocks {
+            Blocks::F32($b) => $e,
+            Blocks::F16($b) => $e,
+            Blocks::BF16($b) => $e,
+            Blocks::Q4_0($b) => $e,
+            Blocks::Q4_1($b) => $e,
+            Blocks::Q5_0($b) => $e,
+            Blocks::Q5_1($b) => $e,
+            Blocks::Q8_0($b) => $e,
+            Blocks::Q2K($b) => $e,
+            Blocks::Q3K($b) => $e,
+            Blocks::Q4K($b) => $e,
+            Blocks::Q5K($b) => $e,
+            Blocks::Q6K($b) => $e,
+        }
+    };
+}
+
+// SAFETY (both): every block type is repr(C) plain data (floats, f16 and byte arrays)
+// without padding, whose every bit pattern is valid, so its memory is exactly its
+// GGUF bytes.
+fn bytes_of<T>(b: &[T]) -> &[u8] {
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u8, std::mem::size_of_val(b)) }
+}
+
+fn bytes_of_mut<T>(b: &mut [T]) -> &mut [u8] {
+    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr() as *mut u8, std::mem::size_of_val(b)) }
 }
 
 impl Matrix {
-    /// Builds a matrix from a tensor's raw bytes (`rows * cols` elements of `ttype`).
-    pub fn from_bytes(ttype: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        let expected = (rows * cols) as u64 / ttype.block_len() * ttype.block_bytes();
-        if cols as u64 % ttype.block_len() != 0 || bytes.len() as u64 != expected {
+    /// A matrix of zero blocks, to be filled through [`Matrix::raw_bytes_mut`] (a tensor
+    /// is read straight into it, with no second copy).
+    pub fn zeroed(ttype: TensorType, rows: usize, cols: usize) -> Result<Self> {
+        if cols as u64 % ttype.block_len() != 0 {
             return Err(Error::Corrupt(format!(
-                "a {ttype} matrix of {rows}x{cols} needs {expected} bytes, got {}",
-                bytes.len()
+                "a {ttype} matrix needs a multiple of {} columns, got {cols}",
+                ttype.block_len()
             )));
         }
+        let n = rows * cols / ttype.block_len() as usize;
         let blocks = match ttype {
-            TensorType::F32 => Blocks::F32(cast_blocks(bytes, 0f32)),
-            TensorType::F16 => Blocks::F16(cast_blocks(bytes, f16::ZERO)),
-            TensorType::BF16 => Blocks::BF16(cast_blocks(bytes, bf16::ZERO)),
-            TensorType::Q4_0 => Blocks::Q4_0(cast_blocks(bytes, BlockQ4_0::zeros())),
-            TensorType::Q4_1 => Blocks::Q4_1(cast_blocks(
-                bytes,
+            TensorType::F32 => Blocks::F32(vec![0f32; n]),
+            TensorType::F16 => Blocks::F16(vec![f16::ZERO; n]),
+            TensorType::BF16 => Blocks::BF16(vec![bf16::ZERO; n]),
+            TensorType::Q4_0 => Blocks::Q4_0(vec![BlockQ4_0::zeros(); n]),
+            TensorType::Q4_1 => Blocks::Q4_1(vec![
                 BlockQ4_1 {
                     d: f16::ZERO,
                     m: f16::ZERO,
                     qs: [0; 16],
-                },
-            )),
-            TensorType::Q5_0 => Blocks::Q5_0(cast_blocks(bytes, BlockQ5_0::zeros())),
-            TensorType::Q5_1 => Blocks::Q5_1(cast_blocks(bytes, BlockQ5_1::zeros())),
-            TensorType::Q8_0 => Blocks::Q8_0(cast_blocks(bytes, BlockQ8_0::zeros())),
-            TensorType::Q2K => Blocks::Q2K(cast_blocks(bytes, BlockQ2K::zeros())),
-            TensorType::Q3K => Blocks::Q3K(cast_blocks(bytes, BlockQ3K::zeros())),
-            TensorType::Q4K => Blocks::Q4K(cast_blocks(bytes, BlockQ4K::zeros())),
-            TensorType::Q5K => Blocks::Q5K(cast_blocks(bytes, BlockQ5K::zeros())),
-            TensorType::Q6K => Blocks::Q6K(cast_blocks(bytes, BlockQ6K::zeros())),
+                };
+                n
+            ]),
+            TensorType::Q5_0 => Blocks::Q5_0(vec![BlockQ5_0::zeros(); n]),
+            TensorType::Q5_1 => Blocks::Q5_1(vec![BlockQ5_1::zeros(); n]),
+            TensorType::Q8_0 => Blocks::Q8_0(vec![BlockQ8_0::zeros(); n]),
+            TensorType::Q2K => Blocks::Q2K(vec![BlockQ2K::zeros(); n]),
+            TensorType::Q3K => Blocks::Q3K(vec![BlockQ3K::zeros(); n]),
+            TensorType::Q4K => Blocks::Q4K(vec![BlockQ4K::zeros(); n]),
+            TensorType::Q5K => Blocks::Q5K(vec![BlockQ5K::zeros(); n]),
+            TensorType::Q6K => Blocks::Q6K(vec![BlockQ6K::zeros(); n]),
             TensorType::Q8_1 | TensorType::Q8K => {
                 return Err(Error::UnsupportedConfig(format!(
                     "{ttype} is an activation format, not a weight format"
@@ -102,28 +122,29 @@ impl Matrix {
         })
     }
 
+    /// Builds a matrix from a tensor's raw bytes (`rows * cols` elements of `ttype`).
+    pub fn from_bytes(ttype: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let mut m = Self::zeroed(ttype, rows, cols)?;
+        let dst = m.raw_bytes_mut();
+        if bytes.len() != dst.len() {
+            return Err(Error::Corrupt(format!(
+                "a {ttype} matrix of {rows}x{cols} needs {} bytes, got {}",
+                dst.len(),
+                bytes.len()
+            )));
+        }
+        dst.copy_from_slice(bytes);
+        Ok(m)
+    }
+
     /// The weights in their GGUF byte layout (ggml's blocks, little-endian).
     pub fn raw_bytes(&self) -> &[u8] {
-        fn bytes<T>(b: &[T]) -> &[u8] {
-            // SAFETY: every block type is repr(C) plain data (floats, f16 and byte
-            // arrays) without padding, so its memory is exactly its GGUF bytes.
-            unsafe { std::slice::from_raw_parts(b.as_ptr() as *const u8, std::mem::size_of_val(b)) }
-        }
-        match &self.blocks {
-            Blocks::F32(b) => bytes(b),
-            Blocks::F16(b) => bytes(b),
-            Blocks::BF16(b) => bytes(b),
-            Blocks::Q4_0(b) => bytes(b),
-            Blocks::Q4_1(b) => bytes(b),
-            Blocks::Q5_0(b) => bytes(b),
-            Blocks::Q5_1(b) => bytes(b),
-            Blocks::Q8_0(b) => bytes(b),
-            Blocks::Q2K(b) => bytes(b),
-            Blocks::Q3K(b) => bytes(b),
-            Blocks::Q4K(b) => bytes(b),
-            Blocks::Q5K(b) => bytes(b),
-            Blocks::Q6K(b) => bytes(b),
-        }
+        each_blocks!(&self.blocks, b => bytes_of(b))
+    }
+
+    /// The weights' bytes, writable (see [`Matrix::zeroed`]).
+    pub fn raw_bytes_mut(&mut self) -> &mut [u8] {
+        each_blocks!(&mut self.blocks, b => bytes_of_mut(b))
     }
 
     /// Bytes the weights occupy.

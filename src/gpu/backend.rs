@@ -93,7 +93,36 @@ impl<'a> Uploader<'a> {
                 usage,
             })
     }
+
+    /// A zeroed buffer of `words` words (at least one), filled later by [`Self::write`].
+    fn empty_buffer(
+        &mut self,
+        label: &str,
+        words: usize,
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let size = words.max(1) as u64 * 4;
+        self.bytes += size;
+        self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Writes `words` at word `offset` of `buffer` (through the queue: no mapped copy).
+    fn write(&self, buffer: &wgpu::Buffer, offset: u64, words: &[u32]) {
+        if !words.is_empty() {
+            self.ctx
+                .queue
+                .write_buffer(buffer, offset * 4, bytemuck::cast_slice(words));
+        }
+    }
 }
+
+/// Rows of a matrix are repacked and written this many bytes at a time.
+const UPLOAD_SLICE_BYTES: usize = 4 << 20;
 
 impl Upload<Gpu> for Uploader<'_> {
     fn matrix(&mut self, name: &str, m: Matrix) -> Result<GpuMatrix> {
@@ -120,11 +149,26 @@ impl Upload<Gpu> for Uploader<'_> {
         let mut parts = Vec::new();
         let mut first = 0;
         let before = self.bytes;
+        let quant_words_per_row = units_per_row * format.quant_words();
+        let scale_words_per_row = format.scale_words(units_per_row);
+        // Repack and write a few MiB of rows at a time: the repacked copy of a large
+        // matrix (the embedding) never sits whole in memory beside the original.
+        let rows_per_slice = (UPLOAD_SLICE_BYTES / row_bytes as usize).max(1);
         while first < m.rows {
             let n = rows_per_part.min(m.rows - first);
-            let r = repack::repack(&m, first..first + n, name)?;
-            let quants = self.buffer(name, &r.quants, storage);
-            let scales = self.buffer(name, &r.scales, storage);
+            let quants = self.empty_buffer(name, n * quant_words_per_row, storage);
+            let scales = self.empty_buffer(name, n * scale_words_per_row, storage);
+            let mut at = first;
+            while at < first + n {
+                let end = (at + rows_per_slice).min(first + n);
+                let r = repack::repack(&m, at..end, name)?;
+                debug_assert_eq!(r.quants.len(), (end - at) * quant_words_per_row);
+                debug_assert_eq!(r.scales.len(), (end - at) * scale_words_per_row);
+                let row = (at - first) as u64;
+                self.write(&quants, row * quant_words_per_row as u64, &r.quants);
+                self.write(&scales, row * scale_words_per_row as u64, &r.scales);
+                at = end;
+            }
             let dims = [0, 1].map(|has_bias| {
                 let d = MatrixDims {
                     n_out: n as u32,
@@ -151,6 +195,8 @@ impl Upload<Gpu> for Uploader<'_> {
             });
             first += n;
         }
+        // Hand the writes to the device now, so their staging memory is freed per matrix.
+        self.ctx.queue.submit([]);
         Ok(GpuMatrix {
             rows: m.rows,
             cols: m.cols,

@@ -44,6 +44,15 @@ impl Format {
         })
     }
 
+    /// Words of `scales` per row of `units` units (Q4_K: four per 8 units).
+    pub fn scale_words(self, units: usize) -> usize {
+        match self {
+            Format::F32 | Format::F16 => 0,
+            Format::Q8_0 | Format::Q4 => units,
+            Format::Q4K => units / 2,
+        }
+    }
+
     /// Words of `quants` per unit.
     pub fn quant_words(self) -> usize {
         match self {

@@ -12,6 +12,13 @@ use crate::gguf::{Gguf, TensorInfo, TensorType};
 pub trait TensorSource {
     /// The `info.n_bytes` bytes at `info.offset`.
     fn read(&mut self, info: &TensorInfo) -> Result<Vec<u8>>;
+
+    /// The same bytes, into `out` (`info.n_bytes` long): a source that can read in place
+    /// overrides this so a tensor is never held twice.
+    fn read_into(&mut self, info: &TensorInfo, out: &mut [u8]) -> Result<()> {
+        out.copy_from_slice(&self.read(info)?);
+        Ok(())
+    }
 }
 
 /// A whole GGUF file already in memory.
@@ -49,14 +56,16 @@ impl FileSource {
 impl TensorSource for FileSource {
     fn read(&mut self, info: &TensorInfo) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; info.n_bytes as usize];
+        self.read_into(info, &mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_into(&mut self, info: &TensorInfo, out: &mut [u8]) -> Result<()> {
         let what = || format!("reading tensor `{}`", info.name);
         self.file
             .seek(SeekFrom::Start(info.offset))
             .map_err(|e| Error::io(what(), e))?;
-        self.file
-            .read_exact(&mut buf)
-            .map_err(|e| Error::io(what(), e))?;
-        Ok(buf)
+        self.file.read_exact(out).map_err(|e| Error::io(what(), e))
     }
 }
 
@@ -91,8 +100,18 @@ impl<'a> Loader<'a> {
     /// A (rows, cols) matrix; GGUF stores it with dims `[cols, rows]`.
     pub fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let info = self.info(name, &[cols, rows])?;
-        let bytes = self.source.read(info)?;
-        Matrix::from_bytes(info.ttype, rows, cols, &bytes)
+        let mut m = Matrix::zeroed(info.ttype, rows, cols)?;
+        let out = m.raw_bytes_mut();
+        if out.len() as u64 != info.n_bytes {
+            return Err(Error::Corrupt(format!(
+                "tensor `{name}` holds {} bytes; a {} matrix of {rows}x{cols} needs {}",
+                info.n_bytes,
+                info.ttype,
+                out.len()
+            )));
+        }
+        self.source.read_into(info, out)?;
+        Ok(m)
     }
 
     /// A vector of `len` floats (stored as F32, F16 or BF16).

@@ -2,27 +2,37 @@
 //!
 //! Kept thin on purpose: the engine lives in the other modules; this file only converts
 //! between JS values and Rust, and never panics at the boundary (failures become a
-//! rejected promise carrying a `JsError`).
+//! rejected promise carrying an `Error` with a stable `code`, see [`js::coded_error`]).
 //!
-//! Exports today:
+//! The npm package's main-thread API (`createEngine`, in js/) runs this module in a
+//! Web Worker; these exports are its building blocks:
 //! - `version(): string`: the crate version.
 //! - `detectBackend(): Promise<{backend: "webgpu" | "cpu", reason: string, adapter: string | null}>`:
 //!   which backend the engine would use here, and why. Works in a Window and in a Worker:
 //!   it reads `navigator.gpu` from the global object rather than through `window`.
-//! - `class Engine`: a whole GGUF file held in memory, loaded on WebGPU or the CPU
-//!   (`Engine.load(bytes, {backend})`, `backend`, `tokenize`, `logits`, `positionLogits`,
-//!   `generate`, `bench`). Streaming from browser storage and the Web Worker wrapper
-//!   come with the storage issue.
+//! - `class Engine`: a model loaded on WebGPU or the CPU, either from bytes in memory
+//!   (`Engine.load(bytes, options)`) or tensor by tensor from a random-access reader
+//!   (`Engine.loadFromReader(reader, options)`, an OPFS file in the worker), then
+//!   `backend`, `tokenize`, `logits`, `positionLogits`, `generate`, `bench`.
+//! - `sha256OfReader(reader, onProgress)`: the whole file's SHA-256 (verification).
+//! - `wasmMemoryBytes()`: the size of wasm memory now (it never shrinks: the peak).
 
-use js_sys::{Function, Object, Promise, Reflect};
+mod detect;
+mod js;
+mod reader;
+
+use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::engine::Sequence;
+use crate::gguf::Gguf;
 use crate::gpu::{GpuContext, KvPrecision};
-use crate::model::BytesSource;
+use crate::model::{BytesSource, TensorSource};
 use crate::runner::{BackendRequest, Runner};
+use detect::{detect, BackendChoice};
+use js::{crate_error as js_error, internal, invalid};
+use reader::{JsReader, ReaderSource};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_BACKEND: &'static str = r#"
@@ -131,25 +141,20 @@ export interface BenchReport {
 }
 "#;
 
-/// Every crate error crosses into JS as an `Error` with the crate's message.
-fn js_error(e: crate::Error) -> JsError {
-    JsError::new(&e.to_string())
-}
-
 fn from_js<T: serde::de::DeserializeOwned + Default>(
     v: Option<JsValue>,
     what: &str,
-) -> Result<T, JsError> {
+) -> Result<T, JsValue> {
     let Some(v) = v.filter(|v| !v.is_undefined() && !v.is_null()) else {
         return Ok(T::default());
     };
-    serde_wasm_bindgen::from_value(v).map_err(|e| JsError::new(&format!("{what}: {e}")))
+    serde_wasm_bindgen::from_value(v).map_err(|e| invalid(&format!("{what}: {e}")))
 }
 
-fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsError> {
+fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
     // Maps as plain objects, not `Map`s, so JSON.stringify shows them.
     let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
-    v.serialize(&ser).map_err(|e| JsError::new(&e.to_string()))
+    v.serialize(&ser).map_err(|e| internal(&e.to_string()))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -203,71 +208,35 @@ impl WasmEngine {
     pub async fn load(
         bytes: Vec<u8>,
         #[wasm_bindgen(unchecked_param_type = "LoadOptions")] options: Option<JsValue>,
-    ) -> Result<WasmEngine, JsError> {
+    ) -> Result<WasmEngine, JsValue> {
         let options: LoadOptions = from_js(options, "Engine.load options")?;
-        let request: BackendRequest = options
-            .backend
-            .as_deref()
-            .unwrap_or("auto")
-            .parse()
-            .map_err(js_error)?;
-        let gguf = crate::gguf::Gguf::parse(&bytes).map_err(js_error)?;
-        let mut source = BytesSource(&bytes);
-        if request == BackendRequest::Cpu {
-            let runner = Runner::load(&gguf, &mut source, None)
-                .await
-                .map_err(js_error)?;
-            let choice = BackendChoice::cpu("CPU backend, as asked");
-            return Ok(WasmEngine { runner, choice });
-        }
-        let detected = detect().await?;
-        let opened = if detected.webgpu {
-            GpuContext::new().await
-        } else {
-            Err(crate::Error::NoGpu(detected.reason.clone()))
-        };
-        let cpu_because = |why: String| -> Result<BackendChoice, JsError> {
-            match request {
-                BackendRequest::Auto => Ok(BackendChoice::cpu(format!("CPU backend: {why}"))),
-                _ => Err(JsError::new(&why)),
-            }
-        };
-        let choice = match opened {
-            Ok(mut ctx) => {
-                // wgpu names the adapter by `info.description`, often empty in browsers.
-                if ctx.adapter.name.trim().is_empty() {
-                    ctx.adapter.name = detected.adapter.clone().unwrap_or_default();
-                }
-                match Runner::load(&gguf, &mut source, Some(ctx)).await {
-                    Ok(mut runner) => {
-                        runner.set_kv_precision(options.kv_cache.unwrap_or(KvPrecision::F16));
-                        return Ok(WasmEngine {
-                            runner,
-                            choice: detected,
-                        });
-                    }
-                    Err(e @ (crate::Error::GpuMemory { .. } | crate::Error::Gpu(_))) => {
-                        cpu_because(format!("WebGPU could not hold the model ({e})"))?
-                    }
-                    Err(e) => return Err(js_error(e)),
-                }
-            }
-            Err(e) => cpu_because(e.to_string())?,
-        };
-        let runner = Runner::load(&gguf, &mut source, None)
-            .await
-            .map_err(js_error)?;
-        Ok(WasmEngine { runner, choice })
+        let gguf = Gguf::parse(&bytes).map_err(js_error)?;
+        load_on_backend(&gguf, &mut BytesSource(&bytes), &options).await
+    }
+
+    /// Loads a GGUF file through `reader`, one tensor at a time: the header is read
+    /// first, then each tensor is read into wasm memory, uploaded and dropped, so on
+    /// WebGPU peak wasm memory stays near the largest tensor plus the tokenizer.
+    /// (The CPU backend keeps the weights in wasm memory: that is where it runs.)
+    #[wasm_bindgen(js_name = loadFromReader, unchecked_return_type = "Engine")]
+    pub async fn load_from_reader(
+        reader: JsReader,
+        #[wasm_bindgen(unchecked_param_type = "LoadOptions")] options: Option<JsValue>,
+    ) -> Result<WasmEngine, JsValue> {
+        let options: LoadOptions = from_js(options, "Engine.loadFromReader options")?;
+        let mut source = ReaderSource::new(&reader).map_err(js_error)?;
+        let gguf = source.header().map_err(js_error)?;
+        load_on_backend(&gguf, &mut source, &options).await
     }
 
     /// Which backend this engine runs on, and why.
     #[wasm_bindgen(getter, unchecked_return_type = "EngineBackend")]
-    pub fn backend(&self) -> Result<JsValue, JsError> {
+    pub fn backend(&self) -> Result<JsValue, JsValue> {
         self.choice.to_js()
     }
 
     /// Token ids of `text`; with `special`, special-token text becomes its id.
-    pub fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, JsError> {
+    pub fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, JsValue> {
         self.runner
             .tokenizer()
             .encode(text, special)
@@ -276,7 +245,7 @@ impl WasmEngine {
 
     /// Logits (vocab) of the last position after running `ids` from an empty cache.
     #[wasm_bindgen(unchecked_return_type = "Float32Array")]
-    pub async fn logits(&self, ids: Vec<u32>) -> Result<JsValue, JsError> {
+    pub async fn logits(&self, ids: Vec<u32>) -> Result<JsValue, JsValue> {
         let mut seq = self.runner.sequence(ids.len()).map_err(js_error)?;
         let logits = seq.feed(&ids).await.map_err(js_error)?;
         Ok(js_sys::Float32Array::from(&logits[..]).into())
@@ -285,7 +254,7 @@ impl WasmEngine {
     /// Logits of every position of `ids` (positions * vocab, row-major) from an empty
     /// cache.
     #[wasm_bindgen(js_name = positionLogits, unchecked_return_type = "Float32Array")]
-    pub async fn position_logits(&self, ids: Vec<u32>) -> Result<JsValue, JsError> {
+    pub async fn position_logits(&self, ids: Vec<u32>) -> Result<JsValue, JsValue> {
         let logits = self.runner.position_logits(&ids).await.map_err(js_error)?;
         Ok(js_sys::Float32Array::from(&logits[..]).into())
     }
@@ -299,7 +268,7 @@ impl WasmEngine {
         #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: Option<JsValue>,
         #[wasm_bindgen(unchecked_param_type = "((text: string) => void) | undefined")]
         on_text: Option<Function>,
-    ) -> Result<JsValue, JsError> {
+    ) -> Result<JsValue, JsValue> {
         let o: GenerateOptions = from_js(options, "generate options")?;
         let tk = self.runner.tokenizer();
         let text = if o.chat {
@@ -335,7 +304,7 @@ impl WasmEngine {
     pub async fn bench(
         &self,
         #[wasm_bindgen(unchecked_param_type = "BenchOptions")] options: Option<JsValue>,
-    ) -> Result<JsValue, JsError> {
+    ) -> Result<JsValue, JsValue> {
         let o: crate::bench::BenchOptions = from_js(options, "bench options")?;
         let report = crate::bench::run(&self.runner, &o)
             .await
@@ -350,6 +319,27 @@ pub fn version() -> String {
     crate::version().to_string()
 }
 
+/// The SHA-256 of everything `reader` holds, lowercase hex; `on_progress(bytes)` (when
+/// given) is called after each 8 MiB.
+#[wasm_bindgen(js_name = sha256OfReader)]
+pub fn sha256_of_reader(
+    reader: JsReader,
+    #[wasm_bindgen(unchecked_param_type = "((bytesHashed: number) => void) | undefined")]
+    on_progress: Option<Function>,
+) -> Result<String, JsValue> {
+    let source = ReaderSource::new(&reader).map_err(js_error)?;
+    source.sha256(on_progress.as_ref()).map_err(js_error)
+}
+
+/// Bytes of wasm linear memory now. Memory grows and never shrinks, so this is the
+/// peak so far.
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    let buffer: js_sys::ArrayBuffer = memory.buffer().unchecked_into();
+    buffer.byte_length() as f64
+}
+
 /// Which backend the engine would use here: `webgpu` when `navigator.gpu` exists and
 /// `requestAdapter()` offers an adapter, else `cpu`, with the reason.
 #[wasm_bindgen(js_name = detectBackend)]
@@ -361,147 +351,62 @@ pub fn detect_backend() -> BackendChoicePromise {
     .unchecked_into()
 }
 
-/// The outcome of [`detect`], before it becomes a JS object.
-struct BackendChoice {
-    webgpu: bool,
-    reason: String,
-    adapter: Option<String>,
-}
-
-impl BackendChoice {
-    fn cpu(reason: impl Into<String>) -> Self {
-        BackendChoice {
-            webgpu: false,
-            reason: reason.into(),
-            adapter: None,
-        }
+/// Loads `gguf` from `source` on the backend `options` asks for (see [`WasmEngine::load`]).
+async fn load_on_backend(
+    gguf: &Gguf,
+    source: &mut dyn TensorSource,
+    options: &LoadOptions,
+) -> Result<WasmEngine, JsValue> {
+    let request: BackendRequest = options
+        .backend
+        .as_deref()
+        .unwrap_or("auto")
+        .parse()
+        .map_err(js_error)?;
+    if request == BackendRequest::Cpu {
+        return load_on_cpu(gguf, source, BackendChoice::cpu("CPU backend, as asked")).await;
     }
-
-    fn to_js(&self) -> Result<JsValue, JsError> {
-        let obj = Object::new();
-        let backend = if self.webgpu { "webgpu" } else { "cpu" };
-        set(&obj, "backend", &JsValue::from_str(backend))?;
-        set(&obj, "reason", &JsValue::from_str(&self.reason))?;
-        let adapter = match &self.adapter {
-            Some(a) => JsValue::from_str(a),
-            None => JsValue::NULL,
-        };
-        set(&obj, "adapter", &adapter)?;
-        Ok(obj.into())
-    }
-}
-
-async fn detect() -> Result<BackendChoice, JsError> {
-    let global = js_sys::global();
-    let navigator = get(&global, "navigator")?;
-    if navigator.is_undefined() || navigator.is_null() {
-        return Ok(BackendChoice::cpu(
-            "navigator.gpu is missing: this browser has no WebGPU (no navigator here)",
-        ));
-    }
-    let gpu = get(&navigator, "gpu")?;
-    if gpu.is_undefined() || gpu.is_null() {
-        return Ok(BackendChoice::cpu(
-            "navigator.gpu is missing: this browser has no WebGPU",
-        ));
-    }
-    let request: Function =
-        match get(&gpu, "requestAdapter")?.dyn_into() {
-            Ok(f) => f,
-            Err(_) => return Ok(BackendChoice::cpu(
-                "navigator.gpu.requestAdapter is not a function: this browser's WebGPU is unusable",
-            )),
-        };
-    // requestAdapter() may throw synchronously or reject; either way there is no adapter.
-    let promise: Promise = match request.call0(&gpu) {
-        Ok(p) => Promise::resolve(&p),
-        Err(e) => {
-            return Ok(BackendChoice::cpu(format!(
-                "no WebGPU adapter was offered (requestAdapter() threw: {})",
-                describe_error(&e)
-            )))
-        }
+    // What to do when WebGPU is unusable: "auto" falls back to the CPU and says why.
+    let fallback = |why: String, err: crate::Error| match request {
+        BackendRequest::Auto => Ok(BackendChoice::cpu(format!("CPU backend: {why}"))),
+        _ => Err(js_error(err)),
     };
-    let adapter = match JsFuture::from(promise).await {
-        Ok(a) => a,
-        Err(e) => {
-            return Ok(BackendChoice::cpu(format!(
-                "no WebGPU adapter was offered (requestAdapter() failed: {})",
-                describe_error(&e)
-            )))
-        }
+    let detected = detect().await?;
+    let opened = if detected.webgpu {
+        GpuContext::new().await
+    } else {
+        Err(crate::Error::NoGpu(detected.reason.clone()))
     };
-    if adapter.is_null() || adapter.is_undefined() {
-        return Ok(BackendChoice::cpu("no WebGPU adapter was offered"));
-    }
-    let name = adapter_name(&adapter).await;
-    Ok(BackendChoice {
-        webgpu: true,
-        reason: format!("WebGPU adapter available: {name}"),
-        adapter: Some(name),
-    })
-}
-
-/// A readable name for a GPUAdapter: `adapter.info` (current spec), else the older
-/// `requestAdapterInfo()`; its description, else vendor / architecture / device.
-async fn adapter_name(adapter: &JsValue) -> String {
-    let mut info = get(adapter, "info").unwrap_or(JsValue::UNDEFINED);
-    if info.is_undefined() || info.is_null() {
-        if let Ok(f) = get(adapter, "requestAdapterInfo").and_then(|f| {
-            f.dyn_into::<Function>()
-                .map_err(|_| JsError::new("not a function"))
-        }) {
-            if let Ok(p) = f.call0(adapter) {
-                info = JsFuture::from(Promise::resolve(&p))
-                    .await
-                    .unwrap_or(JsValue::UNDEFINED);
+    let choice = match opened {
+        Ok(mut ctx) => {
+            // wgpu names the adapter by `info.description`, often empty in browsers.
+            if ctx.adapter.name.trim().is_empty() {
+                ctx.adapter.name = detected.adapter.clone().unwrap_or_default();
+            }
+            match Runner::load(gguf, source, Some(ctx)).await {
+                Ok(mut runner) => {
+                    runner.set_kv_precision(options.kv_cache.unwrap_or(KvPrecision::F16));
+                    return Ok(WasmEngine {
+                        runner,
+                        choice: detected,
+                    });
+                }
+                Err(e @ (crate::Error::GpuMemory { .. } | crate::Error::Gpu(_))) => {
+                    fallback(format!("WebGPU could not hold the model ({e})"), e)?
+                }
+                Err(e) => return Err(js_error(e)),
             }
         }
-    }
-    if info.is_undefined() || info.is_null() {
-        return "WebGPU adapter".to_string();
-    }
-    let field = |k: &str| -> String {
-        get(&info, k)
-            .ok()
-            .and_then(|v| v.as_string())
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        Err(e) => fallback(e.to_string(), e)?,
     };
-    let description = field("description");
-    let parts: Vec<String> = ["vendor", "architecture", "device"]
-        .iter()
-        .map(|k| field(k))
-        .filter(|s| !s.is_empty())
-        .collect();
-    match (description.is_empty(), parts.is_empty()) {
-        (false, true) => description,
-        (false, false) => format!("{description} ({})", parts.join(" / ")),
-        (true, false) => parts.join(" / "),
-        (true, true) => "WebGPU adapter".to_string(),
-    }
+    load_on_cpu(gguf, source, choice).await
 }
 
-fn get(target: &JsValue, key: &str) -> Result<JsValue, JsError> {
-    Reflect::get(target, &JsValue::from_str(key))
-        .map_err(|e| JsError::new(&format!("reading `{key}` failed: {}", describe_error(&e))))
-}
-
-fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsError> {
-    Reflect::set(target, &JsValue::from_str(key), value)
-        .map(|_| ())
-        .map_err(|e| JsError::new(&format!("setting `{key}` failed: {}", describe_error(&e))))
-}
-
-/// A JS exception as text: its `message` when it has one, else `String(e)`.
-fn describe_error(e: &JsValue) -> String {
-    if let Ok(m) = Reflect::get(e, &JsValue::from_str("message")) {
-        if let Some(s) = m.as_string() {
-            return s;
-        }
-    }
-    e.as_string()
-        .or_else(|| js_sys::JSON::stringify(e).ok().and_then(|s| s.as_string()))
-        .unwrap_or_else(|| "unknown error".to_string())
+async fn load_on_cpu(
+    gguf: &Gguf,
+    source: &mut dyn TensorSource,
+    choice: BackendChoice,
+) -> Result<WasmEngine, JsValue> {
+    let runner = Runner::load(gguf, source, None).await.map_err(js_error)?;
+    Ok(WasmEngine { runner, choice })
 }

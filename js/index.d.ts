@@ -1,0 +1,109 @@
+// Types of edge-reason's main-thread API (index.js). The engine runs in a Web Worker.
+
+import type { BenchOptions, BenchReport, EngineBackend, GenerateOptions, Generation, LoadOptions } from './edge_reason.js';
+
+export type ErrorCode =
+  | 'QUOTA_EXCEEDED' | 'NETWORK' | 'INTEGRITY' | 'ABORTED' | 'NOT_FOUND' | 'STORAGE'
+  | 'UNSUPPORTED_MODEL' | 'CORRUPT_MODEL' | 'NO_WEBGPU' | 'GPU_MEMORY' | 'GPU'
+  | 'CONTEXT_OVERFLOW' | 'INVALID_ARGUMENT' | 'NOT_LOADED' | 'INTERNAL';
+
+export const ERROR_CODES: readonly ErrorCode[];
+
+/** Every failure: a stable `code` to branch on and a message that says what to do. */
+export class EngineError extends Error {
+  readonly code: ErrorCode;
+}
+
+export interface Progress {
+  phase: 'download' | 'verify' | 'upload' | 'ready';
+  loadedBytes: number;
+  totalBytes: number;
+  /** null where it has no meaning (upload). */
+  bytesPerSec: number | null;
+  etaSec: number | null;
+  /** The bytes come from browser storage, not the network. */
+  fromCache: boolean;
+}
+
+/** Where a model comes from and how to fetch it. */
+export interface ModelSource {
+  /** The GGUF file (same-origin or CORS, e.g. a Hugging Face `resolve` URL). */
+  url?: string;
+  /** Name in browser storage; default: the URL's file name. `{id}` alone loads from storage. */
+  id?: string;
+  /** Expected SHA-256 of the whole file (hex); a mismatch is an INTEGRITY error. */
+  sha256?: string;
+  /** Expected size in bytes. */
+  size?: number;
+  /** A model manifest JSON {size, sha256, chunkBytes, chunks: [sha256 per chunk]}:
+   *  a bad chunk is caught and refetched as soon as it arrives. */
+  manifestUrl?: string;
+  /** Bytes per Range request, 64 KiB to 16 MiB (default 8 MiB). */
+  chunkBytes?: number;
+  /** Requests in flight, 1 to 16 (default 4). */
+  concurrency?: number;
+  /** Retries of a failing request, with exponential backoff from baseDelayMs. */
+  retry?: { attempts?: number; baseDelayMs?: number };
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface Stored {
+  id: string;
+  size: number;
+  sha256: string;
+  /** Already complete in storage: nothing was fetched. */
+  fromCache: boolean;
+  /** Bytes fetched from the network by this call. */
+  fetchedBytes: number;
+  retries: number;
+  refetchedChunks: number;
+  seconds: number;
+  /** Whether the browser agreed to keep the storage (navigator.storage.persist()). */
+  persisted: boolean | null;
+}
+
+export interface Loaded extends Stored {
+  /** Where the model is stored: the Origin Private File System or the Cache API. */
+  storage: 'opfs' | 'cache';
+  backend: EngineBackend;
+  /** Milliseconds from load() to ready, and of the storage-to-engine part alone. */
+  loadMs: number;
+  uploadMs: number;
+  /** wasm memory after loading (its peak so far). */
+  memoryBytes: number;
+}
+
+export interface StoredModel {
+  id: string;
+  url: string | null;
+  size: number | null;
+  storedBytes: number;
+  complete: boolean;
+  sha256: string | null;
+  updatedAt: string | null;
+}
+
+export class EdgeEngine extends EventTarget {
+  readonly ready: Promise<EdgeEngine>;
+  readonly version: string;
+  load(options: ModelSource & LoadOptions): Promise<Loaded>;
+  download(options: ModelSource): Promise<Stored>;
+  listModels(): Promise<StoredModel[]>;
+  deleteModel(id: string): Promise<boolean>;
+  generate(prompt: string, options?: GenerateOptions & { onText?: (text: string) => void }): Promise<Generation>;
+  tokenize(text: string, options?: { special?: boolean }): Promise<number[]>;
+  logits(ids: ArrayLike<number>): Promise<Float32Array>;
+  bench(options?: BenchOptions): Promise<BenchReport>;
+  info(): Promise<{ version: string; memoryBytes: number; model: { id: string; size: number; sha256: string } | null; backend: EngineBackend | null }>;
+  detectBackend(): Promise<EngineBackend>;
+  unload(): Promise<void>;
+  terminate(): void;
+}
+
+/** Starts the engine's worker; resolves once its wasm is ready. */
+export function createEngine(options?: {
+  workerUrl?: string | URL;
+  /** Where models are stored: "auto" (default: OPFS, else the Cache API), "opfs" or "cache". */
+  storage?: 'auto' | 'opfs' | 'cache';
+}): Promise<EdgeEngine>;

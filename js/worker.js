@@ -1,0 +1,160 @@
+// The engine's Web Worker: owns the wasm module, the loaded model and browser storage.
+// The page talks to it only through index.js (createEngine); nothing here runs on the
+// page's main thread.
+//
+// Protocol: the page posts {id, op, args}; the worker answers {id, ok: true, value} or
+// {id, ok: false, error: {code, message}}, and may post {id, event, data} before that
+// ("progress" for loads and downloads, "text" for generation). {op: "abort", args:
+// {target}} aborts request `target`.
+
+import init, { Engine, detectBackend, sha256OfReader, version, wasmMemoryBytes } from './edge_reason.js';
+import { EngineError, asEngineError, toPlain } from './errors.js';
+import { deleteModel, listModels, lockName, openStore } from './store.js';
+import { ensureModel } from './download.js';
+
+const wasmReady = init();
+/** The loaded engine (one per worker) and what it was loaded from. */
+let engine = null;
+let loaded = null;
+const controllers = new Map();
+
+// Model calls share one wasm object, so they run one after another.
+let queue = Promise.resolve();
+function serial(fn) {
+  const run = queue.then(fn, fn);
+  queue = run.catch(() => {});
+  return run;
+}
+
+function requireEngine() {
+  if (!engine) throw new EngineError('NOT_LOADED', 'no model is loaded: call load() first');
+  return engine;
+}
+
+/** Opens a complete stored model read-only, as the reader the wasm loader takes, with
+ *  "upload" progress as it is read. */
+async function openStored(store, id, onProgress) {
+  const manifest = await store.readManifest(id);
+  if (!manifest?.complete) {
+    throw new EngineError('NOT_FOUND', `model "${id}" is not complete in browser storage: load it from its URL`);
+  }
+  const { reader, close } = await store.openReader(id);
+  const { size } = reader;
+  if (size !== manifest.size) {
+    close();
+    throw new EngineError('CORRUPT_MODEL', `the stored model "${id}" is ${size} bytes but its manifest says ${manifest.size}: deleteModel("${id}") and load it again`);
+  }
+  let read = 0;
+  let last = 0;
+  const counted = {
+    size,
+    readInto(offset, target) {
+      const n = reader.readInto(offset, target);
+      read = Math.min(size, read + n);
+      const now = performance.now();
+      if (now - last > 100) {
+        last = now;
+        onProgress({ phase: 'upload', loadedBytes: read, totalBytes: size, bytesPerSec: null, etaSec: null, fromCache: true });
+      }
+      return n;
+    },
+  };
+  return { reader: counted, close };
+}
+
+const ops = {
+  async info() {
+    return { version: version(), memoryBytes: wasmMemoryBytes(), model: loaded, backend: engine ? engine.backend : null };
+  },
+
+  detectBackend: () => detectBackend(),
+
+  download: ({ storage, ...source }, { signal, onProgress }) =>
+    ensureModel(source, { store: openStore(storage), signal, onProgress, hashReader: sha256OfReader }),
+
+  listModels: ({ storage }) => listModels(openStore(storage)),
+
+  deleteModel: ({ id, storage }) =>
+    serial(async () => {
+      if (loaded?.id === id) {
+        engine?.free();
+        engine = null;
+        loaded = null;
+      }
+      return deleteModel(openStore(storage), id);
+    }),
+
+  load: (args, { signal, onProgress }) =>
+    serial(async () => {
+      const t0 = performance.now();
+      const { backend, kv_cache, storage, ...source } = args;
+      const store = openStore(storage);
+      const stored = await ensureModel(source, { store, signal, onProgress, hashReader: sha256OfReader });
+      if (signal.aborted) throw new EngineError('ABORTED', 'the load was aborted');
+      const tUpload = performance.now();
+      const next = await navigator.locks.request(lockName(stored.id), { mode: 'shared' }, async () => {
+        const { reader, close } = await openStored(store, stored.id, onProgress);
+        try {
+          return await Engine.loadFromReader(reader, { backend, kv_cache });
+        } finally {
+          close();
+        }
+      });
+      engine?.free();
+      engine = next;
+      loaded = { id: stored.id, size: stored.size, sha256: stored.sha256 };
+      const now = performance.now();
+      onProgress({ phase: 'ready', loadedBytes: stored.size, totalBytes: stored.size, bytesPerSec: null, etaSec: 0, fromCache: stored.fromCache });
+      return {
+        ...stored,
+        storage: store.kind,
+        backend: engine.backend,
+        loadMs: now - t0,
+        uploadMs: now - tUpload,
+        memoryBytes: wasmMemoryBytes(),
+      };
+    }),
+
+  unload: () =>
+    serial(async () => {
+      engine?.free();
+      engine = null;
+      loaded = null;
+    }),
+
+  generate: ({ prompt, options }, { onText }) => serial(() => requireEngine().generate(prompt, options, onText)),
+
+  tokenize: ({ text, special }) => serial(async () => requireEngine().tokenize(text, Boolean(special))),
+
+  logits: ({ ids }) => serial(() => requireEngine().logits(Uint32Array.from(ids))),
+
+  bench: ({ options }) => serial(() => requireEngine().bench(options)),
+};
+
+self.onmessage = async (event) => {
+  const { id, op, args } = event.data ?? {};
+  if (op === 'abort') {
+    controllers.get(args?.target)?.abort();
+    return;
+  }
+  const controller = new AbortController();
+  controllers.set(id, controller);
+  const post = (kind) => (data) => self.postMessage({ id, event: kind, data });
+  try {
+    await wasmReady;
+    const fn = ops[op];
+    if (!fn) throw new EngineError('INVALID_ARGUMENT', `unknown operation ${op}`);
+    const value = await fn(args ?? {}, { signal: controller.signal, onProgress: post('progress'), onText: post('text') });
+    self.postMessage({ id, ok: true, value });
+  } catch (err) {
+    const e = controller.signal.aborted ? new EngineError('ABORTED', 'the operation was aborted') : asEngineError(err);
+    self.postMessage({ id, ok: false, error: toPlain(e) });
+  } finally {
+    controllers.delete(id);
+  }
+};
+
+wasmReady.then(
+  () => self.postMessage({ ready: true, version: version() }),
+  (err) => self.postMessage({ ready: false, error: toPlain(new EngineError('INTERNAL', `the engine's wasm failed to load: ${err?.message ?? err}`)) }),
+);
