@@ -243,7 +243,12 @@ async function ensureLocked(o, ctx) {
   }
 }
 
-async function checkQuota(need, size) {
+/**
+ * Refuses, with QUOTA_EXCEEDED and what to do, when `need` more bytes (of a `size`-byte
+ * model) cannot fit what navigator.storage.estimate() says this site may still use.
+ * Without estimate() it passes: the write-time check (QuotaExceededError) remains.
+ */
+export async function checkQuota(need, size) {
   const est = await navigator.storage?.estimate?.().catch(() => null);
   if (!est || est.quota == null || est.usage == null) return;
   const free = est.quota - est.usage;

@@ -18,6 +18,7 @@
 //! - [`kv_cache`]: per-sequence keys and values, outside the model.
 //! - [`sampler`]: greedy, temperature, top-k, top-p, repetition penalty.
 //! - [`engine`]: tokenizer + model + sampler: prompt in, tokens out.
+//! - [`reason`]: answer extraction, the vote, budget forcing.
 //! - [`runner`]: a model on the backend chosen at load time (CPU or GPU), one API.
 //! - [`bench`]: prefill/decode/stream-step speed, shared by the CLI and the browser.
 
@@ -29,6 +30,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod kv_cache;
 pub mod model;
+pub mod reason;
 pub mod runner;
 pub mod sampler;
 pub mod tokenizer;

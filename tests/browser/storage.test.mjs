@@ -265,6 +265,11 @@ describe('model storage (OPFS) under faults', { timeout: 600_000 }, () => {
     const notGguf = await call(page, 'load', blob('clean2', { backend: 'cpu' }));
     assert.equal(notGguf.code, 'UNSUPPORTED_MODEL', JSON.stringify(notGguf));
     assert.match(notGguf.message, /not a GGUF/);
+    // This browser runs without WebGPU: asking for it is NO_WEBGPU, not a silent fallback.
+    if (fs.existsSync(modelPath)) {
+      const noGpu = await call(page, 'load', { url: MODEL_URL, backend: 'webgpu' });
+      assert.equal(noGpu.code, 'NO_WEBGPU', JSON.stringify(noGpu));
+    }
   });
 });
 

@@ -1,0 +1,227 @@
+//! Budget forcing: a candidate may think for at most B tokens. When it reaches B
+//! without closing its `<think>` block, the runtime feeds `</think>` and an
+//! answer-forcing suffix itself, then allows at most A answer tokens.
+//!
+//! The forcer only counts and decides; the decode loop feeds what it says. Text, not
+//! token ids, tells when the candidate closed the block itself (`</think>` may be one
+//! token or several, depending on the tokenizer).
+
+/// Limits for one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Budget {
+    /// Thinking tokens allowed before `</think>` is forced (B).
+    pub think: usize,
+    /// Answer tokens allowed after the thinking (A).
+    pub answer: usize,
+}
+
+/// Where a candidate is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Think,
+    Answer,
+    Done,
+}
+
+/// What the decode loop does next for this candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Sample the next token as usual.
+    Sample,
+    /// Feed these tokens (`</think>` + the answer-forcing suffix), then sample.
+    Force(Vec<u32>),
+    /// Stop: the answer budget is spent.
+    Stop,
+}
+
+/// Counts one candidate's tokens against its [`Budget`].
+#[derive(Debug, Clone)]
+pub struct Forcer {
+    budget: Budget,
+    /// Token ids of "</think>" + the answer-forcing suffix.
+    forced: Vec<u32>,
+    phase: Phase,
+    think_tokens: usize,
+    answer_tokens: usize,
+    /// Whether the runtime closed the thinking (rather than the candidate).
+    forced_close: bool,
+    /// The thinking text seen so far, to spot a `</think>` split across tokens.
+    tail: String,
+}
+
+const CLOSE: &str = "</think>";
+
+impl Forcer {
+    /// `forced`: the token ids of `</think>` followed by the answer-forcing suffix
+    /// (e.g. "\n</think>\n\nFinal answer:"). A candidate starts thinking.
+    pub fn new(budget: Budget, forced: Vec<u32>) -> Self {
+        Forcer {
+            budget,
+            forced,
+            phase: Phase::Think,
+            think_tokens: 0,
+            answer_tokens: 0,
+            forced_close: false,
+            tail: String::new(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Thinking tokens the candidate generated (forced tokens not counted).
+    pub fn think_tokens(&self) -> usize {
+        self.think_tokens
+    }
+
+    pub fn answer_tokens(&self) -> usize {
+        self.answer_tokens
+    }
+
+    /// Whether the runtime had to close the thinking.
+    pub fn was_forced(&self) -> bool {
+        self.forced_close
+    }
+
+    /// What to do before the first token (a thinking budget of 0 forces at once).
+    pub fn start(&mut self) -> Next {
+        if self.budget.think == 0 {
+            return self.force();
+        }
+        Next::Sample
+    }
+
+    /// Records one sampled token with its text; says what to do next.
+    pub fn push(&mut self, text: &str) -> Next {
+        match self.phase {
+            Phase::Think => {
+                self.think_tokens += 1;
+                self.tail.push_str(text);
+                if self.tail.contains(CLOSE) {
+                    self.phase = Phase::Answer;
+                    return self.answer_room();
+                }
+                self.keep_tail();
+                if self.think_tokens >= self.budget.think {
+                    return self.force();
+                }
+                Next::Sample
+            }
+            Phase::Answer => {
+                self.answer_tokens += 1;
+                self.answer_room()
+            }
+            Phase::Done => Next::Stop,
+        }
+    }
+
+    /// After the loop fed the forced tokens: sample the answer, or stop when no answer
+    /// tokens are allowed.
+    pub fn forced_fed(&mut self) -> Next {
+        self.answer_room()
+    }
+
+    fn force(&mut self) -> Next {
+        self.phase = Phase::Answer;
+        self.forced_close = true;
+        Next::Force(self.forced.clone())
+    }
+
+    fn answer_room(&mut self) -> Next {
+        if self.answer_tokens >= self.budget.answer {
+            self.phase = Phase::Done;
+            return Next::Stop;
+        }
+        Next::Sample
+    }
+
+    /// Keeps only the end of the thinking text that could still begin a `</think>`.
+    fn keep_tail(&mut self) {
+        let mut cut = self.tail.len().saturating_sub(CLOSE.len() - 1);
+        while !self.tail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.tail.drain(..cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORCED: [u32; 3] = [900, 901, 902];
+
+    fn forcer(think: usize, answer: usize) -> Forcer {
+        Forcer::new(Budget { think, answer }, FORCED.to_vec())
+    }
+
+    #[test]
+    fn the_forced_tokens_come_exactly_after_b_thinking_tokens() {
+        for b in [1, 2, 7, 64] {
+            let mut f = forcer(b, 5);
+            assert_eq!(f.start(), Next::Sample);
+            let mut fed = 0;
+            let next = loop {
+                fed += 1;
+                match f.push(" step") {
+                    Next::Sample => continue,
+                    other => break other,
+                }
+            };
+            assert_eq!(next, Next::Force(FORCED.to_vec()), "B = {b}");
+            assert_eq!(fed, b, "forced after exactly B = {b} thinking tokens");
+            assert_eq!(f.think_tokens(), b);
+            assert!(f.was_forced());
+            assert_eq!(f.phase(), Phase::Answer);
+        }
+    }
+
+    #[test]
+    fn at_most_a_answer_tokens_follow() {
+        let mut f = forcer(2, 3);
+        f.push("a");
+        assert!(matches!(f.push("b"), Next::Force(_)));
+        assert_eq!(f.forced_fed(), Next::Sample);
+        assert_eq!(f.push("1"), Next::Sample);
+        assert_eq!(f.push("2"), Next::Sample);
+        assert_eq!(f.push("3"), Next::Stop);
+        assert_eq!(f.answer_tokens(), 3);
+        assert_eq!(f.phase(), Phase::Done);
+        let mut none = forcer(1, 0);
+        assert!(matches!(none.push("x"), Next::Force(_)));
+        assert_eq!(
+            none.forced_fed(),
+            Next::Stop,
+            "A = 0: the forced suffix, then nothing"
+        );
+    }
+
+    #[test]
+    fn a_candidate_that_closes_in_time_is_not_forced_even_across_tokens() {
+        let mut f = forcer(10, 4);
+        for piece in ["so 4", "</", "thi", "nk>"] {
+            assert_eq!(f.push(piece), Next::Sample, "{piece}");
+        }
+        assert_eq!(f.phase(), Phase::Answer);
+        assert!(!f.was_forced());
+        assert_eq!(f.think_tokens(), 4);
+        // Closing on the B-th token itself is the candidate's own close, not forced.
+        let mut g = forcer(2, 4);
+        g.push("ok");
+        assert_eq!(g.push("</think>"), Next::Sample);
+        assert!(!g.was_forced());
+    }
+
+    #[test]
+    fn a_zero_budget_forces_before_the_first_token_and_multibyte_text_is_safe() {
+        let mut f = forcer(0, 2);
+        assert_eq!(f.start(), Next::Force(FORCED.to_vec()));
+        let mut g = forcer(100, 1);
+        for piece in ["é", "漢字", "🙂", "</th", "ink>"] {
+            g.push(piece);
+        }
+        assert_eq!(g.phase(), Phase::Answer);
+    }
+}
