@@ -15,6 +15,7 @@ export const ERROR_CODES = Object.freeze([
   'GPU_MEMORY', // the model does not fit the GPU's limits
   'GPU', // a WebGPU failure
   'CONTEXT_OVERFLOW', // prompt + max_tokens longer than the context
+  'INVALID_ADAPTER', // a LoRA adapter that does not fit the model
   'INVALID_ARGUMENT', // a bad option or argument
   'NOT_LOADED', // a model call before load()
   'INTERNAL', // a bug: please report it

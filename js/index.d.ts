@@ -5,7 +5,7 @@ import type { BenchOptions, BenchReport, EngineBackend, GenerateOptions, Generat
 export type ErrorCode =
   | 'QUOTA_EXCEEDED' | 'NETWORK' | 'INTEGRITY' | 'ABORTED' | 'NOT_FOUND' | 'STORAGE'
   | 'UNSUPPORTED_MODEL' | 'CORRUPT_MODEL' | 'NO_WEBGPU' | 'GPU_MEMORY' | 'GPU'
-  | 'CONTEXT_OVERFLOW' | 'INVALID_ARGUMENT' | 'NOT_LOADED' | 'INTERNAL';
+  | 'CONTEXT_OVERFLOW' | 'INVALID_ADAPTER' | 'INVALID_ARGUMENT' | 'NOT_LOADED' | 'INTERNAL';
 
 export const ERROR_CODES: readonly ErrorCode[];
 

@@ -61,6 +61,9 @@ pub enum Error {
     #[error("the input is {tokens} tokens but the context holds {capacity}; shorten the prompt, lower max tokens, or raise the context size")]
     ContextOverflow { tokens: usize, capacity: usize },
 
+    #[error("LoRA adapter: {0}")]
+    Adapter(String),
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -106,6 +109,7 @@ impl Error {
             | Error::ChatTemplate(_) => "UNSUPPORTED_MODEL",
             Error::ContextOverflow { .. } => "CONTEXT_OVERFLOW",
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::Adapter(_) => "INVALID_ADAPTER",
             Error::Io { .. } => "STORAGE",
             Error::NoGpu(_) => "NO_WEBGPU",
             Error::GpuMemory { .. } => "GPU_MEMORY",

@@ -16,6 +16,7 @@
 //! - [`cpu`]: quantized matmul and the small ops, on slices.
 //! - [`gpu`]: the wgpu backend: WGSL kernels, device weights, sessions.
 //! - [`kv_cache`]: per-sequence keys and values, outside the model.
+//! - [`lora`]: LoRA adapters (PEFT and our INT8 form), checked against the model.
 //! - [`sampler`]: greedy, temperature, top-k, top-p, repetition penalty.
 //! - [`engine`]: tokenizer + model + sampler: prompt in, tokens out.
 //! - [`reason`]: answer extraction, the vote, budget forcing.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod gguf;
 pub mod gpu;
 pub mod kv_cache;
+pub mod lora;
 pub mod model;
 pub mod reason;
 pub mod runner;

@@ -4,6 +4,7 @@ use super::ops::{self, AttentionShape, RopeTable};
 use super::Matrix;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
+use crate::lora::LoraPair;
 use crate::model::{Act, Backend, Config, Linear, Logits, Pass, Upload};
 
 /// The CPU backend: weights are [`Matrix`] values and `Vec<f32>` vectors.
@@ -12,6 +13,7 @@ pub struct Cpu;
 impl Backend for Cpu {
     type Matrix = Matrix;
     type Vector = Vec<f32>;
+    type Lora = LoraPair;
 
     fn matrix_bytes(m: &Matrix) -> usize {
         m.n_bytes()
@@ -105,6 +107,13 @@ impl Pass<Cpu> for CpuPass<'_> {
         w.weight.matmul(x, n, y);
         if let Some(b) = &w.bias {
             ops::add_bias(y, b);
+        }
+    }
+
+    fn lora(&mut self, pair: &LoraPair, x: Act, out: Act) {
+        let (x, y) = self.pair(x, out);
+        for (xr, yr) in x.chunks_exact(pair.inp).zip(y.chunks_exact_mut(pair.out)) {
+            pair.apply(xr, yr);
         }
     }
 

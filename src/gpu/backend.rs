@@ -15,6 +15,7 @@ pub struct Gpu;
 impl Backend for Gpu {
     type Matrix = GpuMatrix;
     type Vector = GpuVector;
+    type Lora = GpuLora;
 
     fn matrix_bytes(m: &GpuMatrix) -> usize {
         m.bytes as usize
@@ -24,6 +25,10 @@ impl Backend for Gpu {
         v.host.len() * 4
     }
 }
+
+/// A LoRA update on the device. There is none yet: adapters run on the CPU backend
+/// only, and this type (with no values) makes that a compile-time fact.
+pub enum GpuLora {}
 
 /// Uniform `Dims` of matvec.wgsl / embed.wgsl.
 #[repr(C)]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use wgpu::util::DeviceExt;
 
-use super::backend::{Gpu, GpuMatrix, GpuVector};
+use super::backend::{Gpu, GpuLora, GpuMatrix, GpuVector};
 use super::kernels::{Kernel, Kernels, KvStore};
 use super::profile::Profiler;
 use super::GpuModel;
@@ -863,6 +863,10 @@ impl Pass<Gpu> for GpuPass<'_> {
 
     fn rms_norm(&mut self, x: Act, weight: &GpuVector, out: Act) {
         self.norm(x, weight, out, false);
+    }
+
+    fn lora(&mut self, pair: &GpuLora, _x: Act, _out: Act) {
+        match *pair {}
     }
 
     fn linear(&mut self, w: &Linear<Gpu>, x: Act, out: Act) {

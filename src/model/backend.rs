@@ -5,6 +5,7 @@
 use super::{Config, Linear, Logits};
 use crate::cpu::Matrix;
 use crate::error::Result;
+use crate::lora::Target;
 
 /// The activations of a forward pass, each (rows, width): named, so a backend can keep
 /// them preallocated and the transformer can say which one an op reads and writes.
@@ -61,6 +62,8 @@ pub trait Backend {
     type Matrix;
     /// A vector of f32 (norm weights, biases, RoPE factors).
     type Vector;
+    /// The low-rank update of one linear layer (a LoRA adapter's A and scaled B).
+    type Lora;
     /// Bytes a matrix occupies.
     fn matrix_bytes(m: &Self::Matrix) -> usize;
     /// Bytes a vector occupies.
@@ -83,6 +86,8 @@ pub trait Pass<B: Backend> {
     fn rms_norm(&mut self, x: Act, weight: &B::Vector, out: Act);
     /// `out <- x W^T + b`.
     fn linear(&mut self, w: &Linear<B>, x: Act, out: Act);
+    /// `out <- out + B (A x)` for each row: a LoRA adapter on the last linear layer.
+    fn lora(&mut self, pair: &B::Lora, x: Act, out: Act);
     /// Rotates the `n_heads` heads of `x` in place by each row's position.
     fn rope(&mut self, x: Act, n_heads: usize, freqs: Option<&B::Vector>);
     /// Appends `K`, `V` to the cache of `layer`, then `Att <- attention(Q, cache)`.
@@ -93,4 +98,17 @@ pub trait Pass<B: Backend> {
     fn swiglu(&mut self);
     /// Final norm of `X` and the output head, for the rows `want` names.
     fn output(&mut self, norm: &B::Vector, head: &B::Matrix, want: Logits);
+}
+
+/// An adapter's updates on backend `B`: `layers[i][t as usize]` for block `i` and
+/// target `t` (None where the adapter leaves a layer alone).
+pub type LoraLayers<B> = [[Option<<B as Backend>::Lora>; 7]];
+
+/// The update of block `layer`'s target `t`, when there is one.
+pub fn lora_of<B: Backend>(
+    lora: Option<&LoraLayers<B>>,
+    layer: usize,
+    t: Target,
+) -> Option<&B::Lora> {
+    lora?.get(layer)?[t as usize].as_ref()
 }

@@ -8,7 +8,7 @@ mod backend;
 mod config;
 mod loader;
 
-pub use backend::{Act, Backend, Pass, Upload};
+pub use backend::{lora_of, Act, Backend, LoraLayers, Pass, Upload};
 pub use config::{Arch, Config};
 pub use loader::{BytesSource, FileSource, TensorSource};
 
@@ -16,6 +16,7 @@ use crate::cpu::{Cpu, CpuPass};
 use crate::error::Result;
 use crate::gguf::Gguf;
 use crate::kv_cache::KvCache;
+use crate::lora::{Adapter, Target};
 use loader::Loader;
 
 /// A linear layer `y = x W^T + b`.
@@ -111,10 +112,25 @@ impl Model<Cpu> {
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model,
     /// appends their keys and values to `cache`, and returns the requested logits.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Vec<f32>> {
+        self.forward_with(tokens, cache, want, None)
+    }
+
+    /// [`Model::forward`] with `adapter` on (LoRA on these tokens only: the cache may
+    /// hold a prompt encoded without it).
+    pub fn forward_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        want: Logits,
+        adapter: Option<&Adapter>,
+    ) -> Result<Vec<f32>> {
         self.config.check_tokens(tokens)?;
         cache.check_room(tokens.len())?;
+        if let Some(a) = adapter {
+            a.check_fits(&self.config)?;
+        }
         let mut pass = CpuPass::new(&self.config, tokens, cache);
-        self.run(&mut pass, want);
+        self.run_with(&mut pass, want, adapter.map(|a| a.layers.as_slice()));
         Ok(pass.finish())
     }
 }
@@ -220,8 +236,20 @@ impl<B: Backend> Model<B> {
 
     /// The forward pass: runs the rows of `pass` through every block and the head.
     pub fn run(&self, pass: &mut impl Pass<B>, want: Logits) {
+        self.run_with(pass, want, None)
+    }
+
+    /// [`Model::run`] with a LoRA adapter's updates on the linear layers it targets.
+    pub fn run_with<P: Pass<B>>(&self, pass: &mut P, want: Logits, lora: Option<&LoraLayers<B>>) {
         let c = &self.config;
         let freqs = self.rope_freqs.as_ref();
+        // `out <- x W^T + b`, plus the adapter's `B (A x)` where it has one.
+        let linear = |pass: &mut P, w: &Linear<B>, x: Act, out: Act, layer: usize, t: Target| {
+            pass.linear(w, x, out);
+            if let Some(update) = lora_of::<B>(lora, layer, t) {
+                pass.lora(update, x, out);
+            }
+        };
 
         // 1. Embedding lookup: X (n, d).
         pass.embed(&self.token_embd);
@@ -229,21 +257,21 @@ impl<B: Backend> Model<B> {
         for (i, b) in self.blocks.iter().enumerate() {
             // 2. Attention: norm, q/k/v, RoPE, append to cache, attend, project, residual.
             pass.rms_norm(Act::X, &b.attn_norm, Act::H);
-            pass.linear(&b.attn.attn_q, Act::H, Act::Q);
-            pass.linear(&b.attn.attn_k, Act::H, Act::K);
-            pass.linear(&b.attn.attn_v, Act::H, Act::V);
+            linear(pass, &b.attn.attn_q, Act::H, Act::Q, i, Target::Q);
+            linear(pass, &b.attn.attn_k, Act::H, Act::K, i, Target::K);
+            linear(pass, &b.attn.attn_v, Act::H, Act::V, i, Target::V);
             pass.rope(Act::Q, c.n_head, freqs);
             pass.rope(Act::K, c.n_kv_head, freqs);
             pass.attend(i);
-            pass.linear(&b.attn.attn_output, Act::Att, Act::Proj);
+            linear(pass, &b.attn.attn_output, Act::Att, Act::Proj, i, Target::O);
             pass.add(Act::X, Act::Proj);
 
             // 3. Feed-forward: norm, SwiGLU, down projection, residual.
             pass.rms_norm(Act::X, &b.ffn_norm, Act::H);
-            pass.linear(&b.ffn.ffn_gate, Act::H, Act::Gate);
-            pass.linear(&b.ffn.ffn_up, Act::H, Act::Up);
+            linear(pass, &b.ffn.ffn_gate, Act::H, Act::Gate, i, Target::Gate);
+            linear(pass, &b.ffn.ffn_up, Act::H, Act::Up, i, Target::Up);
             pass.swiglu();
-            pass.linear(&b.ffn.ffn_down, Act::Gate, Act::Proj);
+            linear(pass, &b.ffn.ffn_down, Act::Gate, Act::Proj, i, Target::Down);
             pass.add(Act::X, Act::Proj);
         }
 

@@ -1,0 +1,358 @@
+//! LoRA adapters: PEFT directories (`adapter_config.json` + `adapter_model.safetensors`,
+//! f32/f16/bf16) and an INT8 form of our own (i8 weights + one f32 scale per row), read
+//! into f32 and checked against the base model's shapes.
+//!
+//! An adapted linear layer computes `y = W x + s * B (A x)` with `A` (r, in), `B`
+//! (out, r) and `s = alpha / r` (`alpha / sqrt(r)` with rsLoRA); the adapter is never
+//! merged into the INT4 weights. Here `s` is folded into `B` at load.
+
+use std::collections::HashMap;
+
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, Result};
+use crate::model::Config;
+
+/// The linear layers an adapter can target, in a block's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Target {
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
+
+    /// The module name in PEFT / Hugging Face models.
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            Target::Q => "q_proj",
+            Target::K => "k_proj",
+            Target::V => "v_proj",
+            Target::O => "o_proj",
+            Target::Gate => "gate_proj",
+            Target::Up => "up_proj",
+            Target::Down => "down_proj",
+        }
+    }
+
+    /// The parent module in PEFT tensor names.
+    fn peft_parent(self) -> &'static str {
+        match self {
+            Target::Q | Target::K | Target::V | Target::O => "self_attn",
+            Target::Gate | Target::Up | Target::Down => "mlp",
+        }
+    }
+
+    fn from_peft(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.peft_name() == name)
+    }
+
+    /// (out, in) of this layer in a model of config `c`.
+    pub fn shape(self, c: &Config) -> (usize, usize) {
+        let (d, q, kv, ff) = (c.n_embd, c.n_head * c.head_dim, c.kv_dim(), c.n_ff);
+        match self {
+            Target::Q => (q, d),
+            Target::K | Target::V => (kv, d),
+            Target::O => (d, q),
+            Target::Gate | Target::Up => (ff, d),
+            Target::Down => (d, ff),
+        }
+    }
+}
+
+/// The low-rank update of one linear layer, in f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraPair {
+    /// (rank, in), row-major.
+    pub a: Vec<f32>,
+    /// (out, rank), row-major, already multiplied by the adapter's scale.
+    pub b: Vec<f32>,
+    pub rank: usize,
+    pub inp: usize,
+    pub out: usize,
+}
+
+impl LoraPair {
+    /// `y += B (A x)` for one row `x` (in) into `y` (out).
+    pub fn apply(&self, x: &[f32], y: &mut [f32]) {
+        let t: Vec<f32> = self
+            .a
+            .chunks_exact(self.inp)
+            .map(|row| row.iter().zip(x).map(|(a, x)| a * x).sum())
+            .collect();
+        for (yo, brow) in y.iter_mut().zip(self.b.chunks_exact(self.rank)) {
+            *yo += brow.iter().zip(&t).map(|(b, t)| b * t).sum::<f32>();
+        }
+    }
+}
+
+/// `adapter_config.json`, the fields we use.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct PeftConfig {
+    r: usize,
+    lora_alpha: f64,
+    target_modules: TargetModules,
+    #[serde(default)]
+    use_rslora: bool,
+    #[serde(default)]
+    peft_type: Option<String>,
+    #[serde(default)]
+    fan_in_fan_out: bool,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+enum TargetModules {
+    List(Vec<String>),
+    One(String),
+}
+
+/// A loaded adapter: one optional [`LoraPair`] per layer and target.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    pub rank: usize,
+    /// `alpha / r` (or `alpha / sqrt(r)`), already folded into every `B`.
+    pub scale: f32,
+    pub targets: Vec<Target>,
+    /// `layers[i][t as usize]`
+    pub layers: Vec<[Option<LoraPair>; 7]>,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Adapter(msg.into())
+}
+
+impl Adapter {
+    /// Reads a PEFT adapter (the text of `adapter_config.json` and the bytes of
+    /// `adapter_model.safetensors`) for a model of config `model`, or our INT8 form of
+    /// one (same names, i8 tensors with a `<name>.scale` f32 vector of one scale per row).
+    pub fn from_peft(config_json: &str, safetensors: &[u8], model: &Config) -> Result<Adapter> {
+        let cfg: PeftConfig = serde_json::from_str(config_json)
+            .map_err(|e| bad(format!("adapter_config.json: {e}")))?;
+        if let Some(t) = cfg.peft_type.as_deref().filter(|t| *t != "LORA") {
+            return Err(bad(format!(
+                "peft_type is {t}; only LORA adapters are supported"
+            )));
+        }
+        if cfg.fan_in_fan_out {
+            return Err(bad(
+                "fan_in_fan_out adapters (GPT-2 Conv1D layers) are not supported",
+            ));
+        }
+        if cfg.r == 0 || cfg.r > 256 {
+            return Err(bad(format!("rank r = {} (1 to 256 supported)", cfg.r)));
+        }
+        let names = match cfg.target_modules {
+            TargetModules::List(v) => v,
+            TargetModules::One(s) => vec![s],
+        };
+        let targets = names
+            .iter()
+            .map(|n| {
+                Target::from_peft(n).ok_or_else(|| {
+                    bad(format!(
+                        "target module `{n}` is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scale = if cfg.use_rslora {
+            cfg.lora_alpha / (cfg.r as f64).sqrt()
+        } else {
+            cfg.lora_alpha / cfg.r as f64
+        } as f32;
+
+        let st = SafeTensors::deserialize(safetensors)
+            .map_err(|e| bad(format!("adapter_model.safetensors: {e}")))?;
+        let by_name: HashMap<String, String> = st
+            .names()
+            .into_iter()
+            .map(|n| (canonical_name(n), n.to_string()))
+            .collect();
+        let read = |name: &str, rows: usize, cols: usize| -> Result<Vec<f32>> {
+            let actual = by_name.get(name).ok_or_else(|| {
+                bad(format!(
+                    "missing tensor `{name}`: the adapter does not fit this model's layers"
+                ))
+            })?;
+            read_matrix(&st, actual, rows, cols)
+        };
+
+        let mut layers = Vec::with_capacity(model.n_layer);
+        for i in 0..model.n_layer {
+            let mut pairs: [Option<LoraPair>; 7] = Default::default();
+            for &t in &targets {
+                let (out, inp) = t.shape(model);
+                let base = format!(
+                    "base_model.model.model.layers.{i}.{}.{}",
+                    t.peft_parent(),
+                    t.peft_name()
+                );
+                let a = read(&format!("{base}.lora_A.weight"), cfg.r, inp)?;
+                let mut b = read(&format!("{base}.lora_B.weight"), out, cfg.r)?;
+                b.iter_mut().for_each(|v| *v *= scale);
+                pairs[t as usize] = Some(LoraPair {
+                    a,
+                    b,
+                    rank: cfg.r,
+                    inp,
+                    out,
+                });
+            }
+            layers.push(pairs);
+        }
+        let extra = by_name
+            .keys()
+            .filter(|n| !n.ends_with(".scale"))
+            .filter_map(|n| layer_of(n).filter(|&l| l >= model.n_layer))
+            .max();
+        if let Some(l) = extra {
+            return Err(bad(format!(
+                "the adapter has layer {l} but the model has {} layers: it was trained for another model",
+                model.n_layer
+            )));
+        }
+        Ok(Adapter {
+            rank: cfg.r,
+            scale,
+            targets,
+            layers,
+        })
+    }
+
+    /// Checks that this adapter's layers match a model of config `c` (an adapter read
+    /// for one model and applied to another is refused).
+    pub fn check_fits(&self, c: &Config) -> Result<()> {
+        if self.layers.len() != c.n_layer {
+            return Err(bad(format!(
+                "the adapter has {} layers but the model has {}",
+                self.layers.len(),
+                c.n_layer
+            )));
+        }
+        for pair in self.layers.iter().flatten().flatten() {
+            let fits = Target::ALL
+                .iter()
+                .any(|t| t.shape(c) == (pair.out, pair.inp));
+            if !fits {
+                return Err(bad(format!(
+                    "an adapter layer is ({}, {}), which no linear layer of this model is",
+                    pair.out, pair.inp
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pair of layer `layer` and target `t`, when the adapter has one.
+    pub fn pair(&self, layer: usize, t: Target) -> Option<&LoraPair> {
+        self.layers.get(layer)?[t as usize].as_ref()
+    }
+
+    /// Bytes of the f32 weights.
+    pub fn n_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|p| (p.a.len() + p.b.len()) * 4)
+            .sum()
+    }
+}
+
+/// PEFT names, with the adapter name some versions insert (`lora_A.default.weight`)
+/// removed.
+fn canonical_name(n: &str) -> String {
+    n.replace(".lora_A.default.", ".lora_A.")
+        .replace(".lora_B.default.", ".lora_B.")
+}
+
+/// The layer index in a PEFT tensor name.
+fn layer_of(name: &str) -> Option<usize> {
+    let rest = name.split(".layers.").nth(1)?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// A (rows, cols) tensor as f32: F32, F16, BF16, or I8 with a per-row `.scale`.
+fn read_matrix(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+    if t.shape() != [rows, cols] {
+        return Err(bad(format!(
+            "tensor `{name}` has shape {:?}; this model needs [{rows}, {cols}] (wrong rank, or an adapter for another model)",
+            t.shape()
+        )));
+    }
+    let d = t.data();
+    let halves = |f: fn(u16) -> f32| -> Vec<f32> {
+        d.chunks_exact(2)
+            .map(|c| f(u16::from_le_bytes([c[0], c[1]])))
+            .collect()
+    };
+    Ok(match t.dtype() {
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => halves(|b| f16::from_bits(b).to_f32()),
+        Dtype::BF16 => halves(|b| bf16::from_bits(b).to_f32()),
+        Dtype::I8 => {
+            let scales = read_matrix(st, &format!("{name}.scale"), rows, 1)?;
+            d.chunks_exact(cols)
+                .zip(&scales)
+                .flat_map(|(row, &s)| row.iter().map(move |&q| q as i8 as f32 * s))
+                .collect()
+        }
+        other => {
+            return Err(bad(format!(
+                "tensor `{name}` is {other:?}; adapters must be F32, F16, BF16 or I8 with scales"
+            )))
+        }
+    })
+}
+
+/// Our INT8 form of an adapter's tensors: for each (rows, cols) f32 matrix, i8 values
+/// and one f32 scale per row (max |w| / 127), as safetensors bytes.
+pub fn int8_safetensors(tensors: &[(String, Vec<f32>, usize, usize)]) -> Result<Vec<u8>> {
+    let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, w, rows, cols) in tensors {
+        let mut q = Vec::with_capacity(w.len());
+        let mut scales = Vec::with_capacity(rows * 4);
+        for row in w.chunks_exact(*cols) {
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+            q.extend(
+                row.iter()
+                    .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8 as u8),
+            );
+            scales.extend_from_slice(&s.to_le_bytes());
+        }
+        owned.push((name.clone(), Dtype::I8, vec![*rows, *cols], q));
+        owned.push((format!("{name}.scale"), Dtype::F32, vec![*rows, 1], scales));
+    }
+    let views = owned
+        .iter()
+        .map(|(n, dt, shape, data)| {
+            safetensors::tensor::TensorView::new(*dt, shape.clone(), data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| bad(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| bad(e.to_string()))
+}
