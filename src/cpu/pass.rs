@@ -47,6 +47,8 @@ pub struct CpuPass<'a> {
     acts: [Vec<f32>; 9],
     /// (rows wanted, vocab)
     logits: Vec<f32>,
+    /// When pooling: (d) the sum over rows of the final-normed hidden states.
+    pooled: Option<Vec<f32>>,
 }
 
 impl<'a> CpuPass<'a> {
@@ -63,7 +65,21 @@ impl<'a> CpuPass<'a> {
             rope: None,
             acts,
             logits: Vec::new(),
+            pooled: None,
         }
+    }
+
+    /// Also sums the rows' final hidden states (after the final norm), for the
+    /// switcher's features ([`CpuPass::finish_pooled`]).
+    pub fn pooling(mut self) -> Self {
+        self.pooled = Some(vec![0f32; self.config.n_embd]);
+        self
+    }
+
+    /// [`CpuPass::finish`], plus the pooled sum (d) when [`CpuPass::pooling`] asked.
+    pub fn finish_pooled(mut self) -> (Vec<f32>, Option<Vec<f32>>) {
+        let pooled = self.pooled.take();
+        (self.finish(), pooled)
     }
 
     /// Commits the new positions to the cache and returns the logits asked for.
@@ -159,6 +175,13 @@ impl Pass<Cpu> for CpuPass<'_> {
         let c = self.config;
         let (n, d) = (self.tokens.len(), c.n_embd);
         let x = &self.acts[Act::X as usize];
+        if let Some(sum) = &mut self.pooled {
+            let mut normed = vec![0f32; d];
+            for row in x.chunks_exact(d) {
+                ops::rms_norm(row, norm, c.rms_eps, &mut normed);
+                sum.iter_mut().zip(&normed).for_each(|(s, v)| *s += v);
+            }
+        }
         let rows = match want {
             Logits::None => return,
             Logits::Last => &x[(n - 1) * d..],

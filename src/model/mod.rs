@@ -115,6 +115,22 @@ impl Model<Cpu> {
         self.forward_with(tokens, cache, want, None)
     }
 
+    /// [`Model::forward`] that also returns the sum (d) over `tokens` of the final hidden
+    /// states after the final norm: the switcher's features, at no extra pass.
+    pub fn forward_pooled(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        want: Logits,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.config.check_tokens(tokens)?;
+        cache.check_room(tokens.len())?;
+        let mut pass = CpuPass::new(&self.config, tokens, cache).pooling();
+        self.run(&mut pass, want);
+        let (logits, pooled) = pass.finish_pooled();
+        Ok((logits, pooled.unwrap_or_default()))
+    }
+
     /// [`Model::forward`] with `adapter` on (LoRA on these tokens only: the cache may
     /// hold a prompt encoded without it).
     pub fn forward_with(
