@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::default_model;
+use common::{default_model, random_peft_adapter, tiny_llama};
 use serde_json::Value;
 
 fn run(args: &[&str]) -> (bool, String, String) {
@@ -267,4 +267,67 @@ fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
             "step time for {m} streams: {b}"
         );
     }
+}
+
+#[test]
+fn reason_prints_the_events_in_order_as_json_lines() {
+    let dir = std::env::temp_dir().join(format!("edge-reason-cli-reason-{}", std::process::id()));
+    let adapter = dir.join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let model = dir.join("tiny.gguf");
+    let bytes = tiny_llama().bytes();
+    std::fs::write(&model, &bytes).unwrap();
+    let gguf = edge_reason::gguf::Gguf::parse(&bytes).unwrap();
+    let config = edge_reason::model::Config::from_gguf(&gguf).unwrap();
+    let (json, st) = random_peft_adapter(&config, 4, 3);
+    std::fs::write(adapter.join("adapter_config.json"), json).unwrap();
+    std::fs::write(adapter.join("adapter_model.safetensors"), st).unwrap();
+
+    let (ok, out, err) = run(&[
+        "reason",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--raw",
+        "--prompt",
+        "hello",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--mode",
+        "reason",
+        "--n",
+        "3",
+        "--budget",
+        "5",
+        "--answer-tokens",
+        "3",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let events = json_lines(&out);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types[0], "route");
+    assert_eq!(events[0]["mode"], "reason");
+    assert_eq!(&types[types.len() - 2..], ["vote", "done"]);
+    assert_eq!(types.iter().filter(|t| **t == "candidate_done").count(), 3);
+    assert!(types.iter().filter(|t| **t == "token").count() >= 3);
+    assert!(events.last().unwrap()["stats"]["kvBytes"].as_u64().unwrap() > 0);
+
+    // A wrong adapter directory is a clear error.
+    let (ok, _, err) = run(&[
+        "reason",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--prompt",
+        "hi",
+        "--adapter",
+        dir.join("missing").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("adapter_config.json"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -43,15 +43,7 @@ fn peft_tensors(
     let mut out = Vec::new();
     for i in 0..c.n_layer {
         for &t in targets {
-            let parent = if matches!(t, Target::Gate | Target::Up | Target::Down) {
-                "mlp"
-            } else {
-                "self_attn"
-            };
-            let base = format!(
-                "base_model.model.model.layers.{i}.{parent}.{}",
-                t.peft_name()
-            );
+            let base = t.peft_prefix(i);
             let (o, inp) = t.shape(c);
             let mut m = |rows: usize, cols: usize| {
                 (0..rows * cols)

@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_reason::bench::{self, BenchOptions};
 use edge_reason::engine::{self, read_gguf_header, Sequence, DEFAULT_CONTEXT};
 use edge_reason::gpu::KvPrecision;
+use edge_reason::lora::Adapter;
 use edge_reason::model::FileSource;
+use edge_reason::reason::{reason_cpu, Budget, Event, Mode, ReasonOptions, Switcher};
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
 use edge_reason::tokenizer::Message;
@@ -124,6 +126,54 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// Answer with the reasoning runtime: route (switcher), N candidates from one
+    /// prompt cache with budget forcing, and the vote; events as JSON lines with --json.
+    Reason {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        prompt: String,
+        /// Use the prompt as it is, without the model's chat template.
+        #[arg(long)]
+        raw: bool,
+        /// A PEFT reasoning adapter directory (adapter_config.json + adapter_model.safetensors).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// A switcher directory (switcher.json + switcher.safetensors).
+        #[arg(long)]
+        switcher: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: ReasonMode,
+        /// Candidates when reasoning.
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        /// Thinking tokens per candidate before `</think>` is forced.
+        #[arg(long, default_value_t = 256)]
+        budget: usize,
+        /// Answer tokens after the thinking.
+        #[arg(long, default_value_t = 32)]
+        answer_tokens: usize,
+        /// Tokens of a direct (chat) answer.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 0.7)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Weigh votes by the answers' mean token log-probability.
+        #[arg(long)]
+        weighted: bool,
+        /// Let every candidate finish even when the vote is decided.
+        #[arg(long)]
+        no_early_stop: bool,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReasonMode {
+    Auto,
+    Chat,
+    Reason,
 }
 
 fn main() {
@@ -132,7 +182,8 @@ fn main() {
         Command::Tokenize { common, .. }
         | Command::Logits { common, .. }
         | Command::Generate { common, .. }
-        | Command::Bench { common, .. } => common.threads,
+        | Command::Bench { common, .. }
+        | Command::Reason { common, .. } => common.threads,
     };
     // The whole command runs inside the pool, so the calling thread is one of its
     // workers: with one thread every parallel loop runs inline, and with more the
@@ -320,6 +371,107 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&out).expect("json"));
             }
         }
+        Command::Reason {
+            common,
+            prompt,
+            raw,
+            adapter,
+            switcher,
+            mode,
+            n,
+            budget,
+            answer_tokens,
+            max_tokens,
+            temperature,
+            seed,
+            weighted,
+            no_early_stop,
+        } => {
+            let loaded = load(&common)?;
+            let Runner::Cpu(engine) = &loaded else {
+                return Err(Error::InvalidArgument(
+                    "reason runs on the CPU backend for now: pass --backend cpu".into(),
+                ));
+            };
+            let config = &engine.model.config;
+            let adapter = adapter
+                .map(|dir| Adapter::from_dir(&dir, config))
+                .transpose()?;
+            let switcher = switcher
+                .map(|dir| Switcher::from_dir(&dir, config.n_embd))
+                .transpose()?;
+            let text = if raw {
+                prompt
+            } else {
+                engine
+                    .tokenizer
+                    .apply_chat_template(&[Message::new("user", &prompt)], true)?
+            };
+            let ids = engine.tokenizer.encode_prompt(&text)?;
+            let options = ReasonOptions {
+                mode: match mode {
+                    ReasonMode::Auto => Mode::Auto,
+                    ReasonMode::Chat => Mode::Chat,
+                    ReasonMode::Reason => Mode::Reason,
+                },
+                n,
+                budget: Budget {
+                    think: budget,
+                    answer: answer_tokens,
+                },
+                max_tokens,
+                temperature,
+                seed,
+                weighted,
+                early_stop: !no_early_stop,
+                ..ReasonOptions::default()
+            };
+            let json_out = common.json;
+            reason_cpu(
+                engine,
+                adapter.as_ref(),
+                switcher.as_ref(),
+                &ids,
+                &options,
+                |event| print_event(event, json_out),
+            )?;
+        }
     }
     Ok(())
+}
+
+/// An event as a JSON line, or as text for people (tokens of candidate 0 streamed).
+fn print_event(event: &Event, json_out: bool) {
+    if json_out {
+        print_json(json!(event));
+        return;
+    }
+    match event {
+        Event::Route { mode, p_reason } => {
+            eprintln!("[route: {} (p_reason {p_reason:?})]", json!(mode))
+        }
+        Event::Token {
+            candidate: 0, text, ..
+        } => {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+        Event::Token { .. } => {}
+        Event::CandidateDone {
+            candidate,
+            answer,
+            tokens,
+            reason,
+            ..
+        } => eprintln!("\n[candidate {candidate}: {answer:?}, {tokens} tokens, {reason}]"),
+        Event::Vote {
+            answer,
+            stopped_early,
+            ..
+        } => println!(
+            "\nanswer: {} ({stopped_early} stopped early)",
+            answer.as_deref().unwrap_or("(none)")
+        ),
+        Event::Done { stats } => eprintln!("[{}]", json!(stats)),
+    }
 }

@@ -58,6 +58,15 @@ impl Target {
         }
     }
 
+    /// The PEFT name of this layer in block `layer`, before `.lora_A.weight`.
+    pub fn peft_prefix(self, layer: usize) -> String {
+        format!(
+            "base_model.model.model.layers.{layer}.{}.{}",
+            self.peft_parent(),
+            self.peft_name()
+        )
+    }
+
     fn from_peft(name: &str) -> Option<Target> {
         Target::ALL.into_iter().find(|t| t.peft_name() == name)
     }
@@ -198,11 +207,7 @@ impl Adapter {
             let mut pairs: [Option<LoraPair>; 7] = Default::default();
             for &t in &targets {
                 let (out, inp) = t.shape(model);
-                let base = format!(
-                    "base_model.model.model.layers.{i}.{}.{}",
-                    t.peft_parent(),
-                    t.peft_name()
-                );
+                let base = t.peft_prefix(i);
                 let a = read(&format!("{base}.lora_A.weight"), cfg.r, inp)?;
                 let mut b = read(&format!("{base}.lora_B.weight"), out, cfg.r)?;
                 b.iter_mut().for_each(|v| *v *= scale);
@@ -233,6 +238,20 @@ impl Adapter {
             targets,
             layers,
         })
+    }
+
+    /// Reads a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path, model: &Config) -> Result<Adapter> {
+        let config = read_in(dir, "adapter_config.json")?;
+        let tensors = read_in(dir, "adapter_model.safetensors")?;
+        let json = String::from_utf8(config).map_err(|_| {
+            bad(format!(
+                "{}/adapter_config.json is not UTF-8",
+                dir.display()
+            ))
+        })?;
+        Self::from_peft(&json, &tensors, model)
     }
 
     /// Checks that this adapter's layers match a model of config `c` (an adapter read
@@ -355,4 +374,11 @@ pub fn int8_safetensors(tensors: &[(String, Vec<f32>, usize, usize)]) -> Result<
         })
         .collect::<Result<Vec<_>>>()?;
     safetensors::serialize(views, None).map_err(|e| bad(e.to_string()))
+}
+
+/// The bytes of `dir/name`, with the path in the error.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn read_in(dir: &std::path::Path, name: &str) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }

@@ -110,6 +110,15 @@ impl Switcher {
         })
     }
 
+    /// Reads a switcher directory (`switcher.json` + `switcher.safetensors`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path, d: usize) -> Result<Self> {
+        let json = crate::lora::read_in(dir, "switcher.json")?;
+        let weights = crate::lora::read_in(dir, "switcher.safetensors")?;
+        let json = String::from_utf8(json).map_err(|_| bad("switcher.json is not UTF-8"))?;
+        Self::from_files(&json, &weights, d)
+    }
+
     /// p(reason) for pooled features (d).
     pub fn prob(&self, features: &[f32]) -> f32 {
         assert_eq!(features.len(), self.d, "features must be the model width");

@@ -259,3 +259,47 @@ pub fn byte_char(b: u8) -> char {
     }
     char::from_u32(256 + n).unwrap()
 }
+
+/// A random rank-`r` PEFT adapter on every linear layer of a model of config `c`
+/// (fixed seed): the text of `adapter_config.json` and the bytes of
+/// `adapter_model.safetensors`.
+pub fn random_peft_adapter(
+    c: &edge_reason::model::Config,
+    r: usize,
+    seed: u64,
+) -> (String, Vec<u8>) {
+    use edge_reason::lora::Target;
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    use safetensors::{tensor::TensorView, Dtype};
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for i in 0..c.n_layer {
+        for t in Target::ALL {
+            let base = t.peft_prefix(i);
+            let (o, inp) = t.shape(c);
+            for (name, rows, cols) in [("lora_A", r, inp), ("lora_B", o, r)] {
+                let data = (0..rows * cols)
+                    .flat_map(|_| rng.random_range(-0.5f32..0.5).to_le_bytes())
+                    .collect();
+                tensors.push((format!("{base}.{name}.weight"), vec![rows, cols], data));
+            }
+        }
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
+    let json = serde_json::json!({
+        "peft_type": "LORA", "r": r, "lora_alpha": 2 * r,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    });
+    (
+        json.to_string(),
+        safetensors::serialize(views, None).unwrap(),
+    )
+}

@@ -1,0 +1,297 @@
+//! The reasoning runtime on the CPU engine, with a tiny model and a random adapter made
+//! here: routing, budget forcing at exactly B, candidates equal to single runs with
+//! the same seeds, early consensus, and chat mode equal to plain generation.
+
+mod common;
+
+use common::{random_peft_adapter, tiny_llama};
+use edge_reason::engine::{generate, CpuSequence, Engine};
+use edge_reason::lora::Adapter;
+use edge_reason::reason::{reason_cpu, Budget, Event, Mode, Phase, ReasonOptions};
+use edge_reason::sampler::SamplerConfig;
+
+fn engine() -> Engine {
+    Engine::from_bytes(&tiny_llama().bytes()).unwrap()
+}
+
+/// A random rank-4 adapter on every linear layer of `e`'s model.
+fn adapter(e: &Engine) -> Adapter {
+    let (json, st) = random_peft_adapter(&e.model.config, 4, 9);
+    Adapter::from_peft(&json, &st, &e.model.config).unwrap()
+}
+
+/// Reason mode with `n` candidates, a budget of `think` + `answer` tokens, greedy.
+fn reasoning(n: usize, think: usize, answer: usize) -> ReasonOptions {
+    ReasonOptions {
+        mode: Mode::Reason,
+        n,
+        budget: Budget { think, answer },
+        temperature: 0.0,
+        ..Default::default()
+    }
+}
+
+fn run(e: &Engine, a: Option<&Adapter>, o: &ReasonOptions) -> Vec<Event> {
+    let prompt = e.tokenizer.encode("hello hell", false).unwrap();
+    let mut events = Vec::new();
+    reason_cpu(e, a, None, &prompt, o, |ev| events.push(ev.clone())).unwrap();
+    events
+}
+
+fn tokens_of(events: &[Event], candidate: usize) -> Vec<(String, Phase)> {
+    events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Token {
+                candidate: c,
+                text,
+                phase,
+            } if *c == candidate => Some((text.clone(), *phase)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn done_of(events: &[Event], candidate: usize) -> (Option<String>, usize, &'static str) {
+    events
+        .iter()
+        .find_map(|ev| match ev {
+            Event::CandidateDone {
+                candidate: c,
+                answer,
+                tokens,
+                reason,
+                ..
+            } if *c == candidate => Some((answer.clone(), *tokens, *reason)),
+            _ => None,
+        })
+        .expect("every candidate reports done")
+}
+
+#[test]
+fn the_thinking_is_closed_by_force_after_exactly_b_tokens() {
+    let e = engine();
+    let a = adapter(&e);
+    let mut forced_runs = 0;
+    for b in [1, 4, 9] {
+        let o = reasoning(1, b, 3);
+        let events = run(&e, Some(&a), &o);
+        assert!(matches!(
+            events[0],
+            Event::Route {
+                mode: Mode::Reason,
+                p_reason: None
+            }
+        ));
+        let (_, sampled, reason) = done_of(&events, 0);
+        if reason == "eos" {
+            continue; // the model closed on its own: nothing to force
+        }
+        let toks = tokens_of(&events, 0);
+        let forced_at = toks
+            .iter()
+            .position(|(t, _)| t.contains("</think>"))
+            .expect("the forced close is reported");
+        let think = toks[..forced_at]
+            .iter()
+            .filter(|(_, p)| *p == Phase::Think)
+            .count();
+        assert!(
+            think <= b,
+            "B = {b}: {think} thinking token events (empty pieces are not reported)"
+        );
+        assert_eq!(reason, "budget", "B = {b}");
+        assert_eq!(
+            sampled,
+            b + 3,
+            "B thinking tokens + A answer tokens sampled, B = {b}"
+        );
+        assert!(toks[forced_at].0.contains("Final answer:"));
+        assert_eq!(toks[forced_at].1, Phase::Answer);
+        forced_runs += 1;
+    }
+    assert!(
+        forced_runs >= 2,
+        "the random model must run into its budget in most runs"
+    );
+}
+
+#[test]
+fn each_candidate_equals_a_single_run_with_its_seed() {
+    let e = engine();
+    let a = adapter(&e);
+    let base = ReasonOptions {
+        mode: Mode::Reason,
+        n: 4,
+        budget: Budget {
+            think: 6,
+            answer: 4,
+        },
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 100,
+        early_stop: false,
+        ..Default::default()
+    };
+    let together = run(&e, Some(&a), &base);
+    let mut distinct = std::collections::BTreeSet::new();
+    for i in 0..4 {
+        let alone = run(
+            &e,
+            Some(&a),
+            &ReasonOptions {
+                n: 1,
+                seed: 100 + i as u64,
+                ..base.clone()
+            },
+        );
+        assert_eq!(
+            tokens_of(&together, i),
+            tokens_of(&alone, 0),
+            "candidate {i}"
+        );
+        assert_eq!(done_of(&together, i), done_of(&alone, 0), "candidate {i}");
+        distinct.insert(format!("{:?}", tokens_of(&together, i)));
+    }
+    assert!(
+        distinct.len() > 1,
+        "different seeds sample different candidates"
+    );
+}
+
+#[test]
+fn early_consensus_stops_the_rest_once_the_majority_is_decided() {
+    let e = engine();
+    let a = adapter(&e);
+    // Greedy: eight identical candidates finish together; after five agree, three stop.
+    let o = reasoning(8, 3, 2);
+    let events = run(&e, Some(&a), &o);
+    let (answer, _, _) = done_of(&events, 0);
+    let Some(Event::Vote {
+        answer: winner,
+        stopped_early,
+        tally,
+        ..
+    }) = events.iter().find(|ev| matches!(ev, Event::Vote { .. }))
+    else {
+        panic!("no vote")
+    };
+    assert!(
+        answer.is_some(),
+        "the forced 'Final answer:' is followed by an answer: {events:?}"
+    );
+    match answer {
+        Some(_) => {
+            assert_eq!(*stopped_early, 3, "{events:?}");
+            assert_eq!(tally[0].votes, 5);
+            assert!(winner.is_some());
+            for j in 5..8 {
+                assert_eq!(done_of(&events, j).2, "consensus");
+            }
+            let Some(Event::Done { stats }) = events.last() else {
+                panic!("done last")
+            };
+            assert!(stats.tokens_saved > 0);
+        }
+        None => assert_eq!(*stopped_early, 0, "no answers: nothing is decided"),
+    }
+    let o = ReasonOptions {
+        early_stop: false,
+        ..o
+    };
+    let events = run(&e, Some(&a), &o);
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::Vote {
+            stopped_early: 0,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn chat_mode_is_plain_generation_from_the_same_prompt_cache() {
+    let e = engine();
+    let a = adapter(&e);
+    let o = ReasonOptions {
+        mode: Mode::Chat,
+        max_tokens: 12,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let events = run(&e, Some(&a), &o);
+    assert!(matches!(
+        events[0],
+        Event::Route {
+            mode: Mode::Chat,
+            ..
+        }
+    ));
+    let text: String = tokens_of(&events, 0).into_iter().map(|(t, _)| t).collect();
+    let prompt = e.tokenizer.encode("hello hell", false).unwrap();
+    let mut seq = CpuSequence {
+        engine: &e,
+        cache: e.new_cache(prompt.len() + 13),
+    };
+    let g = pollster::block_on(generate(
+        &e.tokenizer,
+        &mut seq,
+        &prompt,
+        12,
+        SamplerConfig::default(),
+        |_| {},
+    ))
+    .unwrap();
+    assert_eq!(
+        text, g.text,
+        "chat mode: LoRA off, the base model's own greedy answer"
+    );
+    assert!(!events
+        .iter()
+        .any(|ev| matches!(ev, Event::CandidateDone { candidate: 1, .. })));
+}
+
+#[test]
+fn reason_mode_without_an_adapter_is_a_clear_error() {
+    let e = engine();
+    let prompt = e.tokenizer.encode("hi", false).unwrap();
+    let o = ReasonOptions {
+        mode: Mode::Reason,
+        budget: Budget {
+            think: 8,
+            answer: 4,
+        },
+        ..Default::default()
+    };
+    let err = reason_cpu(&e, None, None, &prompt, &o, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs a reasoning adapter"), "{err}");
+    let o = ReasonOptions {
+        n: 17,
+        max_tokens: 8,
+        ..Default::default()
+    };
+    assert!(reason_cpu(&e, None, None, &prompt, &o, |_| {})
+        .unwrap_err()
+        .to_string()
+        .contains("1 to 16"));
+}
+
+#[test]
+fn a_budget_longer_than_the_context_is_a_context_overflow() {
+    let e = engine();
+    let a = adapter(&e);
+    let prompt = e.tokenizer.encode("hi", false).unwrap();
+    let o = ReasonOptions {
+        mode: Mode::Reason,
+        budget: Budget {
+            think: 500,
+            answer: 8,
+        },
+        ..Default::default()
+    };
+    let err = reason_cpu(&e, Some(&a), None, &prompt, &o, |_| {}).unwrap_err();
+    assert_eq!(err.code(), "CONTEXT_OVERFLOW", "{err}");
+}
