@@ -14,6 +14,7 @@ use edge_reason::gguf::{Gguf, TensorType};
 use edge_reason::gpu::{
     GpuContext, GpuModel, GpuSequence, GpuSession, KvPrecision, KvStore, Row, MAX_ROWS,
 };
+use edge_reason::kv_cache::KvView;
 use edge_reason::model::{Act, BytesSource, Logits, Model};
 use edge_reason::sampler::{argmax, pick, Draw, SamplerConfig};
 use edge_reason::tokenizer::Tokenizer;
@@ -402,7 +403,7 @@ fn attention_over_many_splits_matches_the_cpu_tiled_and_per_row_in_each_cache_fo
                 all_k.extend(k.iter().map(|&x| cached(x)));
                 all_v.extend(v.iter().map(|&x| cached(x)));
                 let mut want = vec![0f32; n * qw];
-                ops::attention(&q, &all_k, &all_v, pos0, shape, &mut want);
+                ops::attention(&q, KvView::single(&all_k, &all_v), pos0, shape, &mut want);
                 let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
                 assert_close(
                     &format!(

@@ -295,3 +295,45 @@ fn a_budget_longer_than_the_context_is_a_context_overflow() {
     let err = reason_cpu(&e, Some(&a), None, &prompt, &o, |_| {}).unwrap_err();
     assert_eq!(err.code(), "CONTEXT_OVERFLOW", "{err}");
 }
+
+#[test]
+fn candidates_share_the_prompt_cache_instead_of_copying_it() {
+    let e = engine();
+    let a = adapter(&e);
+    let c = &e.model.config;
+    let prompt = e.tokenizer.encode("hello hell hello", false).unwrap();
+    let row = 2 * c.n_layer * c.kv_dim() * 4;
+    let o = ReasonOptions {
+        early_stop: false,
+        ..reasoning(8, 6, 2)
+    };
+    let mut events = Vec::new();
+    reason_cpu(&e, Some(&a), None, &prompt, &o, |ev| {
+        events.push(ev.clone())
+    })
+    .unwrap();
+    let Some(Event::Done { stats }) = events.last() else {
+        panic!("done last")
+    };
+    // Each candidate holds only what it fed after the prompt: the think prefix, its
+    // sampled tokens but the last (never fed), and the forced suffix when forced.
+    let prefix = e.tokenizer.encode(&o.think_prefix, true).unwrap().len();
+    let forced = e.tokenizer.encode(&o.force_suffix, true).unwrap().len();
+    let own: usize = (0..8)
+        .map(|i| {
+            let was_forced = tokens_of(&events, i)
+                .iter()
+                .any(|(t, _)| t.contains("</think>"));
+            prefix + done_of(&events, i).1 - 1 + if was_forced { forced } else { 0 }
+        })
+        .sum();
+    assert_eq!(
+        stats.kv_bytes,
+        (prompt.len() + own) * row,
+        "P + N*T positions"
+    );
+    assert!(
+        stats.kv_bytes < 8 * prompt.len() * row + own * row,
+        "not N copies of the prompt"
+    );
+}

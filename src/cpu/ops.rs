@@ -1,5 +1,6 @@
 //! The small ops of the forward pass, on row-major `f32` slices.
 
+use crate::kv_cache::KvView;
 use rayon::prelude::*;
 
 /// `out = x / rms(x) * weight`, row by row; `x` and `out` are (rows, d).
@@ -164,8 +165,7 @@ pub struct AttentionShape {
 /// positions `0..=first_pos + t`.
 pub fn attention(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    kv: KvView<'_>,
     first_pos: usize,
     shape: AttentionShape,
     out: &mut [f32],
@@ -179,6 +179,17 @@ pub fn attention(
     let group = n_heads / n_kv_heads;
     let kv_stride = n_kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
+    // Positions in order across the segments (shared prefix, then own): each
+    // segment's rows of kv head `kvh`, up to `n_pos` positions in all.
+    let rows = |n_pos: usize, kvh: usize, values: bool| {
+        let mut left = n_pos;
+        kv.segments.into_iter().flat_map(move |(k, v)| {
+            let data = if values { v } else { k };
+            let n = (data.len() / kv_stride).min(left);
+            left -= n;
+            (0..n).map(move |p| &data[p * kv_stride + kvh * hd..][..hd])
+        })
+    };
 
     // One task per (query, head): each writes its own head_dim slice of `out`.
     out.par_chunks_mut(hd)
@@ -191,8 +202,7 @@ pub fn attention(
             let n_pos = first_pos + t + 1;
             let mut scores = Vec::with_capacity(n_pos);
             let mut max = f32::NEG_INFINITY;
-            for p in 0..n_pos {
-                let kp = &k[p * kv_stride + kvh * hd..][..hd];
+            for kp in rows(n_pos, kvh, false) {
                 let s = dot(qh, kp) * scale;
                 max = max.max(s);
                 scores.push(s);
@@ -203,9 +213,8 @@ pub fn attention(
                 total += *s;
             }
             o.fill(0.0);
-            for (p, &s) in scores.iter().enumerate() {
+            for (&s, vp) in scores.iter().zip(rows(n_pos, kvh, true)) {
                 let w = s / total;
-                let vp = &v[p * kv_stride + kvh * hd..][..hd];
                 for (a, &b) in o.iter_mut().zip(vp) {
                     *a += w * b;
                 }
@@ -260,7 +269,32 @@ mod tests {
         let k = [0.5, 0.5];
         let v = [3.0, -1.0];
         let mut out = [0f32; 4];
-        attention(&q, &k, &v, 0, shape, &mut out);
+        attention(&q, KvView::single(&k, &v), 0, shape, &mut out);
         assert_eq!(out, [3.0, -1.0, 3.0, -1.0]);
+    }
+
+    #[test]
+    fn attention_over_a_shared_prefix_and_own_positions_equals_one_run() {
+        let shape = AttentionShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 8,
+        };
+        let kv_dim = 16;
+        let f = |n: usize, s: f32| (0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<f32>>();
+        let (k, v) = (f(7 * kv_dim, 0.3), f(7 * kv_dim, 0.7));
+        let q = f(2 * 32, 0.9);
+        let mut whole = vec![0f32; 64];
+        attention(&q, KvView::single(&k, &v), 5, shape, &mut whole);
+        for split in [0, 3, 5] {
+            let (pk, ok) = k.split_at(split * kv_dim);
+            let (pv, ov) = v.split_at(split * kv_dim);
+            let view = KvView {
+                segments: [(pk, pv), (ok, ov)],
+            };
+            let mut out = vec![0f32; 64];
+            attention(&q, view, 5, shape, &mut out);
+            assert_eq!(out, whole, "prefix of {split} positions");
+        }
     }
 }

@@ -158,7 +158,7 @@ impl Pass<Cpu> for CpuPass<'_> {
             n_kv_heads: c.n_kv_head,
             head_dim: c.head_dim,
         };
-        ops::attention(q, &kv.k, &kv.v, self.pos0, shape, att);
+        ops::attention(q, kv, self.pos0, shape, att);
     }
 
     fn add(&mut self, x: Act, y: Act) {

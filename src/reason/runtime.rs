@@ -6,8 +6,8 @@
 //! the rest once the leader cannot be caught (early consensus).
 //!
 //! Events, in order: `route`, then `token`s and `candidate_done`s, then `vote` and
-//! `done`. On the CPU each candidate continues from a copy of the prompt cache (the GPU
-//! backend's session layout shares one prefix; the memory figure reports what is held).
+//! `done`. Every candidate continues the one prompt cache without copying it
+//! ([`KvCache::fork`]): N candidates hold P + N*T positions, reported as `kvBytes`.
 
 use serde::{Deserialize, Serialize};
 
@@ -213,6 +213,7 @@ pub fn reason_cpu(
             "reason mode needs a reasoning adapter: load one, or ask for mode \"chat\"".into(),
         ));
     }
+    let shared = std::sync::Arc::new(shared);
     let reasoning = route.mode == Mode::Reason;
     let generated = if reasoning {
         think_prefix.len() + o.budget.think + forced.len() + o.budget.answer
@@ -253,7 +254,7 @@ pub fn reason_cpu(
                 pending.extend(f);
             }
             Ok(Candidate {
-                cache: shared.clone(),
+                cache: KvCache::fork(&shared, capacity)?,
                 sampler,
                 forcer,
                 ids: pending.clone(),
@@ -266,7 +267,6 @@ pub fn reason_cpu(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let kv_row_bytes = 2 * c.n_layer * c.kv_dim() * 4;
 
     let mut ttft = None;
     let mut tokens = 0usize;
@@ -401,8 +401,7 @@ pub fn reason_cpu(
         tally: tally.shares,
         stopped_early,
     });
-    let kv_bytes =
-        (shared.len() + cands.iter().map(|c| c.cache.len()).sum::<usize>()) * kv_row_bytes;
+    let kv_bytes = shared.n_bytes() + cands.iter().map(|c| c.cache.n_bytes()).sum::<usize>();
     emit(&Event::Done {
         stats: Stats {
             ttft_ms: (ttft.unwrap_or(t_end) - t0) * 1000.0,
