@@ -103,6 +103,12 @@ export function openStore(kind = 'auto') {
 const MODEL_FILE = 'model.gguf';
 const MANIFEST_FILE = 'manifest.json';
 
+/** A sync access handle as the reader the wasm loader and hasher take. */
+const handleReader = (handle) => ({
+  size: handle.getSize(),
+  readInto: (offset, target) => handle.read(target, { at: offset }),
+});
+
 class OpfsStore {
   kind = 'opfs';
 
@@ -172,9 +178,7 @@ class OpfsStore {
         handle.flush();
         return n;
       },
-      async reader() {
-        return { size: handle.getSize(), readInto: (offset, target) => handle.read(target, { at: offset }) };
-      },
+      reader: async () => handleReader(handle),
       async truncate() {
         handle.truncate(0);
       },
@@ -190,10 +194,7 @@ class OpfsStore {
     } catch (err) {
       throw new EngineError('STORAGE', `cannot open the stored model (${err?.message ?? err}); close other tabs that are downloading it`, { cause: err });
     }
-    return {
-      reader: { size: handle.getSize(), readInto: (offset, target) => handle.read(target, { at: offset }) },
-      close: () => handle.close(),
-    };
+    return { reader: handleReader(handle), close: () => handle.close() };
   }
 
   async list() {

@@ -260,28 +260,17 @@ async fn next_token<S: Sequence>(
     }
 }
 
-/// Reads just enough of a GGUF file to parse its header (it grows the read until the
-/// header fits), without reading tensor data.
+/// Reads just enough of a GGUF file to parse its header ([`Gguf::read_header`]),
+/// without reading tensor data.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_gguf_header(path: &std::path::Path) -> Result<Gguf> {
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
     let ctx = || format!("reading {}", path.display());
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(ctx(), e))?;
     let file_len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
-    let mut prefix = Vec::new();
-    let mut want: u64 = 4 << 20;
-    loop {
-        let target = want.min(file_len);
-        let have = prefix.len() as u64;
-        (&mut file)
-            .take(target - have)
-            .read_to_end(&mut prefix)
-            .map_err(|e| Error::io(ctx(), e))?;
-        match Gguf::parse_prefix(&prefix, file_len) {
-            Err(Error::Truncated { end, .. }) if target < file_len && end <= file_len + 1 => {
-                want = (want * 2).max(end);
-            }
-            other => return other,
-        }
-    }
+    Gguf::read_header(file_len, |offset, buf| {
+        file.seek(SeekFrom::Start(offset))
+            .and_then(|_| file.read_exact(buf))
+            .map_err(|e| Error::io(ctx(), e))
+    })
 }

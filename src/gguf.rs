@@ -15,6 +15,9 @@ pub const MAGIC: [u8; 4] = *b"GGUF";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Tensors have at most this many dimensions in GGUF.
 const MAX_DIMS: u32 = 4;
+/// [`Gguf::read_header`] starts with this many bytes (SmolLM2's header, with 49k tokens
+/// and merges, is about 2 MiB).
+const FIRST_PREFIX: u64 = 1 << 20;
 
 /// Storage type of a tensor, with the ggml type ids used in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -306,6 +309,30 @@ impl Gguf {
             data_offset,
             file_len,
         })
+    }
+
+    /// Parses the header of a file of `file_len` bytes that `read_at(offset, buf)` fills
+    /// piece by piece (a file on disk, browser storage): from the first 1 MiB, growing
+    /// the prefix (doubling, or as far as the parser says it needs) until the header
+    /// fits; tensor data is never read. A header that needs bytes past the end of the
+    /// file is the parser's own [`Error::Truncated`].
+    pub fn read_header(
+        file_len: u64,
+        mut read_at: impl FnMut(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<Self> {
+        let mut prefix = Vec::new();
+        let mut want = FIRST_PREFIX.min(file_len);
+        loop {
+            let have = prefix.len();
+            prefix.resize(want as usize, 0);
+            read_at(have as u64, &mut prefix[have..])?;
+            match Self::parse_prefix(&prefix, file_len) {
+                Err(Error::Truncated { end, .. }) if want < file_len && end <= file_len => {
+                    want = (want * 2).max(end).min(file_len);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Looks up a tensor by name.

@@ -2,8 +2,9 @@
 
 mod common;
 
-use common::{fixture, tiny_llama};
+use common::{fixture, tiny_llama, Meta};
 use edge_reason::engine::Engine;
+use edge_reason::gguf::Gguf;
 use edge_reason::model::Logits;
 use edge_reason::Error;
 
@@ -133,4 +134,51 @@ fn the_tensor_directory_gives_byte_ranges_inside_the_file() {
     }
     assert!(ranges.last().unwrap().end <= bytes.len() as u64);
     assert_eq!(g.data_offset % 32, 0);
+}
+
+#[test]
+fn a_header_is_read_in_growing_contiguous_prefixes_and_stops_there() {
+    // A header of several MiB (a long string array), then the tensor data.
+    let mut w = tiny_llama();
+    w.meta(
+        "padding",
+        Meta::Strs(
+            (0..200_000)
+                .map(|i| format!("padding string {i}"))
+                .collect(),
+        ),
+    );
+    let bytes = w.bytes();
+    let whole = Gguf::parse(&bytes).unwrap();
+    let mut reads: Vec<(u64, usize)> = Vec::new();
+    let g = Gguf::read_header(bytes.len() as u64, |offset, buf| {
+        reads.push((offset, buf.len()));
+        buf.copy_from_slice(&bytes[offset as usize..][..buf.len()]);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        (g.data_offset, g.tensors.len()),
+        (whole.data_offset, whole.tensors.len())
+    );
+    assert!(reads.len() > 1, "{reads:?}");
+    let mut end = 0;
+    for &(offset, len) in &reads {
+        assert_eq!(offset, end, "each read continues the last: {reads:?}");
+        end += len as u64;
+    }
+    assert!(
+        end <= 2 * whole.data_offset,
+        "read {end} bytes for a {}-byte header",
+        whole.data_offset
+    );
+
+    // A file cut inside its header is the parser's truncation error, not a read failure.
+    let cut = &bytes[..whole.data_offset as usize / 2];
+    let err = Gguf::read_header(cut.len() as u64, |offset, buf| {
+        buf.copy_from_slice(&cut[offset as usize..][..buf.len()]);
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(matches!(err, Error::Truncated { .. }), "{err}");
 }

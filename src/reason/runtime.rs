@@ -139,7 +139,6 @@ struct Candidate {
     emitted: usize,
     answer_logprobs: Vec<f32>,
     done: Option<&'static str>,
-    answer: Option<answer::Answer>,
 }
 
 /// Runs one request; `emit` receives every [`Event`]. Returns the events' last: the
@@ -263,14 +262,12 @@ pub fn reason_cpu(
                 emitted: 0,
                 answer_logprobs: Vec::new(),
                 done: None,
-                answer: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;
 
     let mut ttft = None;
     let mut tokens = 0usize;
-    let mut stopped_early = 0usize;
     let mut tokens_saved = 0usize;
     let mut ballots: Vec<Option<Ballot>> = vec![None; n];
     let rule = if o.weighted {
@@ -292,7 +289,10 @@ pub fn reason_cpu(
                 let feed = std::mem::take(&mut cand.pending);
                 model.forward_with(&feed, &mut cand.cache, Logits::Last, lora)?
             };
-            let logprobs = log_softmax(&logits);
+            // The phase this token belongs to; answer tokens keep their log-probability
+            // (of the unmodified logits: the runtime sets no repetition penalty).
+            let phase = cand.forcer.as_ref().map_or(Phase::Answer, Forcer::phase);
+            let log_norm = (phase == Phase::Answer).then(|| log_sum_exp(&logits));
             let token = cand.sampler.sample(&mut logits, prompt);
             ttft.get_or_insert_with(now_seconds);
             tokens += 1;
@@ -302,9 +302,8 @@ pub fn reason_cpu(
             } else {
                 cand.ids.push(token);
                 cand.pending.push(token);
-                let phase = cand.forcer.as_ref().map_or(Phase::Answer, Forcer::phase);
-                if phase == Phase::Answer {
-                    cand.answer_logprobs.push(logprobs[token as usize]);
+                if let Some(norm) = log_norm {
+                    cand.answer_logprobs.push(logits[token as usize] - norm);
                 }
                 let piece = new_text(tk, cand)?;
                 if !piece.is_empty() {
@@ -339,11 +338,9 @@ pub fn reason_cpu(
                 }
             }
             if let Some(reason) = cand.done {
-                let text = tk.decode(&cand.ids)?;
-                cand.answer = answer::extract(&text);
-                let mean = mean_of(&cand.answer_logprobs);
+                let answer = answer::extract(&tk.decode(&cand.ids)?);
                 ballots[i] = Some(Ballot {
-                    key: cand.answer.as_ref().map(|a| a.key.clone()),
+                    key: answer.as_ref().map(|a| a.key.clone()),
                     weight: if o.weighted {
                         vote::logprob_weight(&cand.answer_logprobs)
                     } else {
@@ -352,9 +349,9 @@ pub fn reason_cpu(
                 });
                 emit(&Event::CandidateDone {
                     candidate: i,
-                    answer: cand.answer.as_ref().map(|a| a.text.clone()),
+                    answer: answer.map(|a| a.text),
                     tokens: cand.sampled,
-                    logprob: mean,
+                    logprob: mean_of(&cand.answer_logprobs),
                     reason,
                 });
                 // Early consensus (majority only: weights of unfinished candidates are unknown).
@@ -367,7 +364,6 @@ pub fn reason_cpu(
                             tokens_saved +=
                                 (o.budget.think + o.budget.answer).saturating_sub(cj.sampled);
                             cj.done = Some("consensus");
-                            stopped_early += 1;
                             emit(&Event::CandidateDone {
                                 candidate: j,
                                 answer: None,
@@ -393,6 +389,7 @@ pub fn reason_cpu(
             })
         })
         .collect();
+    let stopped_early = cands.iter().filter(|c| c.done == Some("consensus")).count();
     let tally = vote::tally(&counted, rule);
     let winner = tally.winner().map(str::to_string);
     emit(&Event::Vote {
@@ -427,11 +424,10 @@ fn mean_of(xs: &[f32]) -> f32 {
     }
 }
 
-/// log softmax of `logits`.
-fn log_softmax(logits: &[f32]) -> Vec<f32> {
+/// `log(sum(exp(logits)))`: a token's log-probability is its logit minus this.
+fn log_sum_exp(logits: &[f32]) -> f32 {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let lse = logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max;
-    logits.iter().map(|l| l - lse).collect()
+    logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max
 }
 
 /// The text of `cand.ids` not yet emitted, once it is complete UTF-8.

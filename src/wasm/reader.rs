@@ -40,10 +40,6 @@ extern "C" {
     ) -> std::result::Result<f64, JsValue>;
 }
 
-/// The header is parsed from a prefix this long, grown 4x until it holds the whole
-/// header (SmolLM2's, with 49k tokens and merges, is about 2 MiB).
-const FIRST_PREFIX: u64 = 1 << 20;
-
 /// Hashing reads this much at a time.
 const HASH_PIECE: usize = 8 << 20;
 
@@ -107,19 +103,11 @@ impl<'a> ReaderSource<'a> {
         Ok(())
     }
 
-    /// Parses the GGUF header from the smallest prefix (1, 4, 16, ... MiB) that holds it.
+    /// Parses the GGUF header ([`Gguf::read_header`]: the smallest prefix that holds it).
     pub fn header(&self) -> Result<Gguf> {
-        let mut len = FIRST_PREFIX.min(self.size);
-        loop {
-            let mut prefix = vec![0u8; len as usize];
-            self.read_exact_at(0, &mut prefix, "the GGUF header")?;
-            match Gguf::parse_prefix(&prefix, self.size) {
-                Err(Error::Truncated { available, .. }) if available == len && len < self.size => {
-                    len = (len * 4).min(self.size);
-                }
-                other => return other,
-            }
-        }
+        Gguf::read_header(self.size, |offset, buf| {
+            self.read_exact_at(offset, buf, "the GGUF header")
+        })
     }
 
     /// The SHA-256 of the whole file, lowercase hex, calling `on_progress(bytes hashed)`
