@@ -194,6 +194,10 @@ PY
 write_model_manifest() {
     local dest=models/$MODEL_NAME
     [ "$dest.manifest.json" -nt "$dest" ] && return 0
+    if ! command -v node >/dev/null 2>&1; then
+        say "no node yet: models/$MODEL_NAME.manifest.json is written after ./build.sh setup"
+        return 0
+    fi
     quietly node tools/model-manifest.mjs "$dest"
 }
 
