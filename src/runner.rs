@@ -10,8 +10,10 @@
 use crate::engine::{CpuSequence, Engine, Sequence};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-use crate::gpu::{GpuContext, GpuModel, GpuSequence, KvPrecision, MAX_ROWS};
+use crate::gpu::{GpuAdapter, GpuContext, GpuModel, GpuSequence, KvPrecision, MAX_ROWS};
+use crate::lora::Adapter;
 use crate::model::{Config, Logits, TensorSource};
+use crate::reason::{reason, CpuDecoder, Event, GpuDecoder, ReasonOptions, Switcher};
 use crate::sampler::Sampler;
 use crate::tokenizer::Tokenizer;
 
@@ -87,6 +89,23 @@ pub struct GpuEngine {
 pub enum Runner {
     Cpu(Box<Engine>),
     Gpu(Box<GpuEngine>),
+}
+
+/// A LoRA adapter resident on a runner's backend (several may be; each request says
+/// which one it uses).
+pub enum LoadedAdapter {
+    Cpu(Box<Adapter>),
+    Gpu(Box<GpuAdapter>),
+}
+
+impl LoadedAdapter {
+    /// Bytes the adapter's weights take where they live.
+    pub fn n_bytes(&self) -> usize {
+        match self {
+            LoadedAdapter::Cpu(a) => a.n_bytes(),
+            LoadedAdapter::Gpu(a) => a.bytes as usize,
+        }
+    }
 }
 
 /// A sequence on either backend (the GPU's, with its many buffer handles, boxed).
@@ -202,6 +221,54 @@ impl Runner {
         })
     }
 
+    /// Makes `adapter` (checked against the model) resident on this runner's backend.
+    pub fn load_adapter(&self, adapter: Adapter) -> Result<LoadedAdapter> {
+        adapter.check_fits(self.config())?;
+        Ok(match self {
+            Runner::Cpu(_) => LoadedAdapter::Cpu(Box::new(adapter)),
+            Runner::Gpu(g) => LoadedAdapter::Gpu(Box::new(GpuAdapter::upload(
+                &g.gm.ctx,
+                &adapter,
+                self.config(),
+            )?)),
+        })
+    }
+
+    /// Runs one request of the reasoning runtime ([`crate::reason::reason`]) with
+    /// `adapter` as the reasoning adapter; `emit` receives its events.
+    pub async fn reason(
+        &self,
+        adapter: Option<&LoadedAdapter>,
+        switcher: Option<&Switcher>,
+        prompt: &[u32],
+        o: &ReasonOptions,
+        emit: impl FnMut(&Event),
+    ) -> Result<Option<String>> {
+        let context = self.config().context_length;
+        let tk = self.tokenizer();
+        let has_adapter = adapter.is_some();
+        match self {
+            Runner::Cpu(e) => {
+                let a = match adapter {
+                    Some(LoadedAdapter::Cpu(a)) => Some(&**a),
+                    Some(LoadedAdapter::Gpu(_)) => return Err(wrong_backend()),
+                    None => None,
+                };
+                let mut d = CpuDecoder::new(&e.model, a);
+                reason(&mut d, tk, context, has_adapter, switcher, prompt, o, emit).await
+            }
+            Runner::Gpu(g) => {
+                let a = match adapter {
+                    Some(LoadedAdapter::Gpu(a)) => Some(&**a),
+                    Some(LoadedAdapter::Cpu(_)) => return Err(wrong_backend()),
+                    None => None,
+                };
+                let mut d = GpuDecoder::new(&g.gm, a);
+                reason(&mut d, tk, context, has_adapter, switcher, prompt, o, emit).await
+            }
+        }
+    }
+
     /// Logits (positions, vocab) of every position of `ids`, run from an empty cache.
     pub async fn position_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         if ids.is_empty() {
@@ -232,4 +299,10 @@ impl Runner {
         }
         Ok(out)
     }
+}
+
+fn wrong_backend() -> Error {
+    Error::InvalidArgument(
+        "the adapter was loaded for another backend: load it again on this engine".into(),
+    )
 }

@@ -10,7 +10,7 @@ use edge_reason::engine::{self, read_gguf_header, Sequence, DEFAULT_CONTEXT};
 use edge_reason::gpu::KvPrecision;
 use edge_reason::lora::Adapter;
 use edge_reason::model::FileSource;
-use edge_reason::reason::{reason_cpu, Budget, Event, Mode, ReasonOptions, Switcher};
+use edge_reason::reason::{Budget, Event, Mode, ReasonOptions, Switcher};
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
 use edge_reason::tokenizer::Message;
@@ -388,26 +388,20 @@ fn run(cli: Cli) -> Result<()> {
             no_early_stop,
         } => {
             let loaded = load(&common)?;
-            let Runner::Cpu(engine) = &loaded else {
-                return Err(Error::InvalidArgument(
-                    "reason runs on the CPU backend for now: pass --backend cpu".into(),
-                ));
-            };
-            let config = &engine.model.config;
+            let config = loaded.config();
             let adapter = adapter
-                .map(|dir| Adapter::from_dir(&dir, config))
+                .map(|dir| loaded.load_adapter(Adapter::from_dir(&dir, config)?))
                 .transpose()?;
             let switcher = switcher
                 .map(|dir| Switcher::from_dir(&dir, config.n_embd))
                 .transpose()?;
+            let tk = loaded.tokenizer();
             let text = if raw {
                 prompt
             } else {
-                engine
-                    .tokenizer
-                    .apply_chat_template(&[Message::new("user", &prompt)], true)?
+                tk.apply_chat_template(&[Message::new("user", &prompt)], true)?
             };
-            let ids = engine.tokenizer.encode_prompt(&text)?;
+            let ids = tk.encode_prompt(&text)?;
             let options = ReasonOptions {
                 mode: match mode {
                     ReasonMode::Auto => Mode::Auto,
@@ -427,14 +421,13 @@ fn run(cli: Cli) -> Result<()> {
                 ..ReasonOptions::default()
             };
             let json_out = common.json;
-            reason_cpu(
-                engine,
+            pollster::block_on(loaded.reason(
                 adapter.as_ref(),
                 switcher.as_ref(),
                 &ids,
                 &options,
                 |event| print_event(event, json_out),
-            )?;
+            ))?;
         }
     }
     Ok(())

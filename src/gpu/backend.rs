@@ -4,6 +4,7 @@
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
+use super::lora::GpuLora;
 use super::repack::{self, Format, UNIT};
 use crate::cpu::Matrix;
 use crate::error::{Error, Result};
@@ -25,10 +26,6 @@ impl Backend for Gpu {
         v.host.len() * 4
     }
 }
-
-/// A LoRA update on the device. There is none yet: adapters run on the CPU backend
-/// only, and this type (with no values) makes that a compile-time fact.
-pub enum GpuLora {}
 
 /// Uniform `Dims` of matvec.wgsl / embed.wgsl.
 #[repr(C)]

@@ -59,6 +59,12 @@ pub enum Kernel {
     Swiglu,
     Add,
     Sample,
+    /// `t = x A^T` of a LoRA update, rows with the flag only.
+    LoraDown,
+    /// `y += t B^T` of a LoRA update, rows with the flag only.
+    LoraUp,
+    /// `pooled += sum of the rows of H`: the switcher's features.
+    Pool,
 }
 
 macro_rules! with_common {
@@ -147,6 +153,9 @@ impl Kernel {
             Kernel::Swiglu => with_common!("kernels/swiglu.wgsl"),
             Kernel::Add => with_common!("kernels/add.wgsl"),
             Kernel::Sample => with_common!("kernels/sample.wgsl"),
+            Kernel::LoraDown => with_common!("kernels/lora_down.wgsl"),
+            Kernel::LoraUp => with_common!("kernels/lora_up.wgsl"),
+            Kernel::Pool => with_common!("kernels/pool.wgsl"),
         }
     }
 }
@@ -173,6 +182,8 @@ impl Kernel {
             Kernel::AttentionMerge => &[U, U, R, W],
             Kernel::Swiglu | Kernel::Add => &[U, U, W, R],
             Kernel::Sample => &[U, U, R, R, W],
+            Kernel::LoraDown | Kernel::LoraUp => &[U, U, R, R, R, W],
+            Kernel::Pool => &[U, U, R, W],
         }
     }
 }

@@ -6,20 +6,23 @@
 //! - [`repack`]: GGUF blocks into the GPU's aligned layout (nibbles and scales apart).
 //! - [`backend`]: weights on the device, uploaded one tensor at a time.
 //! - [`kernels`]: the `.wgsl` files and the pipeline cache.
+//! - [`lora`]: LoRA adapters on the device.
 //! - [`profile`]: per-kernel GPU time of a pass, from timestamp queries.
 //! - [`session`]: KV cache, activations, step buffers, and the recorded forward pass.
 
 pub mod backend;
 pub mod context;
 pub mod kernels;
+pub mod lora;
 pub mod profile;
 pub mod repack;
 pub mod session;
 
 pub use backend::{Gpu, GpuMatrix, GpuVector, Uploader};
 pub use context::{AdapterSummary, GpuContext};
+pub use lora::{GpuAdapter, GpuLora, MAX_GPU_RANK};
 pub use profile::{ProfileReport, Profiler};
-pub use session::{GpuSession, Row, MAX_ROWS, MAX_STREAMS};
+pub use session::{GpuSession, PassOptions, Row, MAX_ROWS, MAX_STREAMS};
 
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 
 use wgpu::util::DeviceExt;
 
-use super::backend::{Gpu, GpuLora, GpuMatrix, GpuVector};
+use super::backend::{Gpu, GpuMatrix, GpuVector};
 use super::kernels::{Kernel, Kernels, KvStore};
+use super::lora::{GpuAdapter, GpuLora, MAX_GPU_RANK};
 use super::profile::Profiler;
 use super::GpuModel;
 use crate::cpu::ops::{RopeStyle, RopeTable};
@@ -48,7 +49,9 @@ pub struct Row {
     /// ...then from `suffix_start..suffix_start + n_suffix`.
     pub suffix_start: u32,
     pub n_suffix: u32,
-    pub _pad: [u32; 2],
+    /// 1 when the pass's LoRA adapter applies to this row.
+    pub lora: u32,
+    pub _pad: u32,
 }
 
 impl Row {
@@ -130,6 +133,9 @@ enum BindKey {
     Add(Act, Act),
     Swiglu,
     Sample,
+    LoraDown(usize, Act),
+    LoraUp(usize, Act),
+    Pool,
 }
 
 /// One stream of parallel decoding: its own KV slots after the main sequence.
@@ -150,7 +156,7 @@ pub struct GpuSession {
     logits: wgpu::Buffer,
     /// (MAX_ROWS) [`Draw`] of each output-head row.
     draws: wgpu::Buffer,
-    /// (MAX_ROWS) the tokens the last pass picked.
+    /// (2, MAX_ROWS) the tokens the last pass picked, then their log-probabilities.
     ids: wgpu::Buffer,
     ids_staging: wgpu::Buffer,
     /// (MAX_ROWS) [`Row`]
@@ -159,6 +165,10 @@ pub struct GpuSession {
     counts: wgpu::Buffer,
     /// (MAX_ROWS, head_dim / 2) (cos, sin)
     cos_sin: wgpu::Buffer,
+    /// (MAX_ROWS, MAX_GPU_RANK) `A x` of the LoRA update being applied.
+    lora_t: wgpu::Buffer,
+    /// (d) the sum of the pooled rows' final hidden states (the switcher's features).
+    pooled: wgpu::Buffer,
     /// Per layer: (slots, kv_dim)
     k_cache: Vec<wgpu::Buffer>,
     v_cache: Vec<wgpu::Buffer>,
@@ -275,10 +285,10 @@ impl GpuSession {
                 "draws",
                 (MAX_ROWS * std::mem::size_of::<Draw>()) as u64,
             ),
-            ids: storage(dev, "ids", (MAX_ROWS * 4) as u64),
+            ids: storage(dev, "ids", (2 * MAX_ROWS * 4) as u64),
             ids_staging: dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("ids readback"),
-                size: (MAX_ROWS * 4) as u64,
+                size: (2 * MAX_ROWS * 4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
@@ -297,6 +307,8 @@ impl GpuSession {
                 .map(|_| storage(dev, "v cache", kv_layer_bytes))
                 .collect(),
             partials: storage(dev, "attention partials", partial_bytes),
+            lora_t: storage(dev, "lora t", (MAX_ROWS * MAX_GPU_RANK * 4) as u64),
+            pooled: storage(dev, "pooled", (c.n_embd * 4) as u64),
             max_splits,
             dummy: storage(dev, "no bias", 4),
             params,
@@ -369,27 +381,65 @@ impl GpuSession {
                 self.streams.len()
             )));
         }
-        self.streams
+        let feeds: Vec<(usize, &[u32])> = tokens
             .iter()
-            .zip(tokens)
-            .map(|(s, &token)| {
-                if s.len + 1 > self.stream_capacity {
-                    return Err(Error::ContextOverflow {
-                        tokens: s.prefix + s.len + 1,
-                        capacity: s.prefix + self.stream_capacity,
-                    });
-                }
-                Ok(Row {
-                    token,
-                    pos: (s.prefix + s.len) as u32,
-                    slot: (s.start_slot + s.len) as u32,
-                    n_prefix: s.prefix as u32,
-                    suffix_start: s.start_slot as u32,
-                    n_suffix: (s.len + 1) as u32,
-                    _pad: [0; 2],
-                })
-            })
-            .collect()
+            .enumerate()
+            .map(|(s, t)| (s, std::slice::from_ref(t)))
+            .collect();
+        self.feed_rows(&feeds, false)
+    }
+
+    /// Rows that append `tokens` to stream `stream` for each `(stream, tokens)` of
+    /// `feeds` (a stream's tokens at consecutive positions, a stream at most once),
+    /// with the adapter on when `lora`.
+    pub fn feed_rows(&self, feeds: &[(usize, &[u32])], lora: bool) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for (i, &(stream, tokens)) in feeds.iter().enumerate() {
+            let Some(s) = self.streams.get(stream) else {
+                return Err(Error::InvalidArgument(format!(
+                    "stream {stream} of {}",
+                    self.streams.len()
+                )));
+            };
+            if feeds[..i].iter().any(|&(other, _)| other == stream) {
+                return Err(Error::InvalidArgument(format!(
+                    "stream {stream} fed twice in one pass"
+                )));
+            }
+            if s.len + tokens.len() > self.stream_capacity {
+                return Err(Error::ContextOverflow {
+                    tokens: s.prefix + s.len + tokens.len(),
+                    capacity: s.prefix + self.stream_capacity,
+                });
+            }
+            rows.extend(tokens.iter().enumerate().map(|(j, &token)| Row {
+                token,
+                pos: (s.prefix + s.len + j) as u32,
+                slot: (s.start_slot + s.len + j) as u32,
+                n_prefix: s.prefix as u32,
+                suffix_start: s.start_slot as u32,
+                n_suffix: (s.len + j + 1) as u32,
+                lora: lora as u32,
+                _pad: 0,
+            }));
+        }
+        Ok(rows)
+    }
+
+    /// Tokens stream `stream` holds of its own (after the shared prefix).
+    pub fn stream_len(&self, stream: usize) -> usize {
+        self.streams.get(stream).map_or(0, |s| s.len)
+    }
+
+    /// Positions the KV cache holds now: the main sequence and every stream's own.
+    pub fn kv_positions(&self) -> usize {
+        self.main_len + self.streams.iter().map(|s| s.len).sum::<usize>()
+    }
+
+    /// Bytes of KV cache one position takes (keys and values of every layer).
+    pub fn kv_bytes_per_position(&self) -> u64 {
+        let slots = (self.main_capacity + self.n_streams * self.stream_capacity) as u64;
+        self.kv_bytes / slots.max(1)
     }
 
     /// Makes the rows of the last pass part of their sequences.
@@ -414,12 +464,35 @@ impl GpuSession {
     }
 }
 
+/// What a forward pass does besides running its rows.
+#[derive(Default)]
+pub struct PassOptions<'a> {
+    /// The rows whose logits (and picked tokens) the pass produces.
+    pub want: Logits,
+    /// How each output row picks its token, in order (greedy past the end).
+    pub draws: &'a [Draw],
+    /// The adapter applied to the rows whose `lora` flag is set.
+    pub adapter: Option<&'a GpuAdapter>,
+    /// Adds the sum of the rows' final hidden states (after the final norm) to the
+    /// session's pooled features ([`GpuModel::read_pooled`]).
+    pub pool: bool,
+    /// Times each dispatch (read with [`Profiler::report`]).
+    pub profiler: Option<&'a mut Profiler>,
+}
+
 impl GpuModel {
     /// Records and submits one forward pass of `rows` (at most [`MAX_ROWS`]); the
     /// greedy ids of the rows `want` names are then ready for [`GpuModel::read_ids`],
     /// and their logits for [`GpuModel::read_logits`].
     pub fn forward(&self, s: &mut GpuSession, rows: &[Row], want: Logits) -> Result<()> {
-        self.forward_with(s, rows, want, &[], None)
+        self.run_pass(
+            s,
+            rows,
+            PassOptions {
+                want,
+                ..Default::default()
+            },
+        )
     }
 
     /// [`GpuModel::forward`], the output rows picking their tokens by `draws` (one per
@@ -433,12 +506,77 @@ impl GpuModel {
         draws: &[Draw],
         profiler: Option<&mut Profiler>,
     ) -> Result<()> {
+        self.run_pass(
+            s,
+            rows,
+            PassOptions {
+                want,
+                draws,
+                profiler,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Records and submits one forward pass of `rows` as `o` says, and makes the rows
+    /// part of their sequences.
+    pub fn run_pass(&self, s: &mut GpuSession, rows: &[Row], o: PassOptions) -> Result<()> {
         let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
         self.model.config.check_tokens(&tokens)?;
-        self.record(s, rows, want, draws, profiler, |pass| {
-            self.model.run(pass, want)
+        let (want, adapter, pool) = (o.want, o.adapter, o.pool);
+        let lora = adapter.filter(|_| rows.iter().any(|r| r.lora != 0));
+        self.record(s, rows, want, o.draws, o.profiler, pool, |pass| {
+            self.model
+                .run_with(pass, want, lora.map(|a| a.layers.as_slice()))
         })?;
         s.commit(rows);
+        Ok(())
+    }
+
+    /// Zeroes the session's pooled features.
+    pub fn clear_pooled(&self, s: &GpuSession) {
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(&s.pooled, 0, None);
+        self.ctx.queue.submit([enc.finish()]);
+    }
+
+    /// The pooled features (d): the sum of the final hidden states of the rows of
+    /// every pass run with `pool` since [`GpuModel::clear_pooled`].
+    pub async fn read_pooled(&self, s: &GpuSession) -> Result<Vec<f32>> {
+        let bytes = (self.model.config.n_embd * 4) as u64;
+        let raw = self.ctx.read(&s.pooled, bytes).await?;
+        Ok(bytemuck::cast_slice::<u8, f32>(&raw).to_vec())
+    }
+
+    /// Picks again from the logits the last pass left, by `draws` (one per output row
+    /// of that pass): a token for each row, ready for [`GpuModel::read_picks`].
+    pub fn pick_again(&self, s: &mut GpuSession, draws: &[Draw]) -> Result<()> {
+        let head_rows = s.head_rows;
+        if head_rows == 0 {
+            return Err(Error::InvalidArgument(
+                "the last pass produced no logits to pick from".into(),
+            ));
+        }
+        write_draws(&self.ctx.queue, s, draws, head_rows);
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = GpuPass {
+                gm: self,
+                s: &mut *s,
+                enc: &mut enc,
+                cpass: None,
+                profiler: None,
+                error: None,
+                n: 0,
+                n_splits: 1,
+                head_rows: head_rows as u32,
+                tiled_attention: false,
+                pool: false,
+            };
+            pass.sample();
+        }
+        enc.copy_buffer_to_buffer(&s.ids, 0, &s.ids_staging, 0, s.ids.size());
+        self.ctx.queue.submit([enc.finish()]);
         Ok(())
     }
 
@@ -491,7 +629,7 @@ impl GpuModel {
                 .queue
                 .write_buffer(&s.acts[*act as usize], 0, bytemuck::cast_slice(values));
         }
-        self.record(s, rows, want, draws, None, |pass| ops(pass))
+        self.record(s, rows, want, draws, None, false, |pass| ops(pass))
     }
 
     /// Reads activation `act` (rows, width) back.
@@ -510,6 +648,7 @@ impl GpuModel {
         want: Logits,
         draws: &[Draw],
         profiler: Option<&mut Profiler>,
+        pool: bool,
         ops: impl FnOnce(&mut GpuPass),
     ) -> Result<()> {
         let c = &self.model.config;
@@ -562,10 +701,7 @@ impl GpuModel {
         }
         q.write_buffer(&s.cos_sin, 0, bytemuck::cast_slice(&cos_sin));
         if head_rows > 0 {
-            let mut head_draws = [Draw::GREEDY; MAX_ROWS];
-            let given = draws.len().min(head_rows);
-            head_draws[..given].copy_from_slice(&draws[..given]);
-            q.write_buffer(&s.draws, 0, bytemuck::cast_slice(&head_draws[..head_rows]));
+            write_draws(q, s, draws, head_rows);
         }
 
         // 2. Record the ops into one compute pass (one per dispatch when profiling)
@@ -588,6 +724,7 @@ impl GpuModel {
                 n_splits,
                 head_rows: head_rows as u32,
                 tiled_attention,
+                pool,
             };
             ops(&mut pass);
             if let Some(e) = pass.error.take() {
@@ -598,7 +735,7 @@ impl GpuModel {
             p.resolve(&mut enc);
         }
         if head_rows > 0 {
-            enc.copy_buffer_to_buffer(&s.ids, 0, &s.ids_staging, 0, (head_rows * 4) as u64);
+            enc.copy_buffer_to_buffer(&s.ids, 0, &s.ids_staging, 0, s.ids.size());
         }
         q.submit([enc.finish()]);
         s.head_rows = head_rows;
@@ -607,8 +744,20 @@ impl GpuModel {
 
     /// The tokens the output rows of the last pass picked.
     pub async fn read_ids(&self, s: &GpuSession) -> Result<Vec<u32>> {
+        Ok(self.read_picks(s).await?.0)
+    }
+
+    /// The tokens the output rows of the last pass picked, and each one's
+    /// log-probability under its row's logits (log-softmax at temperature 1).
+    pub async fn read_picks(&self, s: &GpuSession) -> Result<(Vec<u32>, Vec<f32>)> {
         let bytes = self.ctx.read_mapped(&s.ids_staging).await?;
-        Ok(bytemuck::cast_slice::<u8, u32>(&bytes)[..s.head_rows].to_vec())
+        let words = bytemuck::cast_slice::<u8, u32>(&bytes);
+        let ids = words[..s.head_rows].to_vec();
+        let logprobs = words[MAX_ROWS..MAX_ROWS + s.head_rows]
+            .iter()
+            .map(|&w| f32::from_bits(w))
+            .collect();
+        Ok((ids, logprobs))
     }
 
     /// Logits (rows, vocab) of the output rows of the last pass.
@@ -634,6 +783,16 @@ pub struct GpuPass<'a> {
     head_rows: u32,
     /// Whether attention runs the tiled prefill kernel (several main-sequence rows).
     tiled_attention: bool,
+    /// Whether the pass adds its rows' final hidden states to the pooled features.
+    pool: bool,
+}
+
+/// Writes the draws of `head_rows` output rows (greedy past the end of `draws`).
+fn write_draws(q: &wgpu::Queue, s: &GpuSession, draws: &[Draw], head_rows: usize) {
+    let mut head_draws = [Draw::GREEDY; MAX_ROWS];
+    let given = draws.len().min(head_rows);
+    head_draws[..given].copy_from_slice(&draws[..given]);
+    q.write_buffer(&s.draws, 0, bytemuck::cast_slice(&head_draws[..head_rows]));
 }
 
 impl GpuPass<'_> {
@@ -865,8 +1024,35 @@ impl Pass<Gpu> for GpuPass<'_> {
         self.norm(x, weight, out, false);
     }
 
-    fn lora(&mut self, pair: &GpuLora, _x: Act, _out: Act) {
-        match *pair {}
+    fn lora(&mut self, pair: &GpuLora, x: Act, out: Act) {
+        let id = pair as *const _ as usize;
+        let pipeline = self.kernels().pipeline(Kernel::LoraDown, &[]);
+        let bg = self.bind(BindKey::LoraDown(id, x), Kernel::LoraDown, |s| {
+            vec![
+                whole(&pair.dims),
+                count_binding(s, false),
+                whole(&s.rows),
+                whole(&s.acts[x as usize]),
+                whole(&pair.a),
+                whole(&s.lora_t),
+            ]
+        });
+        let xyz = [pair.rank as u32, self.n, 1];
+        self.dispatch_xyz(Kernel::LoraDown, &pipeline, &bg, xyz);
+
+        let pipeline = self.kernels().pipeline(Kernel::LoraUp, &[]);
+        let bg = self.bind(BindKey::LoraUp(id, out), Kernel::LoraUp, |s| {
+            vec![
+                whole(&pair.dims),
+                count_binding(s, false),
+                whole(&s.rows),
+                whole(&s.lora_t),
+                whole(&pair.b),
+                whole(&s.acts[out as usize]),
+            ]
+        });
+        let groups = (self.n * pair.out as u32).div_ceil(256);
+        self.dispatch(Kernel::LoraUp, &pipeline, &bg, groups, 1, 1);
     }
 
     fn linear(&mut self, w: &Linear<Gpu>, x: Act, out: Act) {
@@ -962,11 +1148,34 @@ impl Pass<Gpu> for GpuPass<'_> {
     }
 
     fn output(&mut self, norm: &GpuVector, head: &GpuMatrix, want: Logits) {
+        if self.pool {
+            // Every row's final hidden state into H, summed into the pooled features
+            // (before the head's norm overwrites the first rows of H).
+            self.norm(Act::X, norm, Act::H, false);
+            let pipeline = self.kernels().pipeline(Kernel::Pool, &[]);
+            let bg = self.bind(BindKey::Pool, Kernel::Pool, |s| {
+                vec![
+                    whole(&s.params.width_d),
+                    count_binding(s, false),
+                    whole(&s.acts[Act::H as usize]),
+                    whole(&s.pooled),
+                ]
+            });
+            let groups = (self.config().n_embd as u32).div_ceil(256);
+            self.dispatch(Kernel::Pool, &pipeline, &bg, groups, 1, 1);
+        }
         if want == Logits::None {
             return;
         }
         self.norm(Act::X, norm, Act::H, true);
         self.matvec(head, None, Act::H, &Out::Logits, self.head_rows);
+        self.sample();
+    }
+}
+
+impl GpuPass<'_> {
+    /// Each output row's token, picked from its logits by its draw.
+    fn sample(&mut self) {
         let pipeline = self.kernels().pipeline(Kernel::Sample, &[]);
         let bg = self.bind(BindKey::Sample, Kernel::Sample, |s| {
             vec![

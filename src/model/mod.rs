@@ -60,9 +60,10 @@ pub struct Block<B: Backend> {
 }
 
 /// Which positions' logits a forward pass returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Logits {
     /// None (prefill of a chunk that is not the last).
+    #[default]
     None,
     /// The last position only: (vocab).
     Last,

@@ -4,12 +4,16 @@
 
 pub mod answer;
 pub mod budget;
+pub mod decoder;
+pub mod gpu_decoder;
 pub mod runtime;
 pub mod switcher;
 pub mod vote;
 
 pub use answer::{extract, normalize, Answer};
 pub use budget::{Budget, Forcer, Next, Phase};
-pub use runtime::{reason_cpu, Event, ReasonOptions, Stats};
+pub use decoder::{CpuDecoder, Decoder, Feed, Picked};
+pub use gpu_decoder::GpuDecoder;
+pub use runtime::{reason, reason_cpu, Event, ReasonOptions, Stats};
 pub use switcher::{Mode, Pooler, Route, Switcher, SwitcherConfig};
 pub use vote::{decided, logprob_weight, tally, Ballot, Rule, Share, Tally};

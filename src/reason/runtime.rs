@@ -1,26 +1,28 @@
-//! One request of the reasoning runtime on the CPU engine: the prompt is prefilled once
-//! with the base model (LoRA off), which also pools the switcher's features; the route
+//! One request of the reasoning runtime, on any backend's [`Decoder`]: the prompt is
+//! prefilled once with the base model (LoRA off), which also pools the switcher's
+//! features (chunk means of the switcher's `chunk` tokens, combined by EMA); the route
 //! is chosen (auto / chat / reason); then 1 (chat) or N (reason) candidates decode from
 //! that prompt cache, each with its own sampler seed, the reasoning adapter on, budget
 //! forcing, and its final answer extracted; the vote runs as candidates finish and stops
 //! the rest once the leader cannot be caught (early consensus).
 //!
 //! Events, in order: `route`, then `token`s and `candidate_done`s, then `vote` and
-//! `done`. Every candidate continues the one prompt cache without copying it
-//! ([`KvCache::fork`]): N candidates hold P + N*T positions, reported as `kvBytes`.
+//! `done`. Every candidate continues the one prompt cache without copying it: N
+//! candidates hold P + N*T positions, reported as `kvBytes`. Each step advances every
+//! live candidate by one token (one batched pass on the GPU).
 
 use serde::{Deserialize, Serialize};
 
 use super::answer;
 use super::budget::{Budget, Forcer, Next, Phase};
+use super::decoder::{CpuDecoder, Decoder, Feed};
 use super::switcher::{Mode, Pooler, Route, Switcher};
 use super::vote::{self, Ballot, Rule, Share};
-use crate::engine::{now_seconds, Engine, PREFILL_CHUNK};
+use crate::engine::{now_seconds, Engine};
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
 use crate::lora::Adapter;
-use crate::model::Logits;
 use crate::sampler::{Sampler, SamplerConfig};
+use crate::tokenizer::Tokenizer;
 
 /// The most candidates one request may decode.
 pub const MAX_CANDIDATES: usize = 16;
@@ -127,13 +129,14 @@ pub enum Event {
 
 /// One candidate's state.
 struct Candidate {
-    cache: KvCache,
     sampler: Sampler,
     forcer: Option<Forcer>,
     /// Tokens to feed next (the think prefix, a sampled token, or it + forced ones).
     pending: Vec<u32>,
     /// Every token after the prompt (prefix, sampled, forced).
     ids: Vec<u32>,
+    /// Tokens fed to its cache so far.
+    fed: usize,
     sampled: usize,
     /// Bytes of the decoded text already emitted.
     emitted: usize,
@@ -141,11 +144,39 @@ struct Candidate {
     done: Option<&'static str>,
 }
 
-/// Runs one request; `emit` receives every [`Event`]. Returns the events' last: the
-/// vote's winning key.
+/// Runs one request on the CPU engine (blocking); see [`reason`].
 pub fn reason_cpu(
     engine: &Engine,
     adapter: Option<&Adapter>,
+    switcher: Option<&Switcher>,
+    prompt: &[u32],
+    o: &ReasonOptions,
+    emit: impl FnMut(&Event),
+) -> Result<Option<String>> {
+    let mut decoder = CpuDecoder::new(&engine.model, adapter);
+    let has_adapter = adapter.is_some();
+    let context = engine.model.config.context_length;
+    crate::engine::ready(reason(
+        &mut decoder,
+        &engine.tokenizer,
+        context,
+        has_adapter,
+        switcher,
+        prompt,
+        o,
+        emit,
+    ))
+}
+
+/// Runs one request on `decoder` (a model of context `context` with, when
+/// `has_adapter`, a reasoning adapter); `emit` receives every [`Event`]. Returns the
+/// vote's winning key.
+#[allow(clippy::too_many_arguments)]
+pub async fn reason<D: Decoder>(
+    decoder: &mut D,
+    tk: &Tokenizer,
+    context: usize,
+    has_adapter: bool,
     switcher: Option<&Switcher>,
     prompt: &[u32],
     o: &ReasonOptions,
@@ -160,34 +191,42 @@ pub fn reason_cpu(
             o.n
         )));
     }
-    let tk = &engine.tokenizer;
-    let model = &engine.model;
-    let c = &model.config;
     let think_prefix = tk.encode(&o.think_prefix, true)?;
     let forced = tk.encode(&o.force_suffix, true)?;
-    if prompt.len() >= c.context_length {
+    if prompt.len() >= context {
         return Err(Error::ContextOverflow {
             tokens: prompt.len() + 1,
-            capacity: c.context_length,
+            capacity: context,
         });
     }
-
-    // 1. The prompt, once, LoRA off, pooling the switcher's features.
-    let t0 = now_seconds();
-    let pooler_alpha = switcher.map_or(1.0, |s| s.config.ema_alpha);
-    let mut pooler = Pooler::new(pooler_alpha);
-    let mut shared = KvCache::new(c, c.context_length);
-    let mut last_logits = Vec::new();
-    let chunks: Vec<&[u32]> = prompt.chunks(PREFILL_CHUNK).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let want = if i + 1 == chunks.len() {
-            Logits::Last
+    // Tokens a candidate may add after the prompt, by route (+1: the last pick).
+    let room_of = |reasoning: bool| {
+        1 + if reasoning {
+            think_prefix.len() + o.budget.think + forced.len() + o.budget.answer
         } else {
-            Logits::None
-        };
-        let (logits, sum) = model.forward_pooled(chunk, &mut shared, want)?;
-        pooler.add_chunk(&sum, chunk.len());
-        last_logits = logits;
+            o.max_tokens
+        }
+    };
+    let may_reason = has_adapter && o.mode != Mode::Chat;
+    let reserve_room = room_of(false).max(if may_reason { room_of(true) } else { 0 });
+    let reserve_n = if may_reason { o.n } else { 1 };
+    decoder.reserve(
+        prompt.len(),
+        reserve_n,
+        reserve_room.min(context - prompt.len()),
+    )?;
+
+    // 1. The prompt, once, LoRA off, pooling the switcher's features chunk by chunk.
+    let t0 = now_seconds();
+    let (alpha, chunk) = switcher.map_or((1.0, prompt.len()), |s| {
+        (s.config.ema_alpha, s.config.chunk.max(1))
+    });
+    let mut pooler = Pooler::new(alpha);
+    for part in prompt.chunks(chunk) {
+        let sum = decoder.prefill(part, switcher.is_some()).await?;
+        if switcher.is_some() {
+            pooler.add_chunk(&sum, part.len());
+        }
     }
     let t_prefill = now_seconds();
 
@@ -195,7 +234,7 @@ pub fn reason_cpu(
     let route = match (o.mode, switcher) {
         (Mode::Auto, Some(s)) => s.route(Mode::Auto, pooler.features().unwrap_or(&[])),
         (Mode::Auto, None) => Route {
-            mode: if adapter.is_some() {
+            mode: if has_adapter {
                 Mode::Reason
             } else {
                 Mode::Chat
@@ -207,33 +246,27 @@ pub fn reason_cpu(
             p_reason: None,
         },
     };
-    if route.mode == Mode::Reason && adapter.is_none() {
+    if route.mode == Mode::Reason && !has_adapter {
         return Err(Error::InvalidArgument(
             "reason mode needs a reasoning adapter: load one, or ask for mode \"chat\"".into(),
         ));
     }
-    let shared = std::sync::Arc::new(shared);
     let reasoning = route.mode == Mode::Reason;
-    let generated = if reasoning {
-        think_prefix.len() + o.budget.think + forced.len() + o.budget.answer
-    } else {
-        o.max_tokens
-    };
-    let capacity = prompt.len() + generated + 1;
-    if capacity > c.context_length {
+    let capacity = prompt.len() + room_of(reasoning);
+    if capacity > context {
         return Err(Error::ContextOverflow {
             tokens: capacity,
-            capacity: c.context_length,
+            capacity: context,
         });
     }
     emit(&Event::Route {
         mode: route.mode,
         p_reason: route.p_reason,
     });
-    let lora = if reasoning { adapter } else { None };
 
     // 3. Candidates from the prompt cache.
     let n = if reasoning { o.n } else { 1 };
+    decoder.fork(n)?;
     let mut cands = (0..n)
         .map(|i| -> Result<Candidate> {
             let sampler = Sampler::new(SamplerConfig {
@@ -253,11 +286,11 @@ pub fn reason_cpu(
                 pending.extend(f);
             }
             Ok(Candidate {
-                cache: KvCache::fork(&shared, capacity)?,
                 sampler,
                 forcer,
                 ids: pending.clone(),
                 pending,
+                fed: 0,
                 sampled: 0,
                 emitted: 0,
                 answer_logprobs: Vec::new(),
@@ -277,24 +310,40 @@ pub fn reason_cpu(
     };
     let t_decode = now_seconds();
     while cands.iter().any(|c| c.done.is_none()) {
-        for i in 0..n {
-            if cands[i].done.is_some() {
-                continue;
-            }
+        // One step of every live candidate: feed what is pending, pick the next token.
+        let live: Vec<usize> = (0..n).filter(|&i| cands[i].done.is_none()).collect();
+        let pendings: Vec<Vec<u32>> = live
+            .iter()
+            .map(|&i| std::mem::take(&mut cands[i].pending))
+            .collect();
+        let picks = {
+            let mut samplers: Vec<&mut Sampler> = cands
+                .iter_mut()
+                .filter(|c| c.done.is_none())
+                .map(|c| &mut c.sampler)
+                .collect();
+            let mut feeds: Vec<Feed> = live
+                .iter()
+                .zip(&pendings)
+                .zip(samplers.iter_mut())
+                .map(|((&candidate, tokens), sampler)| Feed {
+                    candidate,
+                    tokens,
+                    sampler,
+                })
+                .collect();
+            decoder.step(&mut feeds, reasoning).await?
+        };
+        ttft.get_or_insert_with(now_seconds);
+        for ((&i, picked), fed) in live.iter().zip(picks).zip(&pendings) {
             let cand = &mut cands[i];
-            // Logits for the next token: the prompt's own for a chat answer's first token.
-            let mut logits = if cand.pending.is_empty() {
-                last_logits.clone()
-            } else {
-                let feed = std::mem::take(&mut cand.pending);
-                model.forward_with(&feed, &mut cand.cache, Logits::Last, lora)?
-            };
-            // The phase this token belongs to; answer tokens keep their log-probability
-            // (of the unmodified logits: the runtime sets no repetition penalty).
+            cand.fed += fed.len();
+            if cand.done.is_some() {
+                continue; // stopped by consensus earlier in this step
+            }
+            // The phase this token belongs to; answer tokens keep their log-probability.
             let phase = cand.forcer.as_ref().map_or(Phase::Answer, Forcer::phase);
-            let log_norm = (phase == Phase::Answer).then(|| log_sum_exp(&logits));
-            let token = cand.sampler.sample(&mut logits, prompt);
-            ttft.get_or_insert_with(now_seconds);
+            let token = picked.token;
             tokens += 1;
             cand.sampled += 1;
             if tk.is_end_of_generation(token) {
@@ -302,8 +351,8 @@ pub fn reason_cpu(
             } else {
                 cand.ids.push(token);
                 cand.pending.push(token);
-                if let Some(norm) = log_norm {
-                    cand.answer_logprobs.push(logits[token as usize] - norm);
+                if phase == Phase::Answer {
+                    cand.answer_logprobs.push(picked.logprob);
                 }
                 let piece = new_text(tk, cand)?;
                 if !piece.is_empty() {
@@ -333,7 +382,9 @@ pub fn reason_cpu(
                     None if cand.sampled >= o.max_tokens => finish(cand, "length"),
                     None => {}
                 }
-                if cand.cache.len() + cand.pending.len() + 1 > capacity && cand.done.is_none() {
+                if prompt.len() + cand.fed + cand.pending.len() + 1 > capacity
+                    && cand.done.is_none()
+                {
                     finish(cand, "length");
                 }
             }
@@ -398,14 +449,13 @@ pub fn reason_cpu(
         tally: tally.shares,
         stopped_early,
     });
-    let kv_bytes = shared.n_bytes() + cands.iter().map(|c| c.cache.n_bytes()).sum::<usize>();
     emit(&Event::Done {
         stats: Stats {
             ttft_ms: (ttft.unwrap_or(t_end) - t0) * 1000.0,
             prefill_tok_s: prompt.len() as f64 / (t_prefill - t0).max(1e-9),
             decode_tok_s: tokens as f64 / (t_end - t_decode).max(1e-9),
             tokens,
-            kv_bytes,
+            kv_bytes: decoder.kv_bytes(),
             tokens_saved,
         },
     });
@@ -424,14 +474,8 @@ fn mean_of(xs: &[f32]) -> f32 {
     }
 }
 
-/// `log(sum(exp(logits)))`: a token's log-probability is its logit minus this.
-fn log_sum_exp(logits: &[f32]) -> f32 {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max
-}
-
 /// The text of `cand.ids` not yet emitted, once it is complete UTF-8.
-fn new_text(tk: &crate::tokenizer::Tokenizer, cand: &mut Candidate) -> Result<String> {
+fn new_text(tk: &Tokenizer, cand: &mut Candidate) -> Result<String> {
     let text = tk.decode(&cand.ids)?;
     if text.ends_with('\u{FFFD}')
         || text.len() <= cand.emitted

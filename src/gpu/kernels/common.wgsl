@@ -9,7 +9,7 @@ struct Row {
     n_prefix: u32,
     suffix_start: u32,
     n_suffix: u32,
-    _pad0: u32,
+    lora: u32,          // 1: the LoRA adapter of the pass applies to this row
     _pad1: u32,
 }
 

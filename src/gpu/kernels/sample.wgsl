@@ -4,6 +4,8 @@
 // same rule as the CPU's sampler::pick: the top_k logits in order (value descending,
 // index ascending), softmax at the temperature, cut to the smallest prefix whose
 // probability reaches top_p, and the host's uniform draw u walks the kept mass.
+// ids[MAX_ROWS + r] = the picked token's log-probability under the row's raw logits
+// (log-softmax at temperature 1), as f32 bits: what the vote weighs answers by.
 // Prepended: common.wgsl.
 
 struct SampleParams {
@@ -17,11 +19,12 @@ struct SampleParams {
 @group(0) @binding(1) var<uniform> count: Count;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;          // (n, vocab)
 @group(0) @binding(3) var<storage, read> params: array<SampleParams>; // (n)
-@group(0) @binding(4) var<storage, read_write> ids: array<u32>;       // (n)
+@group(0) @binding(4) var<storage, read_write> ids: array<u32>;       // (2, MAX_ROWS)
 
 const WG: u32 = 256u;
 const MAX_K: u32 = 64u; // sampler::DEVICE_TOP_K
 const NONE: u32 = 0xFFFFFFFFu;
+const MAX_ROWS: u32 = 64u; // session::MAX_ROWS
 
 var<workgroup> best_v: array<f32, 256>;
 var<workgroup> best_i: array<u32, 256>;
@@ -82,11 +85,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
         workgroupBarrier();
     }
+    // log(sum(exp(logits))) of the row, from its largest logit (cand_v[0]).
+    let top = cand_v[0];
+    var se = 0.0;
+    for (var i = t; i < dims.width; i += WG) {
+        se += exp(logits[base + i] - top);
+    }
+    best_v[t] = se;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            best_v[t] += best_v[t + s];
+        }
+        workgroupBarrier();
+    }
     if (t != 0u) {
         return;
     }
+    let log_norm = top + log(best_v[0]);
     if (greedy) {
         ids[r] = cand_i[0];
+        ids[MAX_ROWS + r] = bitcast<u32>(logits[base + cand_i[0]] - log_norm);
         return;
     }
 
@@ -121,4 +140,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         rest -= probs[j];
     }
     ids[r] = pick;
+    ids[MAX_ROWS + r] = bitcast<u32>(logits[base + pick] - log_norm);
 }

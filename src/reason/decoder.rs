@@ -1,0 +1,168 @@
+//! What the reasoning runtime needs from a backend, and the CPU's answer: prefill the
+//! prompt once (LoRA off) while pooling the switcher's features, start N candidates
+//! that continue that one prompt cache, and advance the live candidates by one step
+//! each, every candidate picking its next token with its own sampler.
+
+use std::sync::Arc;
+
+use crate::engine::PREFILL_CHUNK;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::lora::Adapter;
+use crate::model::{Logits, Model};
+use crate::sampler::Sampler;
+
+/// One candidate's part of a step.
+pub struct Feed<'a> {
+    pub candidate: usize,
+    /// Tokens appended to the candidate before it picks. Empty only on a candidate's
+    /// first step: it then picks from the prompt's last logits.
+    pub tokens: &'a [u32],
+    pub sampler: &'a mut Sampler,
+}
+
+/// A picked token and its log-probability under the raw logits (log-softmax).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Picked {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// A backend running one request's prompt and candidates.
+#[allow(async_fn_in_trait)] // used through generics only, never across threads
+pub trait Decoder {
+    /// Makes room for a prompt of `prompt` tokens and up to `candidates` candidates of
+    /// up to `room` tokens of their own each. Called once, first.
+    fn reserve(&mut self, prompt: usize, candidates: usize, room: usize) -> Result<()>;
+
+    /// Appends `tokens` of the prompt (LoRA off); returns the sum (d) of their final
+    /// hidden states after the final norm when `pool` (else empty). After the prompt's
+    /// last part, its last logits are kept for candidates' empty first feeds.
+    async fn prefill(&mut self, tokens: &[u32], pool: bool) -> Result<Vec<f32>>;
+
+    /// Starts `n` candidates, each continuing the whole prompt's cache.
+    fn fork(&mut self, n: usize) -> Result<()>;
+
+    /// Appends each feed's tokens to its candidate (the adapter on when `lora`), then
+    /// picks each one's next token: one batched step where the backend can.
+    async fn step(&mut self, feeds: &mut [Feed<'_>], lora: bool) -> Result<Vec<Picked>>;
+
+    /// Bytes of KV cache held: the prompt's once, and each candidate's own positions.
+    fn kv_bytes(&self) -> usize;
+}
+
+/// `log(sum(exp(logits)))`: a token's log-probability is its logit minus this.
+pub fn log_sum_exp(logits: &[f32]) -> f32 {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln() + max
+}
+
+/// Picks from `logits` with `sampler` (no repetition penalty: the runtime sets none,
+/// so the logits are not changed) and returns the token with its log-probability.
+pub fn pick_from(logits: &mut [f32], sampler: &mut Sampler) -> Picked {
+    let norm = log_sum_exp(logits);
+    let token = sampler.sample(logits, &[]);
+    Picked {
+        token,
+        logprob: logits[token as usize] - norm,
+    }
+}
+
+/// The CPU engine's decoder: the prompt's cache is shared ([`KvCache::fork`]) and each
+/// candidate runs its own forward pass.
+pub struct CpuDecoder<'a> {
+    model: &'a Model,
+    adapter: Option<&'a Adapter>,
+    /// The prompt's cache while it is prefilled.
+    prompt: Option<KvCache>,
+    shared: Option<Arc<KvCache>>,
+    candidates: Vec<KvCache>,
+    room: usize,
+    last_logits: Vec<f32>,
+}
+
+impl<'a> CpuDecoder<'a> {
+    pub fn new(model: &'a Model, adapter: Option<&'a Adapter>) -> Self {
+        CpuDecoder {
+            model,
+            adapter,
+            prompt: None,
+            shared: None,
+            candidates: Vec::new(),
+            room: 0,
+            last_logits: Vec::new(),
+        }
+    }
+}
+
+fn not_ready(what: &str) -> Error {
+    Error::InvalidArgument(format!("the decoder was not {what}"))
+}
+
+impl Decoder for CpuDecoder<'_> {
+    fn reserve(&mut self, prompt: usize, _candidates: usize, room: usize) -> Result<()> {
+        self.prompt = Some(KvCache::new(&self.model.config, prompt));
+        self.room = room;
+        Ok(())
+    }
+
+    async fn prefill(&mut self, tokens: &[u32], pool: bool) -> Result<Vec<f32>> {
+        let cache = self.prompt.as_mut().ok_or_else(|| not_ready("reserved"))?;
+        let mut sum = if pool {
+            vec![0.0; self.model.config.n_embd]
+        } else {
+            Vec::new()
+        };
+        let n_chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let want = if i + 1 == n_chunks {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            if pool {
+                let (logits, part) = self.model.forward_pooled(chunk, cache, want)?;
+                sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
+                self.last_logits = logits;
+            } else {
+                self.last_logits = self.model.forward(chunk, cache, want)?;
+            }
+        }
+        Ok(sum)
+    }
+
+    fn fork(&mut self, n: usize) -> Result<()> {
+        let prompt = self.prompt.take().ok_or_else(|| not_ready("prefilled"))?;
+        let capacity = prompt.len() + self.room;
+        let shared = Arc::new(prompt);
+        self.candidates = (0..n)
+            .map(|_| KvCache::fork(&shared, capacity))
+            .collect::<Result<_>>()?;
+        self.shared = Some(shared);
+        Ok(())
+    }
+
+    async fn step(&mut self, feeds: &mut [Feed<'_>], lora: bool) -> Result<Vec<Picked>> {
+        let adapter = if lora { self.adapter } else { None };
+        let mut picked = Vec::with_capacity(feeds.len());
+        for f in feeds.iter_mut() {
+            let cache = self
+                .candidates
+                .get_mut(f.candidate)
+                .ok_or_else(|| not_ready("forked"))?;
+            let mut logits = if f.tokens.is_empty() {
+                self.last_logits.clone()
+            } else {
+                self.model
+                    .forward_with(f.tokens, cache, Logits::Last, adapter)?
+            };
+            picked.push(pick_from(&mut logits, f.sampler));
+        }
+        Ok(picked)
+    }
+
+    fn kv_bytes(&self) -> usize {
+        let prompt = self.shared.as_ref().map_or(0, |s| s.n_bytes());
+        prompt + self.candidates.iter().map(KvCache::n_bytes).sum::<usize>()
+    }
+}
