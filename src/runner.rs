@@ -13,7 +13,9 @@ use crate::gguf::Gguf;
 use crate::gpu::{GpuAdapter, GpuContext, GpuModel, GpuSequence, KvPrecision, MAX_ROWS};
 use crate::lora::Adapter;
 use crate::model::{Config, Logits, TensorSource};
-use crate::reason::{reason, CpuDecoder, Event, GpuDecoder, ReasonOptions, Switcher};
+use crate::reason::{
+    reason, CpuDecoder, Decoder, Event, Feed, GpuDecoder, Picked, ReasonOptions, Switcher,
+};
 use crate::sampler::Sampler;
 use crate::tokenizer::Tokenizer;
 
@@ -104,6 +106,49 @@ impl LoadedAdapter {
         match self {
             LoadedAdapter::Cpu(a) => a.n_bytes(),
             LoadedAdapter::Gpu(a) => a.bytes as usize,
+        }
+    }
+}
+
+/// A request's decoder on either backend.
+pub enum AnyDecoder<'a> {
+    Cpu(CpuDecoder<'a>),
+    Gpu(Box<GpuDecoder<'a>>),
+}
+
+impl Decoder for AnyDecoder<'_> {
+    fn reserve(&mut self, prompt: usize, candidates: usize, room: usize) -> Result<()> {
+        match self {
+            AnyDecoder::Cpu(d) => d.reserve(prompt, candidates, room),
+            AnyDecoder::Gpu(d) => d.reserve(prompt, candidates, room),
+        }
+    }
+
+    async fn prefill(&mut self, tokens: &[u32], pool: bool, lora: bool) -> Result<Vec<f32>> {
+        match self {
+            AnyDecoder::Cpu(d) => d.prefill(tokens, pool, lora).await,
+            AnyDecoder::Gpu(d) => d.prefill(tokens, pool, lora).await,
+        }
+    }
+
+    fn fork(&mut self, n: usize) -> Result<()> {
+        match self {
+            AnyDecoder::Cpu(d) => d.fork(n),
+            AnyDecoder::Gpu(d) => d.fork(n),
+        }
+    }
+
+    async fn step(&mut self, feeds: &mut [Feed<'_>], lora: bool) -> Result<Vec<Picked>> {
+        match self {
+            AnyDecoder::Cpu(d) => d.step(feeds, lora).await,
+            AnyDecoder::Gpu(d) => d.step(feeds, lora).await,
+        }
+    }
+
+    fn kv_bytes(&self) -> usize {
+        match self {
+            AnyDecoder::Cpu(d) => d.kv_bytes(),
+            AnyDecoder::Gpu(d) => d.kv_bytes(),
         }
     }
 }
@@ -234,6 +279,29 @@ impl Runner {
         })
     }
 
+    /// A decoder for one request on this runner's backend, `adapter` as the reasoning
+    /// adapter.
+    pub fn decoder<'a>(&'a self, adapter: Option<&'a LoadedAdapter>) -> Result<AnyDecoder<'a>> {
+        Ok(match self {
+            Runner::Cpu(e) => AnyDecoder::Cpu(CpuDecoder::new(
+                &e.model,
+                match adapter {
+                    Some(LoadedAdapter::Cpu(a)) => Some(&**a),
+                    Some(LoadedAdapter::Gpu(_)) => return Err(wrong_backend()),
+                    None => None,
+                },
+            )),
+            Runner::Gpu(g) => AnyDecoder::Gpu(Box::new(GpuDecoder::new(
+                &g.gm,
+                match adapter {
+                    Some(LoadedAdapter::Gpu(a)) => Some(&**a),
+                    Some(LoadedAdapter::Cpu(_)) => return Err(wrong_backend()),
+                    None => None,
+                },
+            ))),
+        })
+    }
+
     /// Runs one request of the reasoning runtime ([`crate::reason::reason`]) with
     /// `adapter` as the reasoning adapter; `emit` receives its events.
     pub async fn reason(
@@ -245,28 +313,19 @@ impl Runner {
         emit: impl FnMut(&Event),
     ) -> Result<Option<String>> {
         let context = self.config().context_length;
+        let mut d = self.decoder(adapter)?;
         let tk = self.tokenizer();
-        let has_adapter = adapter.is_some();
-        match self {
-            Runner::Cpu(e) => {
-                let a = match adapter {
-                    Some(LoadedAdapter::Cpu(a)) => Some(&**a),
-                    Some(LoadedAdapter::Gpu(_)) => return Err(wrong_backend()),
-                    None => None,
-                };
-                let mut d = CpuDecoder::new(&e.model, a);
-                reason(&mut d, tk, context, has_adapter, switcher, prompt, o, emit).await
-            }
-            Runner::Gpu(g) => {
-                let a = match adapter {
-                    Some(LoadedAdapter::Gpu(a)) => Some(&**a),
-                    Some(LoadedAdapter::Cpu(_)) => return Err(wrong_backend()),
-                    None => None,
-                };
-                let mut d = GpuDecoder::new(&g.gm, a);
-                reason(&mut d, tk, context, has_adapter, switcher, prompt, o, emit).await
-            }
-        }
+        reason(
+            &mut d,
+            tk,
+            context,
+            adapter.is_some(),
+            switcher,
+            prompt,
+            o,
+            emit,
+        )
+        .await
     }
 
     /// Logits (positions, vocab) of every position of `ids`, run from an empty cache.

@@ -283,38 +283,43 @@ fn reason_prints_the_events_in_order_as_json_lines() {
     std::fs::write(adapter.join("adapter_config.json"), json).unwrap();
     std::fs::write(adapter.join("adapter_model.safetensors"), st).unwrap();
 
-    let (ok, out, err) = run(&[
-        "reason",
-        "--model",
-        model.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--raw",
-        "--prompt",
-        "hello",
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--mode",
-        "reason",
-        "--n",
-        "3",
-        "--budget",
-        "5",
-        "--answer-tokens",
-        "3",
-        "--seed",
-        "7",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let events = json_lines(&out);
-    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(types[0], "route");
-    assert_eq!(events[0]["mode"], "reason");
-    assert_eq!(&types[types.len() - 2..], ["vote", "done"]);
-    assert_eq!(types.iter().filter(|t| **t == "candidate_done").count(), 3);
-    assert!(types.iter().filter(|t| **t == "token").count() >= 3);
-    assert!(events.last().unwrap()["stats"]["kvBytes"].as_u64().unwrap() > 0);
+    for backend in ["cpu", "gpu"] {
+        if backend == "gpu" && common::gpu_or_skip().is_none() {
+            continue;
+        }
+        let (ok, out, err) = run(&[
+            "reason",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--raw",
+            "--prompt",
+            "hello",
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--mode",
+            "reason",
+            "--n",
+            "3",
+            "--budget",
+            "5",
+            "--answer-tokens",
+            "3",
+            "--seed",
+            "7",
+            "--json",
+        ]);
+        assert!(ok, "{backend}: {err}");
+        let events = json_lines(&out);
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types[0], "route");
+        assert_eq!(events[0]["mode"], "reason");
+        assert_eq!(&types[types.len() - 2..], ["vote", "done"]);
+        assert_eq!(types.iter().filter(|t| **t == "candidate_done").count(), 3);
+        assert!(types.iter().filter(|t| **t == "token").count() >= 3);
+        assert!(events.last().unwrap()["stats"]["kvBytes"].as_u64().unwrap() > 0);
+    }
 
     // A wrong adapter directory is a clear error.
     let (ok, _, err) = run(&[

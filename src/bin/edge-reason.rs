@@ -126,6 +126,26 @@ enum Command {
         #[arg(long)]
         profile: bool,
     },
+    /// What the shared prompt cache and batched candidates buy: time to the first
+    /// reasoning token (shared vs re-encoding the prompt with the adapter on), KV bytes
+    /// of N candidates, decode step time of 1 vs N candidates with the adapter on.
+    BenchReason {
+        #[command(flatten)]
+        common: Common,
+        /// A PEFT reasoning adapter directory; without one a random rank-16 adapter
+        /// stands in (timing does not depend on its values).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long, default_value_t = 500)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 8)]
+        n: usize,
+        #[arg(long, default_value_t = 16)]
+        steps: usize,
+        /// Repetitions; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Answer with the reasoning runtime: route (switcher), N candidates from one
     /// prompt cache with budget forcing, and the vote; events as JSON lines with --json.
     Reason {
@@ -183,6 +203,7 @@ fn main() {
         | Command::Logits { common, .. }
         | Command::Generate { common, .. }
         | Command::Bench { common, .. }
+        | Command::BenchReason { common, .. }
         | Command::Reason { common, .. } => common.threads,
     };
     // The whole command runs inside the pool, so the calling thread is one of its
@@ -363,6 +384,35 @@ fn run(cli: Cli) -> Result<()> {
                 profile,
             };
             let report = pollster::block_on(bench::run(&loaded, &options))?;
+            let mut out = json!(report);
+            out["threads"] = json!(rayon::current_num_threads());
+            if common.json {
+                print_json(out);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+            }
+        }
+        Command::BenchReason {
+            common,
+            adapter,
+            prompt_tokens,
+            n,
+            steps,
+            runs,
+        } => {
+            let loaded = load(&common)?;
+            let adapter = adapter
+                .map(|dir| loaded.load_adapter(Adapter::from_dir(&dir, loaded.config())?))
+                .transpose()?;
+            let options = bench::reason::ReasonBenchOptions {
+                prompt_tokens,
+                n,
+                steps,
+                runs,
+                ..Default::default()
+            };
+            let report =
+                pollster::block_on(bench::reason::run(&loaded, adapter.as_ref(), &options))?;
             let mut out = json!(report);
             out["threads"] = json!(rayon::current_num_threads());
             if common.json {

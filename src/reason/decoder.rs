@@ -35,10 +35,13 @@ pub trait Decoder {
     /// up to `room` tokens of their own each. Called once, first.
     fn reserve(&mut self, prompt: usize, candidates: usize, room: usize) -> Result<()>;
 
-    /// Appends `tokens` of the prompt (LoRA off); returns the sum (d) of their final
-    /// hidden states after the final norm when `pool` (else empty). After the prompt's
-    /// last part, its last logits are kept for candidates' empty first feeds.
-    async fn prefill(&mut self, tokens: &[u32], pool: bool) -> Result<Vec<f32>>;
+    /// Appends `tokens` of the prompt; returns the sum (d) of their final hidden states
+    /// after the final norm when `pool` (else empty). After the prompt's last part, its
+    /// last logits are kept for candidates' empty first feeds. The runtime always
+    /// prefills with LoRA off (so every mode shares the cache); `lora` is there for
+    /// the benchmark's baseline that re-encodes the prompt with the adapter on (it
+    /// does not pool).
+    async fn prefill(&mut self, tokens: &[u32], pool: bool, lora: bool) -> Result<Vec<f32>>;
 
     /// Starts `n` candidates, each continuing the whole prompt's cache.
     fn fork(&mut self, n: usize) -> Result<()>;
@@ -106,8 +109,10 @@ impl Decoder for CpuDecoder<'_> {
         Ok(())
     }
 
-    async fn prefill(&mut self, tokens: &[u32], pool: bool) -> Result<Vec<f32>> {
+    async fn prefill(&mut self, tokens: &[u32], pool: bool, lora: bool) -> Result<Vec<f32>> {
         let cache = self.prompt.as_mut().ok_or_else(|| not_ready("reserved"))?;
+        let adapter = if lora { self.adapter } else { None };
+        let pool = pool && adapter.is_none();
         let mut sum = if pool {
             vec![0.0; self.model.config.n_embd]
         } else {
@@ -125,7 +130,7 @@ impl Decoder for CpuDecoder<'_> {
                 sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
                 self.last_logits = logits;
             } else {
-                self.last_logits = self.model.forward(chunk, cache, want)?;
+                self.last_logits = self.model.forward_with(chunk, cache, want, adapter)?;
             }
         }
         Ok(sum)

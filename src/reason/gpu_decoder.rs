@@ -54,8 +54,9 @@ impl Decoder for GpuDecoder<'_> {
         Ok(())
     }
 
-    async fn prefill(&mut self, tokens: &[u32], pool: bool) -> Result<Vec<f32>> {
-        let gm = self.gm;
+    async fn prefill(&mut self, tokens: &[u32], pool: bool, lora: bool) -> Result<Vec<f32>> {
+        let (gm, adapter) = (self.gm, self.adapter.filter(|_| lora));
+        let pool = pool && adapter.is_none();
         let s = self.session()?;
         if pool {
             gm.clear_pooled(s);
@@ -63,7 +64,8 @@ impl Decoder for GpuDecoder<'_> {
         s.check_main_room(tokens.len())?;
         let chunks: Vec<&[u32]> = tokens.chunks(MAX_ROWS).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            let rows = s.main_rows(chunk)?;
+            let mut rows = s.main_rows(chunk)?;
+            rows.iter_mut().for_each(|r| r.lora = lora as u32);
             let want = if i + 1 == chunks.len() {
                 Logits::Last
             } else {
@@ -75,6 +77,7 @@ impl Decoder for GpuDecoder<'_> {
                 PassOptions {
                     want,
                     pool,
+                    adapter,
                     ..Default::default()
                 },
             )?;

@@ -14,6 +14,6 @@ pub use answer::{extract, normalize, Answer};
 pub use budget::{Budget, Forcer, Next, Phase};
 pub use decoder::{CpuDecoder, Decoder, Feed, Picked};
 pub use gpu_decoder::GpuDecoder;
-pub use runtime::{reason, reason_cpu, Event, ReasonOptions, Stats};
+pub use runtime::{reason, reason_cpu, Event, ReasonOptions, Stats, MAX_CANDIDATES};
 pub use switcher::{Mode, Pooler, Route, Switcher, SwitcherConfig};
 pub use vote::{decided, logprob_weight, tally, Ballot, Rule, Share, Tally};

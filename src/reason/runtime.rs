@@ -223,7 +223,7 @@ pub async fn reason<D: Decoder>(
     });
     let mut pooler = Pooler::new(alpha);
     for part in prompt.chunks(chunk) {
-        let sum = decoder.prefill(part, switcher.is_some()).await?;
+        let sum = decoder.prefill(part, switcher.is_some(), false).await?;
         if switcher.is_some() {
             pooler.add_chunk(&sum, part.len());
         }

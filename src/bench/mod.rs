@@ -10,6 +10,8 @@
 //! Every figure is the median of `runs`, after an untimed warm-up (page faults, thread
 //! start-up and pipeline compilation are not timed).
 
+pub mod reason;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -217,7 +219,7 @@ async fn forked_session(
 }
 
 /// `n` tokens from a fixed LCG: the same prompt every run and on every machine.
-fn pseudo_random_tokens(n: usize, vocab: usize) -> Vec<u32> {
+pub(crate) fn pseudo_random_tokens(n: usize, vocab: usize) -> Vec<u32> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
         .map(|_| {
@@ -229,7 +231,7 @@ fn pseudo_random_tokens(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
