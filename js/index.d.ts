@@ -1,6 +1,11 @@
 // Types of edge-reason's main-thread API (index.js). The engine runs in a Web Worker.
 
-import type { BenchOptions, BenchReport, EngineBackend, GenerateOptions, Generation, LoadOptions } from './edge_reason.js';
+import type {
+  AdapterSummary, BenchOptions, BenchReport, EngineBackend, GenerateOptions, Generation, LoadOptions,
+  ReasonEvent, ReasonRequest,
+} from './edge_reason.js';
+
+export type { AdapterSummary, ReasonEvent, ReasonOptions, ReasonRequest } from './edge_reason.js';
 
 export type ErrorCode =
   | 'QUOTA_EXCEEDED' | 'NETWORK' | 'INTEGRITY' | 'ABORTED' | 'NOT_FOUND' | 'STORAGE'
@@ -84,6 +89,97 @@ export interface StoredModel {
   updatedAt: string | null;
 }
 
+/** A LoRA adapter or switcher: a directory URL, or its files' contents. */
+export interface WeightsSource {
+  /** Directory holding adapter_config.json + adapter_model.safetensors (or
+   *  switcher.json + switcher.safetensors); resolved against the page. */
+  url?: string;
+  config?: string | object;
+  weights?: Uint8Array | ArrayBuffer;
+}
+
+/** One candidate of a request, folded from its events. */
+export interface CandidateSummary {
+  index: number;
+  /** Text of the thinking phase (with the `<think>` markers). */
+  thinking: string;
+  /** Text of the answer phase. */
+  text: string;
+  done: { answer: string | null; tokens: number; logprob: number; reason: 'eos' | 'budget' | 'length' | 'consensus' } | null;
+}
+
+export interface ReasonResult {
+  /** The vote's winning answer (normalized key), or null. */
+  answer: string | null;
+  route: { mode: 'chat' | 'reason'; pReason: number | null } | null;
+  candidates: CandidateSummary[];
+  vote: { answer: string | null; tally: { key: string; votes: number; weight: number; first: number }[]; weights: number[]; stoppedEarly: number } | null;
+  stats: { promptTokens: number; ttftMs: number; prefillTokS: number; decodeTokS: number; tokens: number; kvBytes: number; tokensSaved: number } | null;
+  events: ReasonEvent[];
+}
+
+export interface ChatCompletionParams {
+  messages: { role: 'system' | 'user' | 'assistant' | string; content: string }[];
+  /** Candidates when the request reasons (1 to 16); a chat answer has one. */
+  n?: number;
+  stream?: boolean;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  /** Tokens of a direct (chat) answer. */
+  max_tokens?: number;
+  seed?: number;
+  reasoning?: {
+    mode?: 'auto' | 'chat' | 'reason';
+    /** Thinking tokens per candidate (then `</think>` is forced), or both limits. */
+    budget?: number | { think: number; answer: number };
+    /** Answer tokens after the thinking when `budget` is a number (default 32). */
+    answer_tokens?: number;
+    /** Weigh votes by each candidate's answer log-probability. */
+    weighted?: boolean;
+    early_stop?: boolean;
+  };
+  /** Which loaded adapter reasons (default: the only one). */
+  adapter?: string;
+}
+
+export interface ChatCompletionChoice {
+  index: number;
+  message: { role: 'assistant'; content: string; reasoning_content: string | null };
+  /** "stop", "length", or "early_consensus" (stopped once the vote was decided). */
+  finish_reason: 'stop' | 'length' | 'early_consensus';
+  /** The answer extracted for the vote. */
+  answer: string | null;
+  tokens: number;
+  logprob: number;
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: ChatCompletionChoice[];
+  route: ReasonResult['route'];
+  vote: ReasonResult['vote'];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  stats: ReasonResult['stats'];
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: { index: number; delta: { role?: 'assistant'; content?: string; reasoning_content?: string }; finish_reason: ChatCompletionChoice['finish_reason'] | null; answer?: string | null }[];
+  /** On the first chunk. */
+  route?: ReasonResult['route'];
+  /** On the last chunk. */
+  vote?: ReasonResult['vote'];
+  usage?: ChatCompletion['usage'];
+  stats?: ReasonResult['stats'];
+}
+
 export class EdgeEngine extends EventTarget {
   readonly ready: Promise<EdgeEngine>;
   readonly version: string;
@@ -95,6 +191,17 @@ export class EdgeEngine extends EventTarget {
   tokenize(text: string, options?: { special?: boolean }): Promise<number[]>;
   logits(ids: ArrayLike<number>): Promise<Float32Array>;
   bench(options?: BenchOptions): Promise<BenchReport>;
+  loadAdapter(source: WeightsSource & { name?: string }): Promise<AdapterSummary>;
+  unloadAdapter(name: string): Promise<boolean>;
+  loadSwitcher(source: WeightsSource): Promise<{ loaded: true }>;
+  reason(request: ReasonRequest, options?: { onEvent?: (event: ReasonEvent) => void }): Promise<ReasonResult>;
+  benchReason(options?: { prompt_tokens?: number; n?: number; steps?: number; runs?: number; rank?: number; adapter?: string }): Promise<object>;
+  readonly chat: {
+    completions: {
+      create(params: ChatCompletionParams & { stream?: false }): Promise<ChatCompletion>;
+      create(params: ChatCompletionParams & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
+    };
+  };
   info(): Promise<{ version: string; memoryBytes: number; model: { id: string; size: number; sha256: string } | null; backend: EngineBackend | null }>;
   detectBackend(): Promise<EngineBackend>;
   unload(): Promise<void>;

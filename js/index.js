@@ -6,8 +6,11 @@
 //   const engine = await createEngine();
 //   await engine.load({ url, sha256, onProgress: (p) => console.log(p.phase, p.loadedBytes) });
 //   const { text } = await engine.generate('Hello', { max_tokens: 32, onText: (t) => out.append(t) });
+//   await engine.loadAdapter({ url: '/adapters/reasoning/' });
+//   const r = await engine.chat.completions.create({ messages, n: 8, reasoning: { mode: 'auto', budget: 256 } });
 
 import { EngineError, ERROR_CODES, fromPlain } from './errors.js';
+import { chunksOf, requestOf, summarize, toCompletion } from './reason.js';
 
 export { EngineError, ERROR_CODES };
 
@@ -28,6 +31,11 @@ async function withPersist(call) {
     : Promise.resolve(null);
   const [result, persisted] = await Promise.all([call, asked]);
   return { ...result, persisted };
+}
+
+/** `url` resolved against the page (the worker lives elsewhere), when it is a string. */
+function absolute(url) {
+  return typeof url === 'string' ? new URL(url, globalThis.location?.href).href : url;
 }
 
 export class EdgeEngine extends EventTarget {
@@ -72,6 +80,8 @@ export class EdgeEngine extends EventTarget {
         this.dispatchEvent(new CustomEvent('progress', { detail: msg.data }));
       } else if (msg.event === 'text') {
         p.onText?.(msg.data);
+      } else if (msg.event === 'event') {
+        p.onEvent?.(msg.data);
       }
       return;
     }
@@ -81,13 +91,13 @@ export class EdgeEngine extends EventTarget {
     else p.reject(fromPlain(msg.error));
   }
 
-  #call(op, args, { signal, onProgress, onText } = {}) {
+  #call(op, args, { signal, onProgress, onText, onEvent } = {}) {
     if (signal?.aborted) return Promise.reject(new EngineError('ABORTED', 'the operation was aborted before it started'));
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       const onAbort = () => this.#worker.postMessage({ op: 'abort', args: { target: id } });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, { resolve, reject, onProgress, onText, signal, onAbort });
+      this.#pending.set(id, { resolve, reject, onProgress, onText, onEvent, signal, onAbort });
       this.#worker.postMessage({ id, op, args });
     });
   }
@@ -98,12 +108,14 @@ export class EdgeEngine extends EventTarget {
    * `kv_cache`, `signal` and `onProgress`.
    */
   load({ signal, onProgress, ...source } = {}) {
-    return withPersist(this.#call('load', { ...source, storage: this.#storage }, { signal, onProgress }));
+    const args = { ...source, url: absolute(source.url), manifestUrl: absolute(source.manifestUrl), storage: this.#storage };
+    return withPersist(this.#call('load', args, { signal, onProgress }));
   }
 
   /** Downloads a model into storage without loading it (same source options as load). */
   download({ signal, onProgress, ...source } = {}) {
-    return withPersist(this.#call('download', { ...source, storage: this.#storage }, { signal, onProgress }));
+    const args = { ...source, url: absolute(source.url), manifestUrl: absolute(source.manifestUrl), storage: this.#storage };
+    return withPersist(this.#call('download', args, { signal, onProgress }));
   }
 
   /** Models in browser storage: [{id, url, size, storedBytes, complete, sha256, updatedAt}]. */
@@ -132,6 +144,109 @@ export class EdgeEngine extends EventTarget {
 
   bench(options) {
     return this.#call('bench', { options });
+  }
+
+  /**
+   * Makes a LoRA adapter resident under `name` (default "reasoning"): `{url}` of a
+   * directory with adapter_config.json + adapter_model.safetensors, or `{config,
+   * weights}`. Several may be resident; a request names the one it reasons with.
+   */
+  loadAdapter({ name = 'reasoning', url, config, weights } = {}) {
+    return this.#call('loadAdapter', { name, url: absolute(url), config, weights });
+  }
+
+  unloadAdapter(name) {
+    return this.#call('unloadAdapter', { name });
+  }
+
+  /** Loads the switcher: `{url}` of a directory with switcher.json +
+   *  switcher.safetensors, or `{config, weights}`. */
+  loadSwitcher({ url, config, weights } = {}) {
+    return this.#call('loadSwitcher', { url: absolute(url), config, weights });
+  }
+
+  /**
+   * One request of the reasoning runtime: `{prompt | messages, raw, adapter, options:
+   * {mode, n, budget: {think, answer}, temperature, top_k, top_p, seed, weighted,
+   * early_stop, max_tokens}}`. `onEvent(event)` gets each event as it happens (route,
+   * token, candidate_done, vote, done). Resolves to the events summarized: {answer,
+   * route, candidates: [{index, thinking, text, done}], vote, stats, events}.
+   */
+  async reason(request, { onEvent } = {}) {
+    const events = [];
+    await this.#call('reason', { request }, {
+      onEvent: (e) => {
+        events.push(e);
+        onEvent?.(e);
+      },
+    });
+    return { ...summarize(events), events };
+  }
+
+  /** The reasoning runtime's benchmark (`edge-reason bench-reason --json`). */
+  benchReason(options) {
+    return this.#call('benchReason', { options });
+  }
+
+  /**
+   * OpenAI-style chat completions over the reasoning runtime:
+   * `engine.chat.completions.create({messages, n, stream, temperature, top_p,
+   * max_tokens, seed, reasoning: {mode, budget, answer_tokens, weighted}, adapter})`
+   * resolves to a `chat.completion` with one choice per candidate plus `route`, `vote`,
+   * `usage` and `stats`; with `stream: true`, to an async iterable of
+   * `chat.completion.chunk`s (the last one carries the vote and usage).
+   */
+  get chat() {
+    return { completions: { create: (params) => this.#createCompletion(params) } };
+  }
+
+  async #createCompletion({ stream = false, ...params } = {}) {
+    const request = requestOf(params);
+    const meta = {
+      id: `chatcmpl-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`,
+      created: Math.floor(Date.now() / 1000),
+      model: (await this.info()).model?.id ?? 'edge-reason',
+    };
+    if (!stream) {
+      const { events } = await this.reason(request);
+      return toCompletion(events, meta);
+    }
+    // A queue between the worker's events and the consumer's iteration.
+    const queue = [];
+    let wake = null;
+    let finished = false;
+    let failure = null;
+    const state = {};
+    const push = (items) => {
+      queue.push(...items);
+      wake?.();
+    };
+    this.reason(request, { onEvent: (e) => push(chunksOf(e, meta, state)) }).then(
+      () => {
+        finished = true;
+        wake?.();
+      },
+      (err) => {
+        failure = err;
+        wake?.();
+      },
+    );
+    return {
+      async *[Symbol.asyncIterator]() {
+        for (;;) {
+          if (queue.length) {
+            yield queue.shift();
+          } else if (failure) {
+            throw failure;
+          } else if (finished) {
+            return;
+          } else {
+            await new Promise((r) => (wake = r));
+            wake = null;
+          }
+        }
+      },
+    };
   }
 
   /** {version, memoryBytes (wasm memory, its peak), model, backend}. */

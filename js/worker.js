@@ -4,7 +4,8 @@
 //
 // Protocol: the page posts {id, op, args}; the worker answers {id, ok: true, value} or
 // {id, ok: false, error: {code, message}}, and may post {id, event, data} before that
-// ("progress" for loads and downloads, "text" for generation). {op: "abort", args:
+// ("progress" for loads and downloads, "text" for generation, "event" for the reasoning
+// runtime's events). {op: "abort", args:
 // {target}} aborts request `target`.
 
 import init, { Engine, detectBackend, sha256OfReader, version, wasmMemoryBytes } from './edge_reason.js';
@@ -129,7 +130,59 @@ const ops = {
   logits: ({ ids }) => serial(() => requireEngine().logits(Uint32Array.from(ids))),
 
   bench: ({ options }) => serial(() => requireEngine().bench(options)),
+
+  loadAdapter: ({ name = 'reasoning', url, config, weights }) =>
+    serial(async () => {
+      const e = requireEngine();
+      const files = url ? await fetchPair(url, 'adapter_config.json', 'adapter_model.safetensors') : { config, weights };
+      return e.loadAdapter(name, textOf(files.config, 'the adapter config'), bytesOf(files.weights, 'the adapter weights'));
+    }),
+
+  unloadAdapter: ({ name }) => serial(async () => requireEngine().unloadAdapter(String(name))),
+
+  loadSwitcher: ({ url, config, weights }) =>
+    serial(async () => {
+      const e = requireEngine();
+      const files = url ? await fetchPair(url, 'switcher.json', 'switcher.safetensors') : { config, weights };
+      e.loadSwitcher(textOf(files.config, 'the switcher config'), bytesOf(files.weights, 'the switcher weights'));
+      return { loaded: true };
+    }),
+
+  reason: ({ request }, { onEvent }) => serial(() => requireEngine().reason(request, onEvent)),
+
+  benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),
 };
+
+/** `config` (JSON text) and `weights` (bytes) from the directory URL `dir`. */
+async function fetchPair(dir, configName, weightsName) {
+  const base = new URL(dir.endsWith('/') ? dir : `${dir}/`, self.location.href);
+  const get = async (name) => {
+    const url = new URL(name, base).href;
+    let res;
+    try {
+      res = await fetch(url);
+    } catch (err) {
+      throw new EngineError('NETWORK', `could not fetch ${url} (${err?.message ?? err}): check the connection and try again`);
+    }
+    if (res.status === 404) throw new EngineError('NOT_FOUND', `${url} was not found (HTTP 404): check the directory URL`);
+    if (!res.ok) throw new EngineError('NETWORK', `${url} answered HTTP ${res.status}: try again later`);
+    return res;
+  };
+  const [config, weights] = await Promise.all([get(configName), get(weightsName)]);
+  return { config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) };
+}
+
+function textOf(config, what) {
+  if (typeof config === 'string') return config;
+  if (config && typeof config === 'object') return JSON.stringify(config);
+  throw new EngineError('INVALID_ARGUMENT', `${what} is missing: give {url} or {config, weights}`);
+}
+
+function bytesOf(weights, what) {
+  if (weights instanceof Uint8Array) return weights;
+  if (weights instanceof ArrayBuffer) return new Uint8Array(weights);
+  throw new EngineError('INVALID_ARGUMENT', `${what} must be a Uint8Array or ArrayBuffer: give {url} or {config, weights}`);
+}
 
 self.onmessage = async (event) => {
   const { id, op, args } = event.data ?? {};
@@ -144,7 +197,12 @@ self.onmessage = async (event) => {
     await wasmReady;
     const fn = ops[op];
     if (!fn) throw new EngineError('INVALID_ARGUMENT', `unknown operation ${op}`);
-    const value = await fn(args ?? {}, { signal: controller.signal, onProgress: post('progress'), onText: post('text') });
+    const value = await fn(args ?? {}, {
+      signal: controller.signal,
+      onProgress: post('progress'),
+      onText: post('text'),
+      onEvent: post('event'),
+    });
     self.postMessage({ id, ok: true, value });
   } catch (err) {
     const e = controller.signal.aborted ? new EngineError('ABORTED', 'the operation was aborted') : asEngineError(err);

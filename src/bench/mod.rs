@@ -152,7 +152,7 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
         }
         let c = runner.config();
         let mean_keys = o.decode_tokens.div_ceil(2);
-        let kv = 2 * c.n_layer * mean_keys * c.kv_dim() * g.gm.kv_store.value_bytes();
+        let kv = 2 * c.n_layer * mean_keys * g.gm.kv_store.row_bytes(c.kv_dim(), c.n_kv_head);
         let bytes = g.gm.weight_bytes + kv as u64;
         decode_bytes_per_token = Some(bytes);
         subgroups = Some(g.gm.kernels.subgroups());

@@ -39,6 +39,8 @@ enum Backend {
 enum KvCache {
     F16,
     F32,
+    /// INT8 with one scale per position and KV head (KV8).
+    Int8,
 }
 
 #[derive(Args)]
@@ -253,6 +255,7 @@ fn load(common: &Common) -> Result<Runner> {
     runner.set_kv_precision(match common.kv_cache {
         KvCache::F16 => KvPrecision::F16,
         KvCache::F32 => KvPrecision::F32,
+        KvCache::Int8 => KvPrecision::Int8,
     });
     Ok(runner)
 }

@@ -13,6 +13,10 @@ pub enum KvPrecision {
     /// Rounded to f16 (2 bytes each, as llama.cpp's default cache): half the memory
     /// and the attention reads.
     F16,
+    /// INT8 with one scale per position and KV head (the method's KV8): about a quarter
+    /// of f32's memory.
+    #[serde(rename = "int8")]
+    Int8,
 }
 
 /// How the KV cache holds its values (the `kv_*.wgsl` prelude of the kernels that
@@ -24,6 +28,8 @@ pub enum KvStore {
     F16,
     /// Two f16 values per u32 word (pack2x16float): f16 without `shader-f16`.
     F16Packed,
+    /// Four i8 values per u32 word, then one f32 scale per KV head (kv_i8.wgsl).
+    Int8,
 }
 
 impl KvStore {
@@ -33,14 +39,17 @@ impl KvStore {
             KvStore::F32 => "f32",
             KvStore::F16 => "f16",
             KvStore::F16Packed => "f16-packed",
+            KvStore::Int8 => "int8",
         }
     }
 
-    /// Bytes of one cached value.
-    pub fn value_bytes(self) -> usize {
+    /// Bytes of one position's keys (or values) of one layer: `kv_dim` values of
+    /// `n_kv_heads` heads.
+    pub fn row_bytes(self, kv_dim: usize, n_kv_heads: usize) -> usize {
         match self {
-            KvStore::F32 => 4,
-            KvStore::F16 | KvStore::F16Packed => 2,
+            KvStore::F32 => kv_dim * 4,
+            KvStore::F16 | KvStore::F16Packed => kv_dim * 2,
+            KvStore::Int8 => kv_dim + 4 * n_kv_heads,
         }
     }
 }
@@ -89,6 +98,8 @@ macro_rules! with_kv {
                 "kernels/kv_f16_packed_store.wgsl",
                 $file
             ),
+            // Per-head scales: a write kernel of its own.
+            KvStore::Int8 => with_common!("kernels/kv_i8.wgsl", "kernels/kv_write_i8.wgsl"),
         }
     };
     ($kv:expr, $($file:literal),+) => {
@@ -99,6 +110,7 @@ macro_rules! with_kv {
                 with_common!("kernels/kv_f16.wgsl", $($file),+)
             ),
             KvStore::F16Packed => with_common!("kernels/kv_f16_packed.wgsl", $($file),+),
+            KvStore::Int8 => with_common!("kernels/kv_i8.wgsl", $($file),+),
         }
     };
 }
@@ -237,6 +249,7 @@ impl Kernels {
             KvPrecision::F32 => KvStore::F32,
             KvPrecision::F16 if self.shader_f16 => KvStore::F16,
             KvPrecision::F16 => KvStore::F16Packed,
+            KvPrecision::Int8 => KvStore::Int8,
         }
     }
 

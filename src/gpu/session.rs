@@ -232,7 +232,14 @@ impl GpuSession {
         }
         let slots = main_capacity + n_streams * stream_capacity;
         let kv_store = gm.kv_store;
-        let kv_layer_bytes = (slots * c.kv_dim() * kv_store.value_bytes()) as u64;
+        if kv_store == KvStore::Int8 && (c.head_dim % 4 != 0) {
+            return Err(Error::UnsupportedConfig(format!(
+                "the INT8 KV cache needs a head size divisible by 4, not {}",
+                c.head_dim
+            )));
+        }
+        let row_bytes = kv_store.row_bytes(c.kv_dim(), c.n_kv_head);
+        let kv_layer_bytes = (slots * row_bytes) as u64;
         if kv_layer_bytes > gm.ctx.max_binding() {
             return Err(Error::GpuMemory {
                 what: format!("the KV cache of one layer ({slots} positions)"),
@@ -800,6 +807,18 @@ impl GpuPass<'_> {
         &self.gm.kernels
     }
 
+    /// Override constants of the kernels that read or write the KV cache.
+    fn kv_constants(&self) -> Vec<(&'static str, u32)> {
+        let c = self.config();
+        match self.s.kv_store {
+            KvStore::Int8 => vec![
+                ("KV_DIM", c.kv_dim() as u32),
+                ("HEAD_DIM", c.head_dim as u32),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     fn config(&self) -> &Config {
         &self.gm.model.config
     }
@@ -1085,7 +1104,8 @@ impl Pass<Gpu> for GpuPass<'_> {
 
         // 1. This pass's keys and values into their slots.
         let kv = self.s.kv_store;
-        let pipeline = self.kernels().pipeline(Kernel::KvWrite(kv), &[]);
+        let constants = self.kv_constants();
+        let pipeline = self.kernels().pipeline(Kernel::KvWrite(kv), &constants);
         let bg = self.bind(BindKey::KvWrite(layer), Kernel::KvWrite(kv), |s| {
             vec![
                 whole(&s.params.kv_dim),
@@ -1097,7 +1117,12 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.v_cache[layer]),
             ]
         });
-        let groups = (self.n * kv_dim / 2).div_ceil(256);
+        let groups = if kv == KvStore::Int8 {
+            // One thread per (row, KV head), 64 to a workgroup.
+            (self.n * self.config().n_kv_head as u32).div_ceil(64)
+        } else {
+            (self.n * kv_dim / 2).div_ceil(256)
+        };
         self.dispatch(Kernel::KvWrite(kv), &pipeline, &bg, groups, 1, 1);
 
         // 2. Split attention (tiled over rows for prefill), then the merge of the splits.
@@ -1112,7 +1137,7 @@ impl Pass<Gpu> for GpuPass<'_> {
             let xyz = [n_head, self.n, self.n_splits];
             (Kernel::Attention(kv), BindKey::Attention(layer), xyz)
         };
-        let pipeline = self.kernels().pipeline(kernel, &[]);
+        let pipeline = self.kernels().pipeline(kernel, &constants);
         let bg = self.bind(key, kernel, |s| {
             vec![
                 whole(&s.params.attn),

@@ -78,6 +78,7 @@ impl Default for ReasonOptions {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
+    pub prompt_tokens: usize,
     /// From the request to the first generated token.
     pub ttft_ms: f64,
     pub prefill_tok_s: f64,
@@ -232,7 +233,7 @@ pub async fn reason<D: Decoder>(
 
     // 2. The route.
     let route = match (o.mode, switcher) {
-        (Mode::Auto, Some(s)) => s.route(Mode::Auto, pooler.features().unwrap_or(&[])),
+        (mode, Some(s)) => s.route(mode, pooler.features().unwrap_or(&[])),
         (Mode::Auto, None) => Route {
             mode: if has_adapter {
                 Mode::Reason
@@ -451,6 +452,7 @@ pub async fn reason<D: Decoder>(
     });
     emit(&Event::Done {
         stats: Stats {
+            prompt_tokens: prompt.len(),
             ttft_ms: (ttft.unwrap_or(t_end) - t0) * 1000.0,
             prefill_tok_s: prompt.len() as f64 / (t_prefill - t0).max(1e-9),
             decode_tok_s: tokens as f64 / (t_end - t_decode).max(1e-9),

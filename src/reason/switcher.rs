@@ -136,25 +136,18 @@ impl Switcher {
         1.0 / (1.0 + (-z).exp())
     }
 
-    /// The route of a request in `mode`: `auto` asks the head.
+    /// The route of a request in `mode`: `auto` follows the head; a fixed mode is
+    /// kept, with the head's probability still reported (the features cost nothing).
     pub fn route(&self, mode: Mode, features: &[f32]) -> Route {
-        match mode {
-            Mode::Auto => {
-                let p = self.prob(features);
-                let mode = if p >= self.config.threshold {
-                    Mode::Reason
-                } else {
-                    Mode::Chat
-                };
-                Route {
-                    mode,
-                    p_reason: Some(p),
-                }
-            }
-            fixed => Route {
-                mode: fixed,
-                p_reason: None,
-            },
+        let p = self.prob(features);
+        let mode = match mode {
+            Mode::Auto if p >= self.config.threshold => Mode::Reason,
+            Mode::Auto => Mode::Chat,
+            fixed => fixed,
+        };
+        Route {
+            mode,
+            p_reason: Some(p),
         }
     }
 }
@@ -247,7 +240,8 @@ mod tests {
         assert_eq!(s.route(Mode::Auto, &[2.0, 0.0, 0.0]).mode, Mode::Reason);
         assert_eq!(s.route(Mode::Auto, &[1.0, 2.0, 3.0]).mode, Mode::Chat);
         let fixed = s.route(Mode::Reason, &[1.0, 2.0, 3.0]);
-        assert_eq!((fixed.mode, fixed.p_reason), (Mode::Reason, None));
+        assert_eq!(fixed.mode, Mode::Reason);
+        assert!((fixed.p_reason.unwrap() - 0.278_885).abs() < 1e-5);
     }
 
     #[test]

@@ -13,13 +13,16 @@
 //! - `class Engine`: a model loaded on WebGPU or the CPU, either from bytes in memory
 //!   (`Engine.load(bytes, options)`) or tensor by tensor from a random-access reader
 //!   (`Engine.loadFromReader(reader, options)`, an OPFS file in the worker), then
-//!   `backend`, `tokenize`, `logits`, `positionLogits`, `generate`, `bench`.
+//!   `backend`, `tokenize`, `logits`, `positionLogits`, `generate`, `bench`; and the
+//!   reasoning runtime (reason.rs): `loadAdapter`, `unloadAdapter`, `loadSwitcher`,
+//!   `reason`, `benchReason`.
 //! - `sha256OfReader(reader, onProgress)`: the whole file's SHA-256 (verification).
 //! - `wasmMemoryBytes()`: the size of wasm memory now (it never shrinks: the peak).
 
 mod detect;
 mod js;
 mod reader;
+mod reason;
 
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
@@ -62,7 +65,7 @@ export interface LoadOptions {
   backend?: "auto" | "webgpu" | "gpu" | "cpu";
   /** Precision of the WebGPU KV cache: "f16" (default: half the memory, as
    *  llama.cpp's default) or "f32" (exact). The CPU's cache is f32. */
-  kv_cache?: "f16" | "f32";
+  kv_cache?: "f16" | "f32" | "int8";
 }
 
 /** Which backend a loaded engine runs on, and why. */
@@ -152,8 +155,11 @@ fn from_js<T: serde::de::DeserializeOwned + Default>(
 }
 
 fn to_js<T: serde::Serialize>(v: &T) -> Result<JsValue, JsValue> {
-    // Maps as plain objects, not `Map`s, so JSON.stringify shows them.
-    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    // Maps as plain objects, not `Map`s, so JSON.stringify shows them; `None` as null,
+    // as the TypeScript types say.
+    let ser = serde_wasm_bindgen::Serializer::new()
+        .serialize_maps_as_objects(true)
+        .serialize_missing_as_null(true);
     v.serialize(&ser).map_err(|e| internal(&e.to_string()))
 }
 
@@ -196,6 +202,20 @@ impl Default for GenerateOptions {
 pub struct WasmEngine {
     runner: Runner,
     choice: BackendChoice,
+    /// Resident LoRA adapters by name, in load order.
+    adapters: Vec<(String, crate::runner::LoadedAdapter)>,
+    switcher: Option<crate::reason::Switcher>,
+}
+
+impl WasmEngine {
+    fn new(runner: Runner, choice: BackendChoice) -> Self {
+        WasmEngine {
+            runner,
+            choice,
+            adapters: Vec::new(),
+            switcher: None,
+        }
+    }
 }
 
 #[wasm_bindgen(js_class = Engine)]
@@ -386,10 +406,7 @@ async fn load_on_backend(
             match Runner::load(gguf, source, Some(ctx)).await {
                 Ok(mut runner) => {
                     runner.set_kv_precision(options.kv_cache.unwrap_or(KvPrecision::F16));
-                    return Ok(WasmEngine {
-                        runner,
-                        choice: detected,
-                    });
+                    return Ok(WasmEngine::new(runner, detected));
                 }
                 Err(e @ (crate::Error::GpuMemory { .. } | crate::Error::Gpu(_))) => {
                     fallback(format!("WebGPU could not hold the model ({e})"), e)?
@@ -408,5 +425,5 @@ async fn load_on_cpu(
     choice: BackendChoice,
 ) -> Result<WasmEngine, JsValue> {
     let runner = Runner::load(gguf, source, None).await.map_err(js_error)?;
-    Ok(WasmEngine { runner, choice })
+    Ok(WasmEngine::new(runner, choice))
 }

@@ -1,0 +1,229 @@
+//! The reasoning runtime's JavaScript surface: resident LoRA adapters by name, the
+//! switcher, one request's events streamed to a callback, and its benchmark.
+
+use js_sys::Function;
+use wasm_bindgen::prelude::*;
+
+use super::js::{crate_error as js_error, invalid};
+use super::{from_js, to_js, WasmEngine};
+use crate::lora::Adapter;
+use crate::reason::{ReasonOptions, Switcher};
+use crate::runner::LoadedAdapter;
+use crate::tokenizer::Message;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_REASON: &'static str = r#"
+/** What `Engine.loadAdapter()` resolves to. */
+export interface AdapterSummary {
+  name: string;
+  rank: number;
+  /** The linear layers it adapts: "q_proj", ..., "down_proj". */
+  targets: string[];
+  /** Bytes its weights take where the model runs. */
+  bytes: number;
+}
+
+/** One request of `Engine.reason()`. */
+export interface ReasonRequest {
+  /** The user's message (wrapped in the chat template unless `raw`)... */
+  prompt?: string;
+  /** ...or the whole conversation. */
+  messages?: { role: string; content: string }[];
+  /** Use `prompt` as it is, without the chat template. */
+  raw?: boolean;
+  /** Which loaded adapter reasons (default: the only one loaded). */
+  adapter?: string;
+  options?: ReasonOptions;
+}
+
+/** Options of one request; the defaults are the CLI's. */
+export interface ReasonOptions {
+  mode?: "auto" | "chat" | "reason";
+  /** Candidates when reasoning, 1 to 16 (default 1). */
+  n?: number;
+  /** Thinking tokens before `</think>` is forced, and answer tokens after it. */
+  budget?: { think: number; answer: number };
+  /** Tokens of a direct (chat) answer. */
+  max_tokens?: number;
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  /** Candidate i samples with seed `seed + i`. */
+  seed?: number;
+  /** Weigh votes by each candidate's mean answer-token log-probability. */
+  weighted?: boolean;
+  /** Stop the candidates still running once the majority cannot change (default true). */
+  early_stop?: boolean;
+  think_prefix?: string;
+  force_suffix?: string;
+}
+
+/** The events of one request, in order. */
+export type ReasonEvent =
+  | { type: "route"; mode: "chat" | "reason"; pReason: number | null }
+  | { type: "token"; candidate: number; text: string; phase: "think" | "answer" }
+  | { type: "candidate_done"; candidate: number; answer: string | null; tokens: number;
+      logprob: number; reason: "eos" | "budget" | "length" | "consensus" }
+  | { type: "vote"; answer: string | null;
+      tally: { key: string; votes: number; weight: number; first: number }[];
+      weights: number[]; stoppedEarly: number }
+  | { type: "done"; stats: { promptTokens: number; ttftMs: number; prefillTokS: number;
+      decodeTokS: number; tokens: number; kvBytes: number; tokensSaved: number } };
+"#;
+
+/// One request from JS.
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct ReasonRequest {
+    prompt: Option<String>,
+    messages: Option<Vec<Message>>,
+    raw: bool,
+    adapter: Option<String>,
+    options: ReasonOptions,
+}
+
+#[wasm_bindgen(js_class = Engine)]
+impl WasmEngine {
+    /// Makes a LoRA adapter resident under `name` (replacing one of that name): the
+    /// text of `adapter_config.json` and the bytes of `adapter_model.safetensors`
+    /// (PEFT f32/f16/bf16, or our INT8 form), checked against the model.
+    #[wasm_bindgen(js_name = loadAdapter, unchecked_return_type = "AdapterSummary")]
+    pub fn load_adapter(
+        &mut self,
+        name: String,
+        config_json: &str,
+        weights: &[u8],
+    ) -> Result<JsValue, JsValue> {
+        let adapter =
+            Adapter::from_peft(config_json, weights, self.runner.config()).map_err(js_error)?;
+        let summary = serde_json::json!({
+            "name": name,
+            "rank": adapter.rank,
+            "targets": adapter.targets.iter().map(|t| t.peft_name()).collect::<Vec<_>>(),
+        });
+        let loaded = self.runner.load_adapter(adapter).map_err(js_error)?;
+        let mut summary = summary;
+        summary["bytes"] = loaded.n_bytes().into();
+        self.adapters.retain(|(n, _)| *n != name);
+        self.adapters.push((name, loaded));
+        to_js(&summary)
+    }
+
+    /// Drops the adapter `name`; whether there was one.
+    #[wasm_bindgen(js_name = unloadAdapter)]
+    pub fn unload_adapter(&mut self, name: &str) -> bool {
+        let before = self.adapters.len();
+        self.adapters.retain(|(n, _)| n != name);
+        self.adapters.len() != before
+    }
+
+    /// Names of the resident adapters, in load order.
+    #[wasm_bindgen(getter)]
+    pub fn adapters(&self) -> Vec<String> {
+        self.adapters.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Loads the switcher (the text of `switcher.json` and the bytes of
+    /// `switcher.safetensors`), replacing any other.
+    #[wasm_bindgen(js_name = loadSwitcher)]
+    pub fn load_switcher(&mut self, config_json: &str, weights: &[u8]) -> Result<(), JsValue> {
+        let d = self.runner.config().n_embd;
+        self.switcher = Some(Switcher::from_files(config_json, weights, d).map_err(js_error)?);
+        Ok(())
+    }
+
+    /// Runs one request of the reasoning runtime; `on_event` receives each event as it
+    /// happens (route, tokens, candidates done, the vote, done). Resolves to the winning
+    /// answer's key (null when no candidate answered).
+    #[wasm_bindgen(unchecked_return_type = "string | null")]
+    pub async fn reason(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ReasonRequest")] request: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "((event: ReasonEvent) => void) | undefined")]
+        on_event: Option<Function>,
+    ) -> Result<JsValue, JsValue> {
+        let r: ReasonRequest = from_js(Some(request), "reason request")?;
+        let tk = self.runner.tokenizer();
+        let text =
+            match (r.prompt, r.messages) {
+                (Some(p), None) if r.raw => p,
+                (Some(p), None) => tk
+                    .apply_chat_template(&[Message::new("user", &p)], true)
+                    .map_err(js_error)?,
+                (None, Some(m)) if !m.is_empty() && !r.raw => {
+                    tk.apply_chat_template(&m, true).map_err(js_error)?
+                }
+                _ => return Err(invalid(
+                    "reason: give `prompt` (optionally `raw`) or a non-empty `messages`, not both",
+                )),
+            };
+        let ids = tk.encode_prompt(&text).map_err(js_error)?;
+        let adapter = self.pick_adapter(r.adapter.as_deref())?;
+        let mut failed = None;
+        let winner = self
+            .runner
+            .reason(adapter, self.switcher.as_ref(), &ids, &r.options, |event| {
+                if let (Some(f), None) = (&on_event, &failed) {
+                    match to_js(event) {
+                        Ok(v) => {
+                            if let Err(e) = f.call1(&JsValue::NULL, &v) {
+                                failed = Some(e);
+                            }
+                        }
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            })
+            .await
+            .map_err(js_error)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(winner.map_or(JsValue::NULL, |w| JsValue::from_str(&w)))
+    }
+
+    /// The reasoning runtime's benchmark (`edge-reason bench-reason --json`) with the
+    /// adapter `options.adapter` (a random one when none is loaded).
+    #[wasm_bindgen(js_name = benchReason)]
+    pub async fn bench_reason(&self, options: Option<JsValue>) -> Result<JsValue, JsValue> {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Options {
+            adapter: Option<String>,
+            #[serde(flatten)]
+            bench: crate::bench::reason::ReasonBenchOptions,
+        }
+        let o: Options = from_js(options, "benchReason options")?;
+        let adapter = match o.adapter.as_deref() {
+            Some(name) => self.pick_adapter(Some(name))?,
+            None => None,
+        };
+        let report = crate::bench::reason::run(&self.runner, adapter, &o.bench)
+            .await
+            .map_err(js_error)?;
+        to_js(&report)
+    }
+}
+
+impl WasmEngine {
+    /// The adapter `name`, or the only one loaded when no name is given.
+    fn pick_adapter(&self, name: Option<&str>) -> Result<Option<&LoadedAdapter>, JsValue> {
+        match name {
+            Some(n) => self
+                .adapters
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, a)| Some(a))
+                .ok_or_else(|| {
+                    js_error(crate::Error::InvalidArgument(format!(
+                        "no adapter named \"{n}\" is loaded (loaded: {:?})",
+                        self.adapters.iter().map(|(k, _)| k).collect::<Vec<_>>()
+                    )))
+                }),
+            None if self.adapters.len() > 1 => Err(js_error(crate::Error::InvalidArgument(
+                "several adapters are loaded: name the one to reason with in `adapter`".into(),
+            ))),
+            None => Ok(self.adapters.first().map(|(_, a)| a)),
+        }
+    }
+}
