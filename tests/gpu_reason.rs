@@ -433,7 +433,7 @@ fn a_gpu_request_emits_what_the_cpu_request_emits() {
 
 #[test]
 fn gpu_kv_bytes_count_the_prompt_once_and_each_candidate_own_positions() {
-    let Some((g, c)) = runners() else { return };
+    let Some((mut g, c)) = runners() else { return };
     let (ga, ca) = (runner_adapter(&g), runner_adapter(&c));
     let tk = g.tokenizer();
     let prompt = tk.encode("hello hell, hello", false).unwrap();
@@ -447,20 +447,30 @@ fn gpu_kv_bytes_count_the_prompt_once_and_each_candidate_own_positions() {
             })
             .unwrap()
     };
-    let events = request(&g, Some(&ga), None, &o);
     // A candidate that ran into its budget fed the think prefix, its sampled tokens but
     // the last, and the forced suffix.
     let prefix = tk.encode(&o.think_prefix, true).unwrap().len();
     let forced = tk.encode(&o.force_suffix, true).unwrap().len();
-    let own: usize = outcomes(&events, 4)
-        .iter()
-        .map(|(_, reason, sampled)| {
-            assert_eq!(*reason, "budget", "the random model runs into its budget");
-            prefix + sampled - 1 + forced
-        })
-        .sum();
-    let cfg = g.config();
-    let per_position = cfg.n_layer * 2 * cfg.kv_dim() * 4; // f32 keys and values
-    assert_eq!(kv_of(&events), (prompt.len() + own) * per_position);
+    let positions = |events: &[Event]| -> usize {
+        let own: usize = outcomes(events, 4)
+            .iter()
+            .map(|(_, reason, sampled)| {
+                assert_eq!(*reason, "budget", "the random model runs into its budget");
+                prefix + sampled - 1 + forced
+            })
+            .sum();
+        prompt.len() + own
+    };
+    let cfg = g.config().clone();
+    let events = request(&g, Some(&ga), None, &o);
+    let f32_row = cfg.n_layer * 2 * cfg.kv_dim() * 4; // f32 keys and values
+    assert_eq!(kv_of(&events), positions(&events) * f32_row);
     assert_eq!(kv_of(&events), kv_of(&request(&c, Some(&ca), None, &o)));
+
+    // INT8: one byte per value plus a scale per KV head.
+    g.set_kv_precision(KvPrecision::Int8);
+    let ga = runner_adapter(&g);
+    let events = request(&g, Some(&ga), None, &o);
+    let int8_row = cfg.n_layer * 2 * (cfg.kv_dim() + 4 * cfg.n_kv_head);
+    assert_eq!(kv_of(&events), positions(&events) * int8_row);
 }
