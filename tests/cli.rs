@@ -321,6 +321,37 @@ fn reason_prints_the_events_in_order_as_json_lines() {
         assert!(events.last().unwrap()["stats"]["kvBytes"].as_u64().unwrap() > 0);
     }
 
+    // The budget stated in the prompt, as its bucket: the prompt is the hinted text.
+    let (ok, out, err) = run(&[
+        "reason",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--raw",
+        "--prompt",
+        "hello",
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--mode",
+        "reason",
+        "--budget",
+        "5",
+        "--budget-hint",
+        "Think for at most {budget} tokens.",
+        "--budget-buckets",
+        "16,8",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let done = json_lines(&out).pop().unwrap();
+    let engine = edge_reason::engine::Engine::from_bytes(&bytes).unwrap();
+    let hinted = engine
+        .tokenizer
+        .encode_prompt("hello\n\nThink for at most 8 tokens.")
+        .unwrap();
+    assert_eq!(done["stats"]["promptTokens"], hinted.len());
+
     // A wrong adapter directory is a clear error.
     let (ok, _, err) = run(&[
         "reason",

@@ -10,7 +10,7 @@ use edge_reason::engine::{self, read_gguf_header, Sequence, DEFAULT_CONTEXT};
 use edge_reason::gpu::KvPrecision;
 use edge_reason::lora::Adapter;
 use edge_reason::model::FileSource;
-use edge_reason::reason::{Budget, Event, Mode, ReasonOptions, Switcher};
+use edge_reason::reason::{Budget, BudgetHint, Event, Mode, ReasonOptions, Switcher};
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
 use edge_reason::tokenizer::Message;
@@ -188,6 +188,15 @@ enum Command {
         /// Let every candidate finish even when the vote is decided.
         #[arg(long)]
         no_early_stop: bool,
+        /// State the thinking budget at the end of the prompt (adapters trained with
+        /// budget buckets): `{budget}` becomes the budget, e.g. "Think for at most
+        /// {budget} tokens." Not in chat mode.
+        #[arg(long)]
+        budget_hint: Option<String>,
+        /// The budgets the adapter was trained with: the smallest at least --budget is
+        /// stated.
+        #[arg(long, value_delimiter = ',')]
+        budget_buckets: Vec<usize>,
     },
 }
 
@@ -439,6 +448,8 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             weighted,
             no_early_stop,
+            budget_hint,
+            budget_buckets,
         } => {
             let loaded = load(&common)?;
             let config = loaded.config();
@@ -449,6 +460,14 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|dir| Switcher::from_dir(&dir, config.n_embd))
                 .transpose()?;
             let tk = loaded.tokenizer();
+            let prompt = match budget_hint.filter(|_| mode != ReasonMode::Chat) {
+                Some(template) => BudgetHint {
+                    template,
+                    buckets: budget_buckets,
+                }
+                .apply(&prompt, budget),
+                None => prompt,
+            };
             let text = if raw {
                 prompt
             } else {

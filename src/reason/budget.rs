@@ -147,6 +147,39 @@ impl Forcer {
     }
 }
 
+/// How a thinking budget is stated in the prompt, for adapters trained with budget
+/// buckets (the model then paces its thinking to the stated length).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct BudgetHint {
+    /// Appended to the user's message after a blank line; `{budget}` becomes the
+    /// stated budget, e.g. "Think for at most {budget} tokens."
+    pub template: String,
+    /// The budgets the adapter was trained with: the smallest one at least B is
+    /// stated (the largest when B is above them all). Empty: B itself.
+    #[serde(default)]
+    pub buckets: Vec<usize>,
+}
+
+impl BudgetHint {
+    /// The budget stated for a thinking budget of `b` tokens.
+    pub fn stated(&self, b: usize) -> usize {
+        let mut buckets = self.buckets.clone();
+        buckets.sort_unstable();
+        match buckets.iter().find(|&&x| x >= b) {
+            Some(&x) => x,
+            None => buckets.last().copied().unwrap_or(b),
+        }
+    }
+
+    /// `message` with the budget for `b` thinking tokens stated at its end.
+    pub fn apply(&self, message: &str, b: usize) -> String {
+        let hint = self
+            .template
+            .replace("{budget}", &self.stated(b).to_string());
+        format!("{}\n\n{hint}", message.trim_end())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +256,26 @@ mod tests {
             g.push(piece);
         }
         assert_eq!(g.phase(), Phase::Answer);
+    }
+
+    #[test]
+    fn the_budget_is_stated_as_its_bucket() {
+        let hint = BudgetHint {
+            template: "Think for at most {budget} tokens.".into(),
+            buckets: vec![512, 128, 256],
+        };
+        assert_eq!(hint.stated(100), 128);
+        assert_eq!(hint.stated(128), 128);
+        assert_eq!(hint.stated(129), 256);
+        assert_eq!(hint.stated(4000), 512);
+        assert_eq!(
+            hint.apply("What is 6*7?  \n", 200),
+            "What is 6*7?\n\nThink for at most 256 tokens."
+        );
+        let exact = BudgetHint {
+            template: "({budget})".into(),
+            buckets: vec![],
+        };
+        assert_eq!(exact.apply("q", 77), "q\n\n(77)");
     }
 }

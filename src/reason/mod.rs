@@ -11,7 +11,7 @@ pub mod switcher;
 pub mod vote;
 
 pub use answer::{extract, normalize, Answer};
-pub use budget::{Budget, Forcer, Next, Phase};
+pub use budget::{Budget, BudgetHint, Forcer, Next, Phase};
 pub use decoder::{CpuDecoder, Decoder, Feed, Picked};
 pub use gpu_decoder::GpuDecoder;
 pub use runtime::{reason, reason_cpu, Event, ReasonOptions, Stats, MAX_CANDIDATES};

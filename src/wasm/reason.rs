@@ -7,7 +7,7 @@ use wasm_bindgen::prelude::*;
 use super::js::{crate_error as js_error, invalid};
 use super::{from_js, to_js, WasmEngine};
 use crate::lora::Adapter;
-use crate::reason::{ReasonOptions, Switcher};
+use crate::reason::{BudgetHint, Mode, ReasonOptions, Switcher};
 use crate::runner::LoadedAdapter;
 use crate::tokenizer::Message;
 
@@ -33,6 +33,10 @@ export interface ReasonRequest {
   raw?: boolean;
   /** Which loaded adapter reasons (default: the only one loaded). */
   adapter?: string;
+  /** States the thinking budget at the end of the (last) user message, for adapters
+   *  trained with budget buckets: `{budget}` in `template` becomes the smallest bucket
+   *  at least `options.budget.think`. Not in chat mode. */
+  budget_hint?: { template: string; buckets?: number[] };
   options?: ReasonOptions;
 }
 
@@ -79,6 +83,9 @@ struct ReasonRequest {
     messages: Option<Vec<Message>>,
     raw: bool,
     adapter: Option<String>,
+    /// States the thinking budget at the end of the user's message (adapters trained
+    /// with budget buckets); not in chat mode.
+    budget_hint: Option<BudgetHint>,
     options: ReasonOptions,
 }
 
@@ -144,13 +151,19 @@ impl WasmEngine {
     ) -> Result<JsValue, JsValue> {
         let r: ReasonRequest = from_js(Some(request), "reason request")?;
         let tk = self.runner.tokenizer();
+        let hint = r.budget_hint.filter(|_| r.options.mode != Mode::Chat);
+        let think = r.options.budget.think;
+        let state = |m: &str| hint.as_ref().map_or(m.to_string(), |h| h.apply(m, think));
         let text =
             match (r.prompt, r.messages) {
-                (Some(p), None) if r.raw => p,
+                (Some(p), None) if r.raw => state(&p),
                 (Some(p), None) => tk
-                    .apply_chat_template(&[Message::new("user", &p)], true)
+                    .apply_chat_template(&[Message::new("user", &state(&p))], true)
                     .map_err(js_error)?,
-                (None, Some(m)) if !m.is_empty() && !r.raw => {
+                (None, Some(mut m)) if !m.is_empty() && !r.raw => {
+                    if let Some(last) = m.iter_mut().rev().find(|m| m.role == "user") {
+                        last.content = state(&last.content);
+                    }
                     tk.apply_chat_template(&m, true).map_err(js_error)?
                 }
                 _ => return Err(invalid(
