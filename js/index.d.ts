@@ -194,6 +194,7 @@ export class EdgeEngine extends EventTarget {
   loadAdapter(source: WeightsSource & { name?: string }): Promise<AdapterSummary>;
   unloadAdapter(name: string): Promise<boolean>;
   loadSwitcher(source: WeightsSource): Promise<{ loaded: true }>;
+  loadVerifier(source: WeightsSource): Promise<{ loaded: true }>;
   reason(request: ReasonRequest, options?: { onEvent?: (event: ReasonEvent) => void }): Promise<ReasonResult>;
   benchReason(options?: { prompt_tokens?: number; n?: number; steps?: number; runs?: number; rank?: number; adapter?: string }): Promise<object>;
   readonly chat: {

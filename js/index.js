@@ -165,6 +165,13 @@ export class EdgeEngine extends EventTarget {
     return this.#call('loadSwitcher', { url: absolute(url), config, weights });
   }
 
+  /** Loads the verifier head: `{url}` of a directory with verifier.json +
+   *  verifier.safetensors, or `{config, weights}`; with `weighted`, it weighs each
+   *  finished candidate in the vote. */
+  loadVerifier({ url, config, weights } = {}) {
+    return this.#call('loadVerifier', { url: absolute(url), config, weights });
+  }
+
   /**
    * One request of the reasoning runtime: `{prompt | messages, raw, adapter, options:
    * {mode, n, budget: {think, answer}, temperature, top_k, top_p, seed, weighted,

@@ -148,6 +148,14 @@ const ops = {
       return { loaded: true };
     }),
 
+  loadVerifier: ({ url, config, weights }) =>
+    serial(async () => {
+      const e = requireEngine();
+      const files = url ? await fetchPair(url, 'verifier.json', 'verifier.safetensors') : { config, weights };
+      e.loadVerifier(textOf(files.config, 'the verifier config'), bytesOf(files.weights, 'the verifier weights'));
+      return { loaded: true };
+    }),
+
   reason: ({ request }, { onEvent }) => serial(() => requireEngine().reason(request, onEvent)),
 
   benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),

@@ -14,7 +14,7 @@ use crate::gpu::{GpuAdapter, GpuContext, GpuModel, GpuSequence, KvPrecision, MAX
 use crate::lora::Adapter;
 use crate::model::{Config, Logits, TensorSource};
 use crate::reason::{
-    reason, CpuDecoder, Decoder, Event, Feed, GpuDecoder, Picked, ReasonOptions, Switcher,
+    reason, CpuDecoder, Decoder, Event, Feed, GpuDecoder, Heads, Picked, ReasonOptions,
 };
 use crate::sampler::Sampler;
 use crate::tokenizer::Tokenizer;
@@ -142,6 +142,18 @@ impl Decoder for AnyDecoder<'_> {
         match self {
             AnyDecoder::Cpu(d) => d.step(feeds, lora).await,
             AnyDecoder::Gpu(d) => d.step(feeds, lora).await,
+        }
+    }
+
+    async fn last_hidden(
+        &mut self,
+        candidate: usize,
+        tokens: &[u32],
+        lora: bool,
+    ) -> Result<Vec<f32>> {
+        match self {
+            AnyDecoder::Cpu(d) => d.last_hidden(candidate, tokens, lora).await,
+            AnyDecoder::Gpu(d) => d.last_hidden(candidate, tokens, lora).await,
         }
     }
 
@@ -307,7 +319,7 @@ impl Runner {
     pub async fn reason(
         &self,
         adapter: Option<&LoadedAdapter>,
-        switcher: Option<&Switcher>,
+        heads: Heads<'_>,
         prompt: &[u32],
         o: &ReasonOptions,
         emit: impl FnMut(&Event),
@@ -320,7 +332,7 @@ impl Runner {
             tk,
             context,
             adapter.is_some(),
-            switcher,
+            heads,
             prompt,
             o,
             emit,

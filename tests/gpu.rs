@@ -353,6 +353,9 @@ fn rms_norm_rope_add_and_swiglu_match_the_cpu_ops() {
     }
 }
 
+/// How a cache format rounds the keys and values it keeps.
+type Rounding = Box<dyn Fn(&[f32]) -> Vec<f32>>;
+
 /// Values as the INT8 cache keeps them: per head of `head_dim` values, rounded (ties to
 /// even, as WGSL's pack4x8snorm) to 127 steps of the head's largest |value|.
 fn int8_rounded(values: &[f32], head_dim: usize) -> Vec<f32> {
@@ -391,7 +394,7 @@ fn attention_over_many_splits_matches_the_cpu_tiled_and_per_row_in_each_cache_fo
     for kv in stores {
         // An f16 cache computes on the f16 roundings of the keys and values, an INT8
         // one on each head's values rounded to 127 steps of its largest |value|.
-        let (cached, tol): (Box<dyn Fn(&[f32]) -> Vec<f32>>, f64) = match kv {
+        let (cached, tol): (Rounding, f64) = match kv {
             KvStore::F32 => (Box::new(|v| v.to_vec()), 2e-5),
             KvStore::Int8 => (Box::new(move |v| int8_rounded(v, hd)), 1e-4),
             _ => (

@@ -14,8 +14,11 @@ use edge_reason::gpu::{GpuAdapter, GpuModel, GpuSession, KvPrecision, PassOption
 use edge_reason::kv_cache::KvCache;
 use edge_reason::lora::Adapter;
 use edge_reason::model::{BytesSource, Logits};
-use edge_reason::reason::{Budget, Event, Mode, ReasonOptions, Switcher};
+use edge_reason::reason::{
+    Budget, Decoder, Event, Feed, Heads, Mode, ReasonOptions, Switcher, Verifier,
+};
 use edge_reason::runner::{LoadedAdapter, Runner};
+
 use edge_reason::sampler::Draw;
 
 /// The tiny model on the GPU (with an f32 KV cache) and on the CPU.
@@ -328,7 +331,11 @@ fn request(
 ) -> Vec<Event> {
     let prompt = r.tokenizer().encode("hello hell, hello", false).unwrap();
     let mut events = Vec::new();
-    pollster::block_on(r.reason(a, sw, &prompt, o, |e| events.push(e.clone()))).unwrap();
+    let heads = Heads {
+        switcher: sw,
+        verifier: None,
+    };
+    pollster::block_on(r.reason(a, heads, &prompt, o, |e| events.push(e.clone()))).unwrap();
     events
 }
 
@@ -473,4 +480,159 @@ fn gpu_kv_bytes_count_the_prompt_once_and_each_candidate_own_positions() {
     let events = request(&g, Some(&ga), None, &o);
     let int8_row = cfg.n_layer * 2 * (cfg.kv_dim() + 4 * cfg.n_kv_head);
     assert_eq!(kv_of(&events), positions(&events) * int8_row);
+}
+
+/// A random verifier for width `d` with `suffix`.
+fn verifier(d: usize) -> Verifier {
+    use safetensors::{tensor::TensorView, Dtype};
+    let w: Vec<u8> = (0..d)
+        .flat_map(|i| (((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.3).to_le_bytes())
+        .collect();
+    let b = 0.1f32.to_le_bytes();
+    let views = vec![
+        ("w", TensorView::new(Dtype::F32, vec![1, d], &w).unwrap()),
+        ("b", TensorView::new(Dtype::F32, vec![1], &b).unwrap()),
+    ];
+    let st = safetensors::serialize(views, None).unwrap();
+    Verifier::from_files(r#"{"suffix": "\nhell?"}"#, &st, d).unwrap()
+}
+
+/// The last hidden state a decoder reads for the verifier after one step of a
+/// candidate (the think prefix fed) and three more tokens.
+fn hidden_after_a_step<D: Decoder>(d: &mut D, prompt: &[u32], prefix: &[u32]) -> Vec<f32> {
+    d.reserve(prompt.len(), 2, 16).unwrap();
+    pollster::block_on(d.prefill(prompt, false, false)).unwrap();
+    d.fork(2).unwrap();
+    let mut samplers: Vec<_> = (0..2)
+        .map(|_| edge_reason::sampler::Sampler::new(Default::default()).unwrap())
+        .collect();
+    let [s0, s1] = &mut samplers[..] else {
+        unreachable!()
+    };
+    let mut feeds = vec![
+        Feed {
+            candidate: 0,
+            tokens: prefix,
+            sampler: s0,
+        },
+        Feed {
+            candidate: 1,
+            tokens: prefix,
+            sampler: s1,
+        },
+    ];
+    let picks = pollster::block_on(d.step(&mut feeds, true)).unwrap();
+    pollster::block_on(d.last_hidden(1, &[picks[1].token, 40, 41], true)).unwrap()
+}
+
+#[test]
+fn the_verifier_reads_the_last_hidden_state_a_fresh_run_computes() {
+    let Some((g, c)) = runners() else { return };
+    let (ga, ca) = (runner_adapter(&g), runner_adapter(&c));
+    let LoadedAdapter::Cpu(cpu_adapter) = &ca else {
+        unreachable!()
+    };
+    let tk = c.tokenizer();
+    let prompt = tk.encode("hello hell", false).unwrap();
+    let prefix = tk.encode("<think>\n", true).unwrap();
+    let on_cpu = hidden_after_a_step(&mut c.decoder(Some(&ca)).unwrap(), &prompt, &prefix);
+    let on_gpu = hidden_after_a_step(&mut g.decoder(Some(&ga)).unwrap(), &prompt, &prefix);
+    assert!(
+        max_diff(&on_cpu, &on_gpu) < 1e-4,
+        "GPU vs CPU: {}",
+        max_diff(&on_cpu, &on_gpu)
+    );
+
+    // A fresh run: the prompt without LoRA, then the candidate's tokens with it.
+    let Runner::Cpu(e) = &c else { unreachable!() };
+    let a = Some(&**cpu_adapter);
+    let mut cache = KvCache::new(c.config(), 32);
+    e.model.forward(&prompt, &mut cache, Logits::None).unwrap();
+    let logits = e
+        .model
+        .forward_with(&prefix, &mut cache, Logits::Last, a)
+        .unwrap();
+    let pick = edge_reason::sampler::argmax(&logits);
+    e.model
+        .forward_with(&[pick, 40], &mut cache, Logits::None, a)
+        .unwrap();
+    let (_, fresh) = e
+        .model
+        .forward_pooled_with(&[41], &mut cache, Logits::None, a)
+        .unwrap();
+    assert!(
+        max_diff(&on_cpu, &fresh) < 1e-5,
+        "{}",
+        max_diff(&on_cpu, &fresh)
+    );
+}
+
+#[test]
+fn with_a_verifier_the_weighted_vote_weighs_by_its_scores_on_both_backends() {
+    let Some((g, c)) = runners() else { return };
+    let (ga, ca) = (runner_adapter(&g), runner_adapter(&c));
+    let v = verifier(g.config().n_embd);
+    let o = ReasonOptions {
+        weighted: true,
+        ..sampled(3, 21)
+    };
+    let run = |r: &Runner, a: &LoadedAdapter| {
+        let prompt = r.tokenizer().encode("hello hell, hello", false).unwrap();
+        let mut events = Vec::new();
+        let heads = Heads {
+            switcher: None,
+            verifier: Some(&v),
+        };
+        pollster::block_on(r.reason(Some(a), heads, &prompt, &o, |e| events.push(e.clone())))
+            .unwrap();
+        events
+    };
+    let weights = |events: &[Event]| -> Vec<f64> {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::Vote { weights, .. } => Some(weights.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (ge, ce) = (run(&g, &ga), run(&c, &ca));
+    assert_eq!(outcomes(&ge, 3), outcomes(&ce, 3));
+    let (gw, cw) = (weights(&ge), weights(&ce));
+    let answered = ce
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::CandidateDone {
+                    answer: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        answered >= 1,
+        "the random model must answer something: {ce:?}"
+    );
+    for (i, (a, b)) in gw.iter().zip(&cw).enumerate() {
+        assert!((a - b).abs() < 1e-4, "candidate {i}: {a} vs {b}");
+    }
+    // Each answered candidate's weight is the verifier's score, not exp(mean logprob).
+    for e in &ce {
+        if let Event::CandidateDone {
+            candidate,
+            answer: Some(_),
+            logprob,
+            ..
+        } = e
+        {
+            let w = cw[*candidate];
+            assert!(w > 0.0 && w < 1.0, "a probability: {w}");
+            assert!(
+                (w - (*logprob as f64).exp()).abs() > 1e-6,
+                "candidate {candidate}: weighed by its log-probability"
+            );
+        }
+    }
 }

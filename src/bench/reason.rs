@@ -143,7 +143,7 @@ pub async fn run(
         d.prefill(&prompt, true, false).await?;
         let t1 = now_seconds();
         d.fork(1)?;
-        step(&mut d, &[prefix.clone()], true).await?;
+        step(&mut d, std::slice::from_ref(&prefix), true).await?;
         let t2 = now_seconds();
 
         let mut d = runner.decoder(Some(adapter))?;

@@ -10,7 +10,9 @@ use edge_reason::engine::{self, read_gguf_header, Sequence, DEFAULT_CONTEXT};
 use edge_reason::gpu::KvPrecision;
 use edge_reason::lora::Adapter;
 use edge_reason::model::FileSource;
-use edge_reason::reason::{Budget, BudgetHint, Event, Mode, ReasonOptions, Switcher};
+use edge_reason::reason::{
+    Budget, BudgetHint, Event, Heads, Mode, ReasonOptions, Switcher, Verifier,
+};
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
 use edge_reason::tokenizer::Message;
@@ -164,6 +166,10 @@ enum Command {
         /// A switcher directory (switcher.json + switcher.safetensors).
         #[arg(long)]
         switcher: Option<PathBuf>,
+        /// A verifier directory (verifier.json + verifier.safetensors): with --weighted,
+        /// it weighs each finished candidate instead of its answer's log-probability.
+        #[arg(long)]
+        verifier: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
         mode: ReasonMode,
         /// Candidates when reasoning.
@@ -439,6 +445,7 @@ fn run(cli: Cli) -> Result<()> {
             raw,
             adapter,
             switcher,
+            verifier,
             mode,
             n,
             budget,
@@ -458,6 +465,9 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             let switcher = switcher
                 .map(|dir| Switcher::from_dir(&dir, config.n_embd))
+                .transpose()?;
+            let verifier = verifier
+                .map(|dir| Verifier::from_dir(&dir, config.n_embd))
                 .transpose()?;
             let tk = loaded.tokenizer();
             let prompt = match budget_hint.filter(|_| mode != ReasonMode::Chat) {
@@ -495,7 +505,10 @@ fn run(cli: Cli) -> Result<()> {
             let json_out = common.json;
             pollster::block_on(loaded.reason(
                 adapter.as_ref(),
-                switcher.as_ref(),
+                Heads {
+                    switcher: switcher.as_ref(),
+                    verifier: verifier.as_ref(),
+                },
                 &ids,
                 &options,
                 |event| print_event(event, json_out),

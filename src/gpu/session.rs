@@ -530,9 +530,9 @@ impl GpuModel {
     pub fn run_pass(&self, s: &mut GpuSession, rows: &[Row], o: PassOptions) -> Result<()> {
         let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
         self.model.config.check_tokens(&tokens)?;
-        let (want, adapter, pool) = (o.want, o.adapter, o.pool);
-        let lora = adapter.filter(|_| rows.iter().any(|r| r.lora != 0));
-        self.record(s, rows, want, o.draws, o.profiler, pool, |pass| {
+        let want = o.want;
+        let lora = o.adapter.filter(|_| rows.iter().any(|r| r.lora != 0));
+        self.record(s, rows, o, |pass| {
             self.model
                 .run_with(pass, want, lora.map(|a| a.layers.as_slice()))
         })?;
@@ -636,7 +636,12 @@ impl GpuModel {
                 .queue
                 .write_buffer(&s.acts[*act as usize], 0, bytemuck::cast_slice(values));
         }
-        self.record(s, rows, want, draws, None, false, |pass| ops(pass))
+        let o = PassOptions {
+            want,
+            draws,
+            ..Default::default()
+        };
+        self.record(s, rows, o, |pass| ops(pass))
     }
 
     /// Reads activation `act` (rows, width) back.
@@ -652,13 +657,17 @@ impl GpuModel {
         &self,
         s: &mut GpuSession,
         rows: &[Row],
-        want: Logits,
-        draws: &[Draw],
-        profiler: Option<&mut Profiler>,
-        pool: bool,
+        o: PassOptions,
         ops: impl FnOnce(&mut GpuPass),
     ) -> Result<()> {
         let c = &self.model.config;
+        let PassOptions {
+            want,
+            draws,
+            profiler,
+            pool,
+            ..
+        } = o;
         let n = rows.len();
         if n == 0 || n > MAX_ROWS {
             return Err(Error::InvalidArgument(format!(

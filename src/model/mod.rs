@@ -124,10 +124,24 @@ impl Model<Cpu> {
         cache: &mut KvCache,
         want: Logits,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.forward_pooled_with(tokens, cache, want, None)
+    }
+
+    /// [`Model::forward_pooled`] with `adapter` on these tokens.
+    pub fn forward_pooled_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        want: Logits,
+        adapter: Option<&Adapter>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         self.config.check_tokens(tokens)?;
         cache.check_room(tokens.len())?;
+        if let Some(a) = adapter {
+            a.check_fits(&self.config)?;
+        }
         let mut pass = CpuPass::new(&self.config, tokens, cache).pooling();
-        self.run(&mut pass, want);
+        self.run_with(&mut pass, want, adapter.map(|a| a.layers.as_slice()));
         let (logits, pooled) = pass.finish_pooled();
         Ok((logits, pooled.unwrap_or_default()))
     }

@@ -50,6 +50,16 @@ pub trait Decoder {
     /// picks each one's next token: one batched step where the backend can.
     async fn step(&mut self, feeds: &mut [Feed<'_>], lora: bool) -> Result<Vec<Picked>>;
 
+    /// Appends `tokens` (at least one) to `candidate` (the adapter on when `lora`) and
+    /// returns the final hidden state (d, after the final norm) of the last one: what
+    /// the verifier head reads.
+    async fn last_hidden(
+        &mut self,
+        candidate: usize,
+        tokens: &[u32],
+        lora: bool,
+    ) -> Result<Vec<f32>>;
+
     /// Bytes of KV cache held: the prompt's once, and each candidate's own positions.
     fn kv_bytes(&self) -> usize;
 }
@@ -164,6 +174,35 @@ impl Decoder for CpuDecoder<'_> {
             picked.push(pick_from(&mut logits, f.sampler));
         }
         Ok(picked)
+    }
+
+    async fn last_hidden(
+        &mut self,
+        candidate: usize,
+        tokens: &[u32],
+        lora: bool,
+    ) -> Result<Vec<f32>> {
+        let adapter = if lora { self.adapter } else { None };
+        let cache = self
+            .candidates
+            .get_mut(candidate)
+            .ok_or_else(|| not_ready("forked"))?;
+        let Some((last, before)) = tokens.split_last() else {
+            return Err(Error::InvalidArgument(
+                "no tokens to read a hidden state of".into(),
+            ));
+        };
+        if !before.is_empty() {
+            self.model
+                .forward_with(before, cache, Logits::None, adapter)?;
+        }
+        let (_, hidden) = self.model.forward_pooled_with(
+            std::slice::from_ref(last),
+            cache,
+            Logits::None,
+            adapter,
+        )?;
+        Ok(hidden)
     }
 
     fn kv_bytes(&self) -> usize {

@@ -142,6 +142,34 @@ impl Decoder for GpuDecoder<'_> {
         .await
     }
 
+    async fn last_hidden(
+        &mut self,
+        candidate: usize,
+        tokens: &[u32],
+        lora: bool,
+    ) -> Result<Vec<f32>> {
+        let Some((last, before)) = tokens.split_last() else {
+            return Err(Error::InvalidArgument(
+                "no tokens to read a hidden state of".into(),
+            ));
+        };
+        if !before.is_empty() {
+            let rows = self.session()?.feed_rows(&[(candidate, before)], lora)?;
+            self.run_silent(&rows)?;
+        }
+        let (gm, adapter) = (self.gm, self.adapter);
+        let s = self.session()?;
+        let rows = s.feed_rows(&[(candidate, std::slice::from_ref(last))], lora)?;
+        gm.clear_pooled(s);
+        let o = PassOptions {
+            adapter,
+            pool: true,
+            ..Default::default()
+        };
+        gm.run_pass(s, &rows, o)?;
+        gm.read_pooled(s).await
+    }
+
     fn kv_bytes(&self) -> usize {
         self.session.as_ref().map_or(0, |s| {
             (s.kv_positions() as u64 * s.kv_bytes_per_position()) as usize

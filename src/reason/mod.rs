@@ -8,12 +8,14 @@ pub mod decoder;
 pub mod gpu_decoder;
 pub mod runtime;
 pub mod switcher;
+pub mod verifier;
 pub mod vote;
 
 pub use answer::{extract, normalize, Answer};
 pub use budget::{Budget, BudgetHint, Forcer, Next, Phase};
 pub use decoder::{CpuDecoder, Decoder, Feed, Picked};
 pub use gpu_decoder::GpuDecoder;
-pub use runtime::{reason, reason_cpu, Event, ReasonOptions, Stats, MAX_CANDIDATES};
+pub use runtime::{reason, reason_cpu, Event, Heads, ReasonOptions, Stats, MAX_CANDIDATES};
 pub use switcher::{Mode, Pooler, Route, Switcher, SwitcherConfig};
+pub use verifier::{Verifier, VerifierConfig};
 pub use vote::{decided, logprob_weight, tally, Ballot, Rule, Share, Tally};

@@ -17,6 +17,7 @@ use super::answer;
 use super::budget::{Budget, Forcer, Next, Phase};
 use super::decoder::{CpuDecoder, Decoder, Feed};
 use super::switcher::{Mode, Pooler, Route, Switcher};
+use super::verifier::Verifier;
 use super::vote::{self, Ballot, Rule, Share};
 use crate::engine::{now_seconds, Engine};
 use crate::error::{Error, Result};
@@ -128,6 +129,16 @@ pub enum Event {
     },
 }
 
+/// The small heads a request may use besides the model.
+#[derive(Clone, Copy, Default)]
+pub struct Heads<'a> {
+    /// Routes `auto` requests (without one, `auto` reasons when an adapter is loaded).
+    pub switcher: Option<&'a Switcher>,
+    /// Weighs finished candidates in the weighted vote (without one, their mean answer
+    /// log-probability does).
+    pub verifier: Option<&'a Verifier>,
+}
+
 /// One candidate's state.
 struct Candidate {
     sampler: Sampler,
@@ -162,7 +173,10 @@ pub fn reason_cpu(
         &engine.tokenizer,
         context,
         has_adapter,
-        switcher,
+        Heads {
+            switcher,
+            verifier: None,
+        },
         prompt,
         o,
         emit,
@@ -178,11 +192,13 @@ pub async fn reason<D: Decoder>(
     tk: &Tokenizer,
     context: usize,
     has_adapter: bool,
-    switcher: Option<&Switcher>,
+    heads: Heads<'_>,
     prompt: &[u32],
     o: &ReasonOptions,
     mut emit: impl FnMut(&Event),
 ) -> Result<Option<String>> {
+    let switcher = heads.switcher;
+    let verifier = heads.verifier.filter(|_| o.weighted);
     if prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
@@ -194,6 +210,10 @@ pub async fn reason<D: Decoder>(
     }
     let think_prefix = tk.encode(&o.think_prefix, true)?;
     let forced = tk.encode(&o.force_suffix, true)?;
+    let verify_suffix = match verifier {
+        Some(v) => tk.encode(&v.config.suffix, true)?,
+        None => Vec::new(),
+    };
     if prompt.len() >= context {
         return Err(Error::ContextOverflow {
             tokens: prompt.len() + 1,
@@ -202,11 +222,12 @@ pub async fn reason<D: Decoder>(
     }
     // Tokens a candidate may add after the prompt, by route (+1: the last pick).
     let room_of = |reasoning: bool| {
-        1 + if reasoning {
-            think_prefix.len() + o.budget.think + forced.len() + o.budget.answer
-        } else {
-            o.max_tokens
-        }
+        1 + verify_suffix.len()
+            + if reasoning {
+                think_prefix.len() + o.budget.think + forced.len() + o.budget.answer
+            } else {
+                o.max_tokens
+            }
     };
     let may_reason = has_adapter && o.mode != Mode::Chat;
     let reserve_room = room_of(false).max(if may_reason { room_of(true) } else { 0 });
@@ -391,13 +412,21 @@ pub async fn reason<D: Decoder>(
             }
             if let Some(reason) = cand.done {
                 let answer = answer::extract(&tk.decode(&cand.ids)?);
+                let weight = match verifier {
+                    // The verifier reads the candidate's last hidden state after its own
+                    // tokens (the last one picked, not yet fed) and the suffix.
+                    Some(v) if answer.is_some() => {
+                        let mut feed = std::mem::take(&mut cand.pending);
+                        feed.extend(&verify_suffix);
+                        cand.fed += feed.len();
+                        v.score(&decoder.last_hidden(i, &feed, reasoning).await?) as f64
+                    }
+                    _ if o.weighted => vote::logprob_weight(&cand.answer_logprobs),
+                    _ => 1.0,
+                };
                 ballots[i] = Some(Ballot {
                     key: answer.as_ref().map(|a| a.key.clone()),
-                    weight: if o.weighted {
-                        vote::logprob_weight(&cand.answer_logprobs)
-                    } else {
-                        1.0
-                    },
+                    weight,
                 });
                 emit(&Event::CandidateDone {
                     candidate: i,

@@ -65,12 +65,24 @@ fn bad(msg: impl Into<String>) -> Error {
 }
 
 fn f32_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    f32_tensor_of(st, name, shape, "switcher")
+}
+
+/// The F32 tensor `name` of `shape` in the weights of `owner` ("switcher"), or a clear
+/// error naming it.
+pub(super) fn f32_tensor_of(
+    st: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+    owner: &str,
+) -> Result<Vec<f32>> {
+    let bad = |m: String| Error::InvalidArgument(format!("{owner}: {m}"));
     let t = st
         .tensor(name)
         .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
     if t.dtype() != Dtype::F32 || t.shape() != shape {
         return Err(bad(format!(
-            "tensor `{name}` is {:?} {:?}; expected F32 {shape:?} (a switcher for another model?)",
+            "tensor `{name}` is {:?} {:?}; expected F32 {shape:?} (made for another model?)",
             t.dtype(),
             t.shape()
         )));

@@ -15,7 +15,7 @@
 //!   (`Engine.loadFromReader(reader, options)`, an OPFS file in the worker), then
 //!   `backend`, `tokenize`, `logits`, `positionLogits`, `generate`, `bench`; and the
 //!   reasoning runtime (reason.rs): `loadAdapter`, `unloadAdapter`, `loadSwitcher`,
-//!   `reason`, `benchReason`.
+//!   `loadVerifier`, `reason`, `benchReason`.
 //! - `sha256OfReader(reader, onProgress)`: the whole file's SHA-256 (verification).
 //! - `wasmMemoryBytes()`: the size of wasm memory now (it never shrinks: the peak).
 
@@ -205,6 +205,7 @@ pub struct WasmEngine {
     /// Resident LoRA adapters by name, in load order.
     adapters: Vec<(String, crate::runner::LoadedAdapter)>,
     switcher: Option<crate::reason::Switcher>,
+    verifier: Option<crate::reason::Verifier>,
 }
 
 impl WasmEngine {
@@ -214,6 +215,7 @@ impl WasmEngine {
             choice,
             adapters: Vec::new(),
             switcher: None,
+            verifier: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use wasm_bindgen::prelude::*;
 use super::js::{crate_error as js_error, invalid};
 use super::{from_js, to_js, WasmEngine};
 use crate::lora::Adapter;
-use crate::reason::{BudgetHint, Mode, ReasonOptions, Switcher};
+use crate::reason::{BudgetHint, Heads, Mode, ReasonOptions, Switcher, Verifier};
 use crate::runner::LoadedAdapter;
 use crate::tokenizer::Message;
 
@@ -139,6 +139,16 @@ impl WasmEngine {
         Ok(())
     }
 
+    /// Loads the verifier head (the text of `verifier.json` and the bytes of
+    /// `verifier.safetensors`), replacing any other: with `weighted`, it weighs each
+    /// finished candidate in the vote.
+    #[wasm_bindgen(js_name = loadVerifier)]
+    pub fn load_verifier(&mut self, config_json: &str, weights: &[u8]) -> Result<(), JsValue> {
+        let d = self.runner.config().n_embd;
+        self.verifier = Some(Verifier::from_files(config_json, weights, d).map_err(js_error)?);
+        Ok(())
+    }
+
     /// Runs one request of the reasoning runtime; `on_event` receives each event as it
     /// happens (route, tokens, candidates done, the vote, done). Resolves to the winning
     /// answer's key (null when no candidate answered).
@@ -173,9 +183,13 @@ impl WasmEngine {
         let ids = tk.encode_prompt(&text).map_err(js_error)?;
         let adapter = self.pick_adapter(r.adapter.as_deref())?;
         let mut failed = None;
+        let heads = Heads {
+            switcher: self.switcher.as_ref(),
+            verifier: self.verifier.as_ref(),
+        };
         let winner = self
             .runner
-            .reason(adapter, self.switcher.as_ref(), &ids, &r.options, |event| {
+            .reason(adapter, heads, &ids, &r.options, |event| {
                 if let (Some(f), None) = (&on_event, &failed) {
                     match to_js(event) {
                         Ok(v) => {

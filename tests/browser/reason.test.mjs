@@ -288,6 +288,23 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
       }
     });
     assert.equal(wrong.code, 'INVALID_ADAPTER', JSON.stringify(wrong));
+    const badVerifier = await page.evaluate(async () => {
+      const header = JSON.stringify({
+        w: { dtype: 'F32', shape: [1, 100], data_offsets: [0, 400] },
+        b: { dtype: 'F32', shape: [1], data_offsets: [400, 404] },
+      });
+      const bytes = new Uint8Array(8 + header.length + 404);
+      new DataView(bytes.buffer).setBigUint64(0, BigInt(header.length), true);
+      bytes.set(new TextEncoder().encode(header), 8);
+      try {
+        await window.engines.cpu.loadVerifier({ config: { suffix: '\nCorrect?' }, weights: bytes });
+        return { ok: true };
+      } catch (e) {
+        return { code: e.code, message: e.message };
+      }
+    });
+    assert.equal(badVerifier.code, 'INVALID_ARGUMENT', JSON.stringify(badVerifier));
+    assert.match(badVerifier.message, /verifier.*\[1, 576\]/);
     const gone = await call(page, 'cpu', 'unloadAdapter', 'reasoning');
     assert.equal(gone.value, true);
     const noAdapter = await call(page, 'cpu', 'reason', { prompt: 'hi', options: { mode: 'reason' } });
