@@ -140,26 +140,26 @@ const ops = {
 
   unloadAdapter: ({ name }) => serial(async () => requireEngine().unloadAdapter(String(name))),
 
-  loadSwitcher: ({ url, config, weights }) =>
-    serial(async () => {
-      const e = requireEngine();
-      const files = url ? await fetchPair(url, 'switcher.json', 'switcher.safetensors') : { config, weights };
-      e.loadSwitcher(textOf(files.config, 'the switcher config'), bytesOf(files.weights, 'the switcher weights'));
-      return { loaded: true };
-    }),
+  loadSwitcher: loadHead('loadSwitcher', 'switcher'),
 
-  loadVerifier: ({ url, config, weights }) =>
-    serial(async () => {
-      const e = requireEngine();
-      const files = url ? await fetchPair(url, 'verifier.json', 'verifier.safetensors') : { config, weights };
-      e.loadVerifier(textOf(files.config, 'the verifier config'), bytesOf(files.weights, 'the verifier weights'));
-      return { loaded: true };
-    }),
+  loadVerifier: loadHead('loadVerifier', 'verifier'),
 
   reason: ({ request }, { onEvent }) => serial(() => requireEngine().reason(request, onEvent)),
 
   benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),
 };
+
+/** The op that loads a small head (`name`.json + `name`.safetensors, from a directory
+ *  URL or given) with `engine[method]`. */
+function loadHead(method, name) {
+  return ({ url, config, weights }) =>
+    serial(async () => {
+      const e = requireEngine();
+      const files = url ? await fetchPair(url, `${name}.json`, `${name}.safetensors`) : { config, weights };
+      e[method](textOf(files.config, `the ${name} config`), bytesOf(files.weights, `the ${name} weights`));
+      return { loaded: true };
+    });
+}
 
 /** `config` (JSON text) and `weights` (bytes) from the directory URL `dir`. */
 async function fetchPair(dir, configName, weightsName) {

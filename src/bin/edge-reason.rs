@@ -279,6 +279,16 @@ fn print_json(v: serde_json::Value) {
     println!("{v}");
 }
 
+/// A benchmark's report with the thread count: one JSON line, or indented for people.
+fn print_report(mut report: serde_json::Value, json_out: bool) {
+    report["threads"] = json!(rayon::current_num_threads());
+    if json_out {
+        print_json(report);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Tokenize {
@@ -402,13 +412,7 @@ fn run(cli: Cli) -> Result<()> {
                 profile,
             };
             let report = pollster::block_on(bench::run(&loaded, &options))?;
-            let mut out = json!(report);
-            out["threads"] = json!(rayon::current_num_threads());
-            if common.json {
-                print_json(out);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
-            }
+            print_report(json!(report), common.json);
         }
         Command::BenchReason {
             common,
@@ -431,13 +435,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let report =
                 pollster::block_on(bench::reason::run(&loaded, adapter.as_ref(), &options))?;
-            let mut out = json!(report);
-            out["threads"] = json!(rayon::current_num_threads());
-            if common.json {
-                print_json(out);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&out).expect("json"));
-            }
+            print_report(json!(report), common.json);
         }
         Command::Reason {
             common,

@@ -8,7 +8,7 @@
 
 use super::decoder::{pick_from, Decoder, Feed, Picked};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuAdapter, GpuModel, GpuSession, PassOptions, Row, MAX_ROWS};
+use crate::gpu::{GpuAdapter, GpuModel, GpuSession, PassOptions, MAX_ROWS};
 use crate::model::Logits;
 use crate::sampler::Draw;
 
@@ -33,10 +33,13 @@ impl<'a> GpuDecoder<'a> {
             .ok_or_else(|| Error::InvalidArgument("the decoder was not reserved".into()))
     }
 
-    /// Runs `rows` in passes of up to [`MAX_ROWS`], producing no logits.
-    fn run_silent(&mut self, rows: &[Row]) -> Result<()> {
+    /// Appends `tokens` to stream `candidate` for each `(candidate, tokens)` of `feeds`
+    /// (the adapter on when `lora`), in passes of up to [`MAX_ROWS`] rows that produce
+    /// no logits.
+    fn feed_silent(&mut self, feeds: &[(usize, &[u32])], lora: bool) -> Result<()> {
         let (gm, adapter) = (self.gm, self.adapter);
         let s = self.session()?;
+        let rows = s.feed_rows(feeds, lora)?;
         for chunk in rows.chunks(MAX_ROWS) {
             let o = PassOptions {
                 adapter,
@@ -115,8 +118,7 @@ impl Decoder for GpuDecoder<'_> {
             .map(|f| (f.candidate, &f.tokens[..f.tokens.len() - 1]))
             .collect();
         if !early.is_empty() {
-            let rows = self.session()?.feed_rows(&early, lora)?;
-            self.run_silent(&rows)?;
+            self.feed_silent(&early, lora)?;
         }
 
         // 2. Each candidate's last token, one row each, picking its next.
@@ -154,8 +156,7 @@ impl Decoder for GpuDecoder<'_> {
             ));
         };
         if !before.is_empty() {
-            let rows = self.session()?.feed_rows(&[(candidate, before)], lora)?;
-            self.run_silent(&rows)?;
+            self.feed_silent(&[(candidate, before)], lora)?;
         }
         let (gm, adapter) = (self.gm, self.adapter);
         let s = self.session()?;
