@@ -141,6 +141,8 @@ export interface ChatCompletionParams {
   };
   /** Which loaded adapter reasons (default: the only one). */
   adapter?: string;
+  /** Aborts the request (rejects, or ends the stream, with ABORTED). */
+  signal?: AbortSignal;
 }
 
 export interface ChatCompletionChoice {
@@ -195,7 +197,8 @@ export class EdgeEngine extends EventTarget {
   unloadAdapter(name: string): Promise<boolean>;
   loadSwitcher(source: WeightsSource): Promise<{ loaded: true }>;
   loadVerifier(source: WeightsSource): Promise<{ loaded: true }>;
-  reason(request: ReasonRequest, options?: { onEvent?: (event: ReasonEvent) => void }): Promise<ReasonResult>;
+  /** `signal` stops the request between two decode steps: it rejects with ABORTED. */
+  reason(request: ReasonRequest, options?: { onEvent?: (event: ReasonEvent) => void; signal?: AbortSignal }): Promise<ReasonResult>;
   benchReason(options?: { prompt_tokens?: number; n?: number; steps?: number; runs?: number; rank?: number; adapter?: string }): Promise<object>;
   readonly chat: {
     completions: {

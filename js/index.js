@@ -177,11 +177,14 @@ export class EdgeEngine extends EventTarget {
    * {mode, n, budget: {think, answer}, temperature, top_k, top_p, seed, weighted,
    * early_stop, max_tokens}}`. `onEvent(event)` gets each event as it happens (route,
    * token, candidate_done, vote, done). Resolves to the events summarized: {answer,
-   * route, candidates: [{index, thinking, text, done}], vote, stats, events}.
+   * route, candidates: [{index, thinking, text, done}], vote, stats, events}. An
+   * AbortSignal `signal` stops the request between two decode steps (rejects with
+   * ABORTED; the model stays loaded).
    */
-  async reason(request, { onEvent } = {}) {
+  async reason(request, { onEvent, signal } = {}) {
     const events = [];
     await this.#call('reason', { request }, {
+      signal,
       onEvent: (e) => {
         events.push(e);
         onEvent?.(e);
@@ -201,13 +204,14 @@ export class EdgeEngine extends EventTarget {
    * max_tokens, seed, reasoning: {mode, budget, answer_tokens, weighted}, adapter})`
    * resolves to a `chat.completion` with one choice per candidate plus `route`, `vote`,
    * `usage` and `stats`; with `stream: true`, to an async iterable of
-   * `chat.completion.chunk`s (the last one carries the vote and usage).
+   * `chat.completion.chunk`s (the last one carries the vote and usage). `signal` aborts
+   * it; leaving a stream's loop early (`break`) stops the request too.
    */
   get chat() {
     return { completions: { create: (params) => this.#createCompletion(params) } };
   }
 
-  async #createCompletion({ stream = false, ...params } = {}) {
+  async #createCompletion({ stream = false, signal, ...params } = {}) {
     const request = requestOf(params);
     const meta = {
       id: `chatcmpl-${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`,
@@ -215,9 +219,14 @@ export class EdgeEngine extends EventTarget {
       model: (await this.info()).model?.id ?? 'edge-reason',
     };
     if (!stream) {
-      const { events } = await this.reason(request);
+      const { events } = await this.reason(request, { signal });
       return toCompletion(events, meta);
     }
+    // The caller's signal, or the consumer leaving the loop, stops the request.
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    if (signal?.aborted) stop.abort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     // A queue between the worker's events and the consumer's iteration.
     const queue = [];
     let wake = null;
@@ -228,7 +237,8 @@ export class EdgeEngine extends EventTarget {
       queue.push(...items);
       wake?.();
     };
-    this.reason(request, { onEvent: (e) => push(chunksOf(e, meta, state)) }).then(
+    const done = this.reason(request, { signal: stop.signal, onEvent: (e) => push(chunksOf(e, meta, state)) });
+    done.then(
       () => {
         finished = true;
         wake?.();
@@ -240,16 +250,25 @@ export class EdgeEngine extends EventTarget {
     );
     return {
       async *[Symbol.asyncIterator]() {
-        for (;;) {
-          if (queue.length) {
-            yield queue.shift();
-          } else if (failure) {
-            throw failure;
-          } else if (finished) {
-            return;
-          } else {
-            await new Promise((r) => (wake = r));
-            wake = null;
+        try {
+          for (;;) {
+            if (queue.length) {
+              yield queue.shift();
+            } else if (failure) {
+              throw failure;
+            } else if (finished) {
+              return;
+            } else {
+              await new Promise((r) => (wake = r));
+              wake = null;
+            }
+          }
+        } finally {
+          signal?.removeEventListener('abort', onAbort);
+          if (!finished && !failure) {
+            // Left early: stop decoding for nobody, and wait until the worker is free.
+            stop.abort();
+            await done.catch(() => {});
           }
         }
       },

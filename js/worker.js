@@ -144,7 +144,15 @@ const ops = {
 
   loadVerifier: loadHead('loadVerifier', 'verifier'),
 
-  reason: ({ request }, { onEvent }) => serial(() => requireEngine().reason(request, onEvent)),
+  // The engine yields to this worker's event loop between decode steps, so an abort
+  // message lands mid-request; the next event then throws, which stops the runtime.
+  reason: ({ request }, { signal, onEvent }) =>
+    serial(() =>
+      requireEngine().reason(request, (e) => {
+        if (signal.aborted) throw new EngineError('ABORTED', 'the reasoning request was aborted');
+        onEvent(e);
+      }),
+    ),
 
   benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),
 };

@@ -55,6 +55,32 @@ pub fn now_seconds() -> f64 {
     }
 }
 
+/// Lets the browser's event loop run (a message to the worker, an abort) before the
+/// next step of a long computation; natively it returns at once.
+pub async fn yield_now() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // A macrotask through a MessageChannel: unlike setTimeout(0), never clamped to 4 ms.
+        let _ = wasm_bindgen_futures::JsFuture::from(js_yield::next_macrotask()).await;
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod js_yield {
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen(inline_js = "export function next_macrotask() {
+        return new Promise((resolve) => {
+            const channel = new MessageChannel();
+            channel.port1.onmessage = () => { channel.port1.close(); resolve(); };
+            channel.port2.postMessage(null);
+        });
+    }")]
+    extern "C" {
+        pub fn next_macrotask() -> js_sys::Promise;
+    }
+}
+
 impl Engine {
     /// Loads a model and tokenizer from a parsed header and a tensor source.
     pub fn load(gguf: &Gguf, source: &mut dyn TensorSource) -> Result<Self> {

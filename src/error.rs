@@ -67,6 +67,9 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    #[error("aborted: {0}")]
+    Aborted(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -109,6 +112,7 @@ impl Error {
             | Error::ChatTemplate(_) => "UNSUPPORTED_MODEL",
             Error::ContextOverflow { .. } => "CONTEXT_OVERFLOW",
             Error::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Error::Aborted(_) => "ABORTED",
             Error::Adapter(_) => "INVALID_ADAPTER",
             Error::Io { .. } => "STORAGE",
             Error::NoGpu(_) => "NO_WEBGPU",

@@ -315,14 +315,15 @@ impl Runner {
     }
 
     /// Runs one request of the reasoning runtime ([`crate::reason::reason`]) with
-    /// `adapter` as the reasoning adapter; `emit` receives its events.
+    /// `adapter` as the reasoning adapter; `emit` receives its events (an error from it
+    /// stops the request).
     pub async fn reason(
         &self,
         adapter: Option<&LoadedAdapter>,
         heads: Heads<'_>,
         prompt: &[u32],
         o: &ReasonOptions,
-        emit: impl FnMut(&Event),
+        emit: impl FnMut(&Event) -> Result<()>,
     ) -> Result<Option<String>> {
         let context = self.config().context_length;
         let mut d = self.decoder(adapter)?;

@@ -367,3 +367,87 @@ fn reason_prints_the_events_in_order_as_json_lines() {
     assert!(!ok && err.contains("adapter_config.json"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn features_are_what_the_runtime_routes_on() {
+    use edge_reason::reason::{prefill_prompt, CpuDecoder, Decoder, Pooling};
+    use edge_reason::tokenizer::Message;
+    let m = default_model();
+    let dir = std::env::temp_dir().join(format!("edge-reason-cli-features-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prompts = dir.join("prompts.jsonl");
+    let texts = [
+        "Hi there!",
+        "Tom has 12 apples and buys 30 more. Then he gives 7 to Ann. How many apples does he have now?",
+    ];
+    std::fs::write(
+        &prompts,
+        format!(
+            "{}\n\n{}\n",
+            serde_json::json!({"id": "greeting", "prompt": texts[0]}),
+            serde_json::json!({"prompt": texts[1]})
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run(&[
+        "features",
+        "--model",
+        m.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--chunk",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    let rows = json_lines(&out);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], "greeting");
+    assert_eq!(rows[1]["id"], 3, "the line number when no id is given");
+
+    // The same pooling the runtime does before routing: chat template, chunks of 8, EMA.
+    let engine = edge_reason::engine::Engine::from_bytes(&std::fs::read(&m).unwrap()).unwrap();
+    for (row, text) in rows.iter().zip(texts) {
+        let chat = engine
+            .tokenizer
+            .apply_chat_template(&[Message::new("user", text)], true)
+            .unwrap();
+        let ids = engine.tokenizer.encode_prompt(&chat).unwrap();
+        assert_eq!(row["tokens"], ids.len());
+        let mut d = CpuDecoder::new(&engine.model, None);
+        d.reserve(ids.len(), 1, 1).unwrap();
+        let pooling = Pooling {
+            chunk: 8,
+            ema_alpha: 0.5,
+        };
+        let want = edge_reason::engine::ready(prefill_prompt(&mut d, &ids, Some(pooling)))
+            .unwrap()
+            .unwrap();
+        let got: Vec<f32> = row["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), 576);
+        assert_eq!(got, want, "{text}");
+    }
+
+    // A line that is not a prompt is a clear error naming the line.
+    std::fs::write(&prompts, "{\"prompt\": \"ok\"}\n{\"text\": \"no\"}\n").unwrap();
+    let (ok, _, err) = run(&[
+        "features",
+        "--model",
+        m.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--prompts",
+        prompts.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("line 2") && err.contains("\"prompt\""),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -335,7 +335,11 @@ fn request(
         switcher: sw,
         verifier: None,
     };
-    pollster::block_on(r.reason(a, heads, &prompt, o, |e| events.push(e.clone()))).unwrap();
+    pollster::block_on(r.reason(a, heads, &prompt, o, |e| {
+        events.push(e.clone());
+        Ok(())
+    }))
+    .unwrap();
     events
 }
 
@@ -583,8 +587,11 @@ fn with_a_verifier_the_weighted_vote_weighs_by_its_scores_on_both_backends() {
             switcher: None,
             verifier: Some(&v),
         };
-        pollster::block_on(r.reason(Some(a), heads, &prompt, &o, |e| events.push(e.clone())))
-            .unwrap();
+        pollster::block_on(r.reason(Some(a), heads, &prompt, &o, |e| {
+            events.push(e.clone());
+            Ok(())
+        }))
+        .unwrap();
         events
     };
     let weights = |events: &[Event]| -> Vec<f64> {

@@ -34,7 +34,11 @@ fn reasoning(n: usize, think: usize, answer: usize) -> ReasonOptions {
 fn run(e: &Engine, a: Option<&Adapter>, o: &ReasonOptions) -> Vec<Event> {
     let prompt = e.tokenizer.encode("hello hell", false).unwrap();
     let mut events = Vec::new();
-    reason_cpu(e, a, None, &prompt, o, |ev| events.push(ev.clone())).unwrap();
+    reason_cpu(e, a, None, &prompt, o, |ev| {
+        events.push(ev.clone());
+        Ok(())
+    })
+    .unwrap();
     events
 }
 
@@ -264,7 +268,7 @@ fn reason_mode_without_an_adapter_is_a_clear_error() {
         },
         ..Default::default()
     };
-    let err = reason_cpu(&e, None, None, &prompt, &o, |_| {})
+    let err = reason_cpu(&e, None, None, &prompt, &o, |_| Ok(()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("needs a reasoning adapter"), "{err}");
@@ -273,7 +277,7 @@ fn reason_mode_without_an_adapter_is_a_clear_error() {
         max_tokens: 8,
         ..Default::default()
     };
-    assert!(reason_cpu(&e, None, None, &prompt, &o, |_| {})
+    assert!(reason_cpu(&e, None, None, &prompt, &o, |_| Ok(()))
         .unwrap_err()
         .to_string()
         .contains("1 to 16"));
@@ -292,7 +296,7 @@ fn a_budget_longer_than_the_context_is_a_context_overflow() {
         },
         ..Default::default()
     };
-    let err = reason_cpu(&e, Some(&a), None, &prompt, &o, |_| {}).unwrap_err();
+    let err = reason_cpu(&e, Some(&a), None, &prompt, &o, |_| Ok(())).unwrap_err();
     assert_eq!(err.code(), "CONTEXT_OVERFLOW", "{err}");
 }
 
@@ -309,7 +313,8 @@ fn candidates_share_the_prompt_cache_instead_of_copying_it() {
     };
     let mut events = Vec::new();
     reason_cpu(&e, Some(&a), None, &prompt, &o, |ev| {
-        events.push(ev.clone())
+        events.push(ev.clone());
+        Ok(())
     })
     .unwrap();
     let Some(Event::Done { stats }) = events.last() else {
@@ -336,4 +341,38 @@ fn candidates_share_the_prompt_cache_instead_of_copying_it() {
         stats.kv_bytes < 8 * prompt.len() * row + own * row,
         "not N copies of the prompt"
     );
+}
+
+#[test]
+fn an_error_from_the_event_sink_stops_the_request_at_once() {
+    let e = engine();
+    let a = adapter(&e);
+    let prompt = e.tokenizer.encode("hello hell", false).unwrap();
+    let o = ReasonOptions {
+        early_stop: false,
+        ..reasoning(3, 12, 4)
+    };
+    let full = run(&e, Some(&a), &o);
+    let full_tokens = full
+        .iter()
+        .filter(|ev| matches!(ev, Event::Token { .. }))
+        .count();
+    assert!(full_tokens > 10, "{full_tokens}");
+    // The sink refuses the fourth token event: nothing is emitted after it.
+    let mut seen = Vec::new();
+    let err = reason_cpu(&e, Some(&a), None, &prompt, &o, |ev| {
+        seen.push(ev.clone());
+        let tokens = seen
+            .iter()
+            .filter(|ev| matches!(ev, Event::Token { .. }))
+            .count();
+        if tokens == 4 {
+            return Err(edge_reason::Error::Aborted("the caller stopped".into()));
+        }
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), "ABORTED", "{err}");
+    assert_eq!(seen.len(), 5, "route + 4 tokens, then nothing: {seen:?}");
+    assert!(matches!(seen.last(), Some(Event::Token { .. })));
 }

@@ -11,7 +11,8 @@ use edge_reason::gpu::KvPrecision;
 use edge_reason::lora::Adapter;
 use edge_reason::model::FileSource;
 use edge_reason::reason::{
-    Budget, BudgetHint, Event, Heads, Mode, ReasonOptions, Switcher, Verifier,
+    prefill_prompt, Budget, BudgetHint, Decoder, Event, Heads, Mode, Pooling, ReasonOptions,
+    Switcher, Verifier,
 };
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
@@ -150,6 +151,27 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The switcher's features of each prompt, exactly as the runtime computes them
+    /// before routing (chat template, base prefill in chunks, EMA of the chunk means of
+    /// the final hidden states): one JSON line `{"id", "tokens", "features"}` per input
+    /// line `{"id", "prompt"}`. For training the switcher on what the browser sees.
+    Features {
+        #[command(flatten)]
+        common: Common,
+        /// JSON lines `{"id": ..., "prompt": "..."}` ("-": standard input); a line without
+        /// an id gets its line number.
+        #[arg(long)]
+        prompts: PathBuf,
+        /// Use each prompt as it is, without the model's chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Prefill chunk length (the switcher's `chunk`).
+        #[arg(long, default_value_t = 128)]
+        chunk: usize,
+        /// Weight of the newest chunk's mean (the switcher's `ema_alpha`).
+        #[arg(long, default_value_t = 0.5)]
+        ema_alpha: f32,
+    },
     /// Answer with the reasoning runtime: route (switcher), N candidates from one
     /// prompt cache with budget forcing, and the vote; events as JSON lines with --json.
     Reason {
@@ -221,7 +243,8 @@ fn main() {
         | Command::Generate { common, .. }
         | Command::Bench { common, .. }
         | Command::BenchReason { common, .. }
-        | Command::Reason { common, .. } => common.threads,
+        | Command::Reason { common, .. }
+        | Command::Features { common, .. } => common.threads,
     };
     // The whole command runs inside the pool, so the calling thread is one of its
     // workers: with one thread every parallel loop runs inline, and with more the
@@ -437,6 +460,16 @@ fn run(cli: Cli) -> Result<()> {
                 pollster::block_on(bench::reason::run(&loaded, adapter.as_ref(), &options))?;
             print_report(json!(report), common.json);
         }
+        Command::Features {
+            common,
+            prompts,
+            raw,
+            chunk,
+            ema_alpha,
+        } => {
+            let loaded = load(&common)?;
+            print_features(&loaded, &prompts, raw, Pooling { chunk, ema_alpha })?;
+        }
         Command::Reason {
             common,
             prompt,
@@ -516,11 +549,68 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// An event as a JSON line, or as text for people (tokens of candidate 0 streamed).
-fn print_event(event: &Event, json_out: bool) {
+/// One input line of `features`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptLine {
+    id: Option<serde_json::Value>,
+    prompt: String,
+}
+
+/// `edge-reason features`: the pooled features of each prompt in `path`, as JSON lines.
+fn print_features(loaded: &Runner, path: &PathBuf, raw: bool, pooling: Pooling) -> Result<()> {
+    use std::io::BufRead;
+    let name = path.display().to_string();
+    let input: Box<dyn BufRead> = if name == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {name}"), e))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let tk = loaded.tokenizer();
+    let context = loaded.config().context_length;
+    let mut out = std::io::stdout().lock();
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| Error::io(format!("reading {name}"), e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{name}, line {}", i + 1);
+        let item: PromptLine = serde_json::from_str(&line).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "{at}: {e}; each line is {{\"id\": ..., \"prompt\": \"...\"}}"
+            ))
+        })?;
+        let text = if raw {
+            item.prompt
+        } else {
+            tk.apply_chat_template(&[Message::new("user", &item.prompt)], true)?
+        };
+        let ids = tk.encode_prompt(&text)?;
+        if ids.is_empty() || ids.len() > context {
+            return Err(Error::InvalidArgument(format!(
+                "{at}: the prompt is {} tokens; 1 to {context} fit the model's context",
+                ids.len()
+            )));
+        }
+        let mut decoder = loaded.decoder(None)?;
+        decoder.reserve(ids.len(), 1, 1)?;
+        let features = pollster::block_on(prefill_prompt(&mut decoder, &ids, Some(pooling)))?
+            .unwrap_or_default();
+        let id = item.id.unwrap_or_else(|| json!(i + 1));
+        let row = json!({"id": id, "tokens": ids.len(), "features": features});
+        writeln!(out, "{row}").map_err(|e| Error::io("writing the features to stdout", e))?;
+    }
+    Ok(())
+}
+
+/// An event as a JSON line, or as text for people (tokens of candidate 0 streamed). A
+/// closed stdout (`| head`) stops the request instead of decoding for nobody.
+fn print_event(event: &Event, json_out: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let closed = |e| Error::io("writing the events to stdout", e);
     if json_out {
-        print_json(json!(event));
-        return;
+        return writeln!(out, "{}", json!(event)).map_err(closed);
     }
     match event {
         Event::Route { mode, p_reason } => {
@@ -529,8 +619,9 @@ fn print_event(event: &Event, json_out: bool) {
         Event::Token {
             candidate: 0, text, ..
         } => {
-            print!("{text}");
-            let _ = std::io::stdout().flush();
+            write!(out, "{text}")
+                .and_then(|_| out.flush())
+                .map_err(closed)?;
         }
         Event::Token { .. } => {}
         Event::CandidateDone {
@@ -544,10 +635,13 @@ fn print_event(event: &Event, json_out: bool) {
             answer,
             stopped_early,
             ..
-        } => println!(
+        } => writeln!(
+            out,
             "\nanswer: {} ({stopped_early} stopped early)",
             answer.as_deref().unwrap_or("(none)")
-        ),
+        )
+        .map_err(closed)?,
         Event::Done { stats } => eprintln!("[{}]", json!(stats)),
     }
+    Ok(())
 }

@@ -15,7 +15,9 @@ pub use answer::{extract, normalize, Answer};
 pub use budget::{Budget, BudgetHint, Forcer, Next, Phase};
 pub use decoder::{CpuDecoder, Decoder, Feed, Picked};
 pub use gpu_decoder::GpuDecoder;
-pub use runtime::{reason, reason_cpu, Event, Heads, ReasonOptions, Stats, MAX_CANDIDATES};
+pub use runtime::{
+    prefill_prompt, reason, reason_cpu, Event, Heads, Pooling, ReasonOptions, Stats, MAX_CANDIDATES,
+};
 pub use switcher::{Mode, Pooler, Route, Switcher, SwitcherConfig};
 pub use verifier::{Verifier, VerifierConfig};
 pub use vote::{decided, logprob_weight, tally, Ballot, Rule, Share, Tally};

@@ -163,7 +163,7 @@ pub fn reason_cpu(
     switcher: Option<&Switcher>,
     prompt: &[u32],
     o: &ReasonOptions,
-    emit: impl FnMut(&Event),
+    emit: impl FnMut(&Event) -> Result<()>,
 ) -> Result<Option<String>> {
     let mut decoder = CpuDecoder::new(&engine.model, adapter);
     let has_adapter = adapter.is_some();
@@ -186,6 +186,11 @@ pub fn reason_cpu(
 /// Runs one request on `decoder` (a model of context `context` with, when
 /// `has_adapter`, a reasoning adapter); `emit` receives every [`Event`]. Returns the
 /// vote's winning key.
+///
+/// An error from `emit` stops the request at once and is returned: that is how a
+/// caller aborts (the browser worker's `onEvent` throws `ABORTED` once the request's
+/// signal fires; between steps the runtime yields to the event loop so the abort
+/// message can arrive).
 #[allow(clippy::too_many_arguments)]
 pub async fn reason<D: Decoder>(
     decoder: &mut D,
@@ -195,7 +200,7 @@ pub async fn reason<D: Decoder>(
     heads: Heads<'_>,
     prompt: &[u32],
     o: &ReasonOptions,
-    mut emit: impl FnMut(&Event),
+    mut emit: impl FnMut(&Event) -> Result<()>,
 ) -> Result<Option<String>> {
     let switcher = heads.switcher;
     let verifier = heads.verifier.filter(|_| o.weighted);
@@ -240,21 +245,16 @@ pub async fn reason<D: Decoder>(
 
     // 1. The prompt, once, LoRA off, pooling the switcher's features chunk by chunk.
     let t0 = now_seconds();
-    let (alpha, chunk) = switcher.map_or((1.0, prompt.len()), |s| {
-        (s.config.ema_alpha, s.config.chunk.max(1))
+    let pooling = switcher.map(|s| Pooling {
+        chunk: s.config.chunk,
+        ema_alpha: s.config.ema_alpha,
     });
-    let mut pooler = Pooler::new(alpha);
-    for part in prompt.chunks(chunk) {
-        let sum = decoder.prefill(part, switcher.is_some(), false).await?;
-        if switcher.is_some() {
-            pooler.add_chunk(&sum, part.len());
-        }
-    }
+    let features = prefill_prompt(decoder, prompt, pooling).await?;
     let t_prefill = now_seconds();
 
     // 2. The route.
     let route = match (o.mode, switcher) {
-        (mode, Some(s)) => s.route(mode, pooler.features().unwrap_or(&[])),
+        (mode, Some(s)) => s.route(mode, features.as_deref().unwrap_or(&[])),
         (Mode::Auto, None) => Route {
             mode: if has_adapter {
                 Mode::Reason
@@ -284,7 +284,7 @@ pub async fn reason<D: Decoder>(
     emit(&Event::Route {
         mode: route.mode,
         p_reason: route.p_reason,
-    });
+    })?;
 
     // 3. Candidates from the prompt cache.
     let n = if reasoning { o.n } else { 1 };
@@ -332,6 +332,7 @@ pub async fn reason<D: Decoder>(
     };
     let t_decode = now_seconds();
     while cands.iter().any(|c| c.done.is_none()) {
+        crate::engine::yield_now().await;
         // One step of every live candidate: feed what is pending, pick the next token.
         let live: Vec<usize> = (0..n).filter(|&i| cands[i].done.is_none()).collect();
         let pendings: Vec<Vec<u32>> = live
@@ -382,7 +383,7 @@ pub async fn reason<D: Decoder>(
                         candidate: i,
                         text: piece.clone(),
                         phase,
-                    });
+                    })?;
                 }
                 match cand.forcer.as_mut().map(|f| f.push(&piece)) {
                     Some(Next::Force(f)) => {
@@ -394,7 +395,7 @@ pub async fn reason<D: Decoder>(
                             candidate: i,
                             text: forced_text,
                             phase: Phase::Answer,
-                        });
+                        })?;
                         if cand.forcer.as_mut().map(Forcer::forced_fed) == Some(Next::Stop) {
                             finish(cand, "budget");
                         }
@@ -434,7 +435,7 @@ pub async fn reason<D: Decoder>(
                     tokens: cand.sampled,
                     logprob: mean_of(&cand.answer_logprobs),
                     reason,
-                });
+                })?;
                 // Early consensus (majority only: weights of unfinished candidates are unknown).
                 let running: Vec<usize> = (0..n).filter(|&j| cands[j].done.is_none()).collect();
                 if o.early_stop && rule == Rule::Majority && !running.is_empty() {
@@ -451,7 +452,7 @@ pub async fn reason<D: Decoder>(
                                 tokens: cj.sampled,
                                 logprob: mean_of(&cj.answer_logprobs),
                                 reason: "consensus",
-                            });
+                            })?;
                         }
                     }
                 }
@@ -478,7 +479,7 @@ pub async fn reason<D: Decoder>(
         weights: counted.iter().map(|b| b.weight).collect(),
         tally: tally.shares,
         stopped_early,
-    });
+    })?;
     emit(&Event::Done {
         stats: Stats {
             prompt_tokens: prompt.len(),
@@ -489,8 +490,39 @@ pub async fn reason<D: Decoder>(
             kv_bytes: decoder.kv_bytes(),
             tokens_saved,
         },
-    });
+    })?;
     Ok(winner)
+}
+
+/// How the switcher's features are pooled over the prompt's final hidden states.
+#[derive(Debug, Clone, Copy)]
+pub struct Pooling {
+    /// Prefill chunk length (the mean is taken per chunk).
+    pub chunk: usize,
+    /// Weight of the newest chunk's mean in the EMA across chunks.
+    pub ema_alpha: f32,
+}
+
+/// Prefills `prompt` (after [`Decoder::reserve`]) with the base model, LoRA off. With
+/// `pooling`, it goes in chunks and the switcher's features come back: the EMA of the
+/// chunk means of the final hidden states (d), computed inside the prefill at no extra
+/// pass. This is what the runtime routes on and what `edge-reason features` prints for
+/// training the switcher.
+pub async fn prefill_prompt<D: Decoder>(
+    decoder: &mut D,
+    prompt: &[u32],
+    pooling: Option<Pooling>,
+) -> Result<Option<Vec<f32>>> {
+    let Some(p) = pooling else {
+        decoder.prefill(prompt, false, false).await?;
+        return Ok(None);
+    };
+    let mut pooler = Pooler::new(p.ema_alpha);
+    for part in prompt.chunks(p.chunk.max(1)) {
+        let sum = decoder.prefill(part, true, false).await?;
+        pooler.add_chunk(&sum, part.len());
+    }
+    Ok(pooler.features().map(<[f32]>::to_vec))
 }
 
 fn finish(cand: &mut Candidate, reason: &'static str) {

@@ -151,7 +151,8 @@ impl WasmEngine {
 
     /// Runs one request of the reasoning runtime; `on_event` receives each event as it
     /// happens (route, tokens, candidates done, the vote, done). Resolves to the winning
-    /// answer's key (null when no candidate answered).
+    /// answer's key (null when no candidate answered). If `on_event` throws, the request
+    /// stops at once and rejects with what it threw: that is how a caller aborts.
     #[wasm_bindgen(unchecked_return_type = "string | null")]
     pub async fn reason(
         &self,
@@ -187,26 +188,23 @@ impl WasmEngine {
             switcher: self.switcher.as_ref(),
             verifier: self.verifier.as_ref(),
         };
-        let winner = self
+        // A callback that throws stops the request; its exception is what rejects.
+        let run = self
             .runner
             .reason(adapter, heads, &ids, &r.options, |event| {
-                if let (Some(f), None) = (&on_event, &failed) {
-                    match to_js(event) {
-                        Ok(v) => {
-                            if let Err(e) = f.call1(&JsValue::NULL, &v) {
-                                failed = Some(e);
-                            }
-                        }
-                        Err(e) => failed = Some(e),
-                    }
-                }
+                let Some(f) = &on_event else { return Ok(()) };
+                let thrown = to_js(event).and_then(|v| f.call1(&JsValue::NULL, &v));
+                thrown.map(drop).map_err(|e| {
+                    failed = Some(e);
+                    crate::Error::Aborted("the onEvent callback threw".into())
+                })
             })
-            .await
-            .map_err(js_error)?;
-        if let Some(e) = failed {
-            return Err(e);
+            .await;
+        match (run, failed) {
+            (_, Some(thrown)) => Err(thrown),
+            (Err(e), None) => Err(js_error(e)),
+            (Ok(winner), None) => Ok(winner.map_or(JsValue::NULL, |w| JsValue::from_str(&w))),
         }
-        Ok(winner.map_or(JsValue::NULL, |w| JsValue::from_str(&w)))
     }
 
     /// The reasoning runtime's benchmark (`edge-reason bench-reason --json`) with the

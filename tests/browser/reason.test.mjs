@@ -266,6 +266,48 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
     assert.deepEqual(chunks.at(-1).vote, whole.vote);
   });
 
+  test('an aborted request stops between decode steps and the engine stays usable', async (t) => {
+    if (!page) return t.skip('no default model (./build.sh model)');
+    const request = {
+      prompt: PROMPT,
+      options: { mode: 'reason', n: 4, budget: { think: 48, answer: 8 }, temperature: 0.8, seed: 3, early_stop: false },
+    };
+    const out = await page.evaluate(async (request) => {
+      const e = window.engines.cpu;
+      const count = (events) => events.filter((x) => x.type === 'token').length;
+      const full = count((await e.reason(request)).events);
+      // Abort once the fifth token arrives.
+      const controller = new AbortController();
+      const seen = [];
+      let code = null;
+      try {
+        await e.reason(request, {
+          signal: controller.signal,
+          onEvent: (x) => {
+            seen.push(x.type);
+            if (seen.filter((s) => s === 'token').length === 5) controller.abort();
+          },
+        });
+      } catch (err) {
+        code = err.code;
+      }
+      // A stream left after three chunks stops its request too.
+      let chunks = 0;
+      const stream = await e.chat.completions.create({ messages: [{ role: 'user', content: request.prompt }], n: 4, stream: true, seed: 3, reasoning: { mode: 'reason', budget: 48 } });
+      for await (const c of stream) if (++chunks === 3) break;
+      // The worker is free again: the next request runs to its end.
+      const after = await e.reason({ ...request, options: { ...request.options, n: 1, budget: { think: 2, answer: 2 } } });
+      return { full, code, aborted: count(seen.map((type) => ({ type }))), types: seen, chunks, afterTypes: after.events.map((x) => x.type) };
+    }, request);
+    assert.equal(out.code, 'ABORTED', JSON.stringify(out));
+    assert.ok(out.full > 40, `the full request decodes enough to stop midway: ${out.full} tokens`);
+    assert.ok(out.aborted >= 5 && out.aborted < out.full / 2, `stopped midway: ${out.aborted} of ${out.full} tokens`);
+    assert.ok(!out.types.includes('vote') && !out.types.includes('done'), JSON.stringify(out.types));
+    assert.equal(out.chunks, 3);
+    assert.deepEqual(out.afterTypes.slice(-2), ['vote', 'done']);
+    t.diagnostic(`aborted after ${out.aborted} of ${out.full} tokens`);
+  });
+
   test('bad input is a clear error', async (t) => {
     if (!page) return t.skip('no default model (./build.sh model)');
     const missing = await call(page, 'cpu', 'loadAdapter', { name: 'x', url: '/fixtures/nowhere/' });
