@@ -1,0 +1,120 @@
+//! The training data generator (`train/data.py`): deterministic, every worked solution
+//! ends in the answer the runtime's extraction reads, held-out templates stay out of
+//! training, and the switcher's labels are not predicted by "has numbers".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edge_reason::reason::{extract, normalize};
+use serde_json::Value;
+
+fn generate(out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("train/data.py");
+    let status = Command::new("python3")
+        .arg(&script)
+        .args(["--out", out.to_str().unwrap(), "--seed", "7"])
+        .args(["--math-per-template", "120", "--switch-per-template", "60"])
+        .args(["--held-out-per-template", "40"])
+        .output()
+        .expect("python3 runs train/data.py");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+}
+
+fn rows(dir: &Path, name: &str) -> Vec<Value> {
+    std::fs::read_to_string(dir.join(name))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn tmp(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("edge-reason-data-{tag}-{}", std::process::id()))
+}
+
+#[test]
+fn the_generated_data_is_reproducible_correct_and_split_by_template() {
+    let (a, b) = (tmp("a"), tmp("b"));
+    generate(&a);
+    generate(&b);
+    let files = [
+        "math_train.jsonl",
+        "math_val.jsonl",
+        "math_test.jsonl",
+        "switch_train.jsonl",
+        "switch_val.jsonl",
+        "switch_test.jsonl",
+    ];
+    for f in files {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between two runs with one seed"
+        );
+    }
+
+    let mut held_out_in_training = Vec::new();
+    let mut templates_by_split: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in files {
+        for r in rows(&a, f) {
+            let split = r["split"].as_str().unwrap().to_string();
+            let template = r["template"].as_str().unwrap().to_string();
+            if r["held_out"] == true && split != "test" {
+                held_out_in_training.push(r["id"].clone());
+            }
+            templates_by_split
+                .entry(split)
+                .or_default()
+                .insert(template);
+            // What the runtime extracts from the worked solution is the answer.
+            if let Some(solution) = r["solution"].as_str() {
+                assert!(solution.starts_with("<think>\n"), "{solution}");
+                let got = extract(solution).unwrap_or_else(|| panic!("no answer in {solution}"));
+                let want = normalize(r["answer"].as_str().unwrap());
+                assert_eq!(got.key, want, "{}: {solution}", r["id"]);
+            }
+        }
+    }
+    assert!(held_out_in_training.is_empty(), "{held_out_in_training:?}");
+    for held in ["bakery", "tank", "follow"] {
+        assert!(templates_by_split["test"].contains(held), "{held} in test");
+        assert!(
+            !templates_by_split["train"].contains(held),
+            "{held} not in train"
+        );
+    }
+
+    // Both labels hold prompts with digits and prompts without: "has numbers" is not
+    // the label.
+    let switch = rows(&a, "switch_train.jsonl");
+    for label in ["reason", "chat"] {
+        let of: Vec<&Value> = switch.iter().filter(|r| r["label"] == label).collect();
+        let digits = of
+            .iter()
+            .filter(|r| {
+                r["prompt"]
+                    .as_str()
+                    .unwrap()
+                    .chars()
+                    .any(|c| c.is_ascii_digit())
+            })
+            .count();
+        assert!(
+            digits > of.len() / 5,
+            "{label}: {digits} of {} with digits",
+            of.len()
+        );
+        assert!(
+            digits < of.len() * 4 / 5,
+            "{label}: {digits} of {} with digits",
+            of.len()
+        );
+    }
+    std::fs::remove_dir_all(&a).ok();
+    std::fs::remove_dir_all(&b).ok();
+}

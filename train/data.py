@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""The training and evaluation data of edge-reason's adapter and switcher, made here.
+
+Everything is generated from templates with a seeded RNG (no downloads), so the same
+command always writes the same files:
+
+    python3 train/data.py --out train/data [--seed 0]
+
+It writes two sets, each as train/val/test JSON lines:
+
+- ``math_{split}.jsonl``: multi-step arithmetic word problems with exact integer
+  answers, 1 to 4 operations (``difficulty``), each with a short correct solution in
+  the runtime's output format::
+
+      <think>
+      Tom starts with 12 apples.
+      He buys 30 more: 12 + 30 = 42.
+      </think>
+
+      Final answer: 42
+
+  Two templates (``HELD_OUT_MATH``) never appear in train or val: their problems are
+  in test only, flagged ``held_out``, to show the adapter did not memorize phrasing.
+- ``switch_{split}.jsonl``: mixed prompts labelled ``reason`` or ``chat`` by source,
+  as the method does: multi-step arithmetic and multi-hop logic (orderings,
+  who-is-where after several moves) are ``reason``; greetings, simple facts, short
+  instructions, one-step arithmetic and one-fact lookups are ``chat``. Both labels
+  hold numbers and both hold non-math prompts, so "has numbers" does not predict the
+  label. One logic template is held out the same way.
+
+Each line: ``{"id", "set", "split", "family", "template", "difficulty", "held_out",
+"label", "prompt", "answer", "solution"}`` (``solution`` is null where none is
+needed: chat prompts have no reference reply).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+NAMES = [
+    "Tom", "Ann", "Sara", "Ben", "Mia", "Leo", "Nora", "Omar", "Ivy", "Raj",
+    "Lucy", "Sam", "Kai", "Zoe", "Eli", "Maya", "Finn", "Ada", "Hugo", "Lena",
+]
+PRONOUN = {n: ("she" if n in {"Ann", "Sara", "Mia", "Nora", "Ivy", "Lucy", "Zoe", "Maya", "Ada", "Lena"} else "he") for n in NAMES}
+ROOMS = ["kitchen", "garden", "hall", "bedroom", "office", "garage", "attic", "bathroom"]
+
+
+def cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+# ----------------------------------------------------------------------------- math
+
+class Chain:
+    """A quantity changed step by step; keeps the story and the worked solution."""
+
+    def __init__(self, value: int, opening: str, start_line: str):
+        self.value = value
+        self.story = [opening]
+        self.work = [start_line + "."]
+
+    def apply(self, op: str, n: int, story: str, label: str) -> None:
+        v = self.value
+        if op == "+":
+            new = v + n
+        elif op == "-":
+            new = v - n
+        elif op == "*":
+            new = v * n
+        else:
+            assert v % n == 0
+            new = v // n
+        sym = {"+": "+", "-": "-", "*": "x", "/": "/"}[op]
+        self.story.append(story)
+        self.work.append(f"{label}: {v} {sym} {n} = {new}.")
+        self.value = new
+
+
+def pick_op(rng: random.Random, v: int, allowed: str) -> tuple[str, int] | None:
+    """An operation on value v that keeps it a positive integer below 1000."""
+    for _ in range(50):
+        op = rng.choice(allowed)
+        if op == "+":
+            n = rng.randint(2, 60)
+        elif op == "-":
+            if v < 3:
+                continue
+            n = rng.randint(1, min(v - 1, 60))
+        elif op == "*":
+            n = rng.randint(2, 5)
+            if v * n >= 1000:
+                continue
+        else:
+            divisors = [d for d in range(2, 10) if v % d == 0 and v // d >= 1]
+            if not divisors:
+                continue
+            n = rng.choice(divisors)
+        return op, n
+    return None
+
+
+def math_apples(rng, steps):
+    name = rng.choice(NAMES)
+    he = PRONOUN[name]
+    friend = rng.choice([n for n in NAMES if n != name])
+    thing = rng.choice(["apples", "marbles", "stickers", "cards", "pencils", "shells"])
+    v = rng.randint(5, 80)
+    c = Chain(v, f"{name} has {v} {thing}.", f"{name} starts with {v} {thing}")
+    texts = {
+        "+": (lambda n: f"{cap(he)} finds {n} more.", "Finds {n} more"),
+        "-": (lambda n: f"{cap(he)} gives {n} to {friend}.", "Gives {n} away"),
+        "*": (lambda n: f"Then the number of {thing} {he} has becomes {n} times as large.", "{n} times as many"),
+        "/": (lambda n: f"{cap(he)} splits them into {n} equal piles and keeps one pile.", "One of {n} equal piles"),
+    }
+    return chain_problem(rng, c, steps, "+-*/", texts, f"How many {thing} does {name} have now?")
+
+
+def math_money(rng, steps):
+    name = rng.choice(NAMES)
+    he = PRONOUN[name]
+    v = rng.randint(10, 200)
+    c = Chain(v, f"{name} has ${v}.", f"{name} starts with ${v}")
+    item = rng.choice(["a book", "lunch", "a ticket", "a game", "a toy"])
+    texts = {
+        "+": (lambda n: f"{cap(he)} earns ${n} more.", "Earns ${n}"),
+        "-": (lambda n: f"{cap(he)} spends ${n} on {item}.", "Spends ${n}"),
+        "*": (lambda n: f"A lucky bet makes the money {n} times as much.", "{n} times as much"),
+        "/": (lambda n: f"{cap(he)} shares the money equally with friends so that it is split into {n} equal parts, and keeps one part.", "One of {n} equal parts"),
+    }
+    return chain_problem(rng, c, steps, "+-*/", texts, f"How many dollars does {name} have now?")
+
+
+def math_bus(rng, steps):
+    v = rng.randint(10, 60)
+    c = Chain(v, f"A bus leaves the station with {v} passengers.", f"The bus starts with {v} passengers")
+    stops = iter(["first", "second", "third", "fourth", "fifth"])
+    texts = {
+        "+": (lambda n: f"At the {next(stops)} stop, {n} people get on.", "{n} get on"),
+        "-": (lambda n: f"At the {next(stops)} stop, {n} people get off.", "{n} get off"),
+    }
+    return chain_problem(rng, c, steps, "+-", texts, "How many passengers are on the bus now?")
+
+
+def math_shelves(rng, steps):
+    rows, per = rng.randint(2, 9), rng.randint(3, 12)
+    v = rows * per
+    c = Chain(v, f"A library has {rows} shelves with {per} books on each shelf.", f"Books at first: {rows} x {per} = {v}")
+    texts = {
+        "+": (lambda n: f"Then {n} new books arrive.", "{n} arrive"),
+        "-": (lambda n: f"Then {n} books are borrowed.", "{n} borrowed"),
+        "*": (lambda n: f"Then the library grows to {n} times as many books.", "{n} times as many"),
+    }
+    steps = max(steps - 1, 0)  # the opening multiplication is one step
+    return chain_problem(rng, c, steps, "+-*", texts, "How many books does the library have now?")
+
+
+def math_bakery(rng, steps):  # held out
+    trays, per = rng.randint(2, 8), rng.randint(4, 12)
+    v = trays * per
+    c = Chain(v, f"A baker bakes {trays} trays of {per} muffins.", f"Muffins baked: {trays} x {per} = {v}")
+    texts = {
+        "+": (lambda n: f"She bakes {n} more muffins.", "Bakes {n} more"),
+        "-": (lambda n: f"She sells {n} muffins.", "Sells {n}"),
+    }
+    steps = max(steps - 1, 0)
+    return chain_problem(rng, c, steps, "+-", texts, "How many muffins does she have now?")
+
+
+def math_tank(rng, steps):  # held out
+    v = rng.randint(20, 300)
+    c = Chain(v, f"A water tank holds {v} liters.", f"The tank starts with {v} liters")
+    texts = {
+        "+": (lambda n: f"A pipe adds {n} liters.", "Adds {n} liters"),
+        "-": (lambda n: f"The garden uses {n} liters.", "Uses {n} liters"),
+        "*": (lambda n: f"The water is then poured into a tank {n} times as full.", "{n} times as full"),
+    }
+    return chain_problem(rng, c, steps, "+-*", texts, "How many liters are in the tank now?")
+
+
+def chain_problem(rng, c, steps, allowed, texts, question):
+    for _ in range(steps):
+        choice = pick_op(rng, c.value, "".join(o for o in allowed if o in texts))
+        if choice is None:
+            return None
+        op, n = choice
+        story, label = texts[op]
+        c.apply(op, n, story(n), label.format(n=n))
+    prompt = " ".join(c.story + [question])
+    think = "\n".join(c.work)
+    solution = f"<think>\n{think}\n</think>\n\nFinal answer: {c.value}"
+    return prompt, str(c.value), solution
+
+
+MATH_TEMPLATES = {
+    "apples": math_apples,
+    "money": math_money,
+    "bus": math_bus,
+    "shelves": math_shelves,
+    "bakery": math_bakery,
+    "tank": math_tank,
+}
+HELD_OUT_MATH = {"bakery", "tank"}
+
+
+# ----------------------------------------------------------------------------- logic
+
+def logic_ordering(rng, hops):
+    people = rng.sample(NAMES, hops + 2)
+    adj, sup_hi, sup_lo = rng.choice([("taller", "tallest", "shortest"), ("older", "oldest", "youngest"), ("faster", "fastest", "slowest")])
+    facts = [f"{people[i]} is {adj} than {people[i + 1]}." for i in range(len(people) - 1)]
+    order = list(facts)
+    rng.shuffle(order)
+    ask_top = rng.random() < 0.5
+    answer = people[0] if ask_top else people[-1]
+    question = f"Who is the {sup_hi if ask_top else sup_lo}?"
+    chain = " > ".join(people)
+    think = f"Put them in order from the {sup_hi} to the {sup_lo}: {chain}.\nThe {sup_hi if ask_top else sup_lo} is {answer}."
+    return " ".join(order + [question]), answer, f"<think>\n{think}\n</think>\n\nFinal answer: {answer}"
+
+
+def logic_rooms(rng, hops):
+    people = rng.sample(NAMES, 2)
+    where = {p: rng.choice(ROOMS) for p in people}
+    story = [f"{p} is in the {where[p]}." for p in people]
+    work = []
+    target = people[0]
+    for _ in range(hops + 1):
+        p = rng.choice(people)
+        room = rng.choice([r for r in ROOMS if r != where[p]])
+        story.append(f"{p} moves to the {room}.")
+        where[p] = room
+        if p == target:
+            work.append(f"{target} moves to the {room}.")
+    question = f"Where is {target} now?"
+    work.append(f"So {target} is in the {where[target]}.")
+    answer = where[target]
+    return " ".join(story + [question]), answer, "<think>\n" + "\n".join(work) + f"\n</think>\n\nFinal answer: {answer}"
+
+
+def logic_follow(rng, hops):  # held out: who holds the ball after several passes
+    people = rng.sample(NAMES, 4)
+    holder = people[0]
+    story = [f"{holder} has the ball."]
+    work = [f"{holder} starts with the ball."]
+    for _ in range(hops + 1):
+        to = rng.choice([p for p in people if p != holder])
+        story.append(f"{holder} passes it to {to}.")
+        work.append(f"{holder} -> {to}.")
+        holder = to
+    return " ".join(story + ["Who has the ball now?"]), holder, "<think>\n" + "\n".join(work) + f"\n</think>\n\nFinal answer: {holder}"
+
+
+LOGIC_TEMPLATES = {"ordering": logic_ordering, "rooms": logic_rooms, "follow": logic_follow}
+HELD_OUT_LOGIC = {"follow"}
+
+
+# ----------------------------------------------------------------------------- easy
+
+CAPITALS = {
+    "France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Egypt": "Cairo",
+    "Canada": "Ottawa", "Germany": "Berlin", "Kenya": "Nairobi", "Peru": "Lima", "Norway": "Oslo",
+    "Greece": "Athens", "Ireland": "Dublin", "Portugal": "Lisbon", "Poland": "Warsaw", "Chile": "Santiago",
+    "Austria": "Vienna", "Sweden": "Stockholm", "Finland": "Helsinki", "Cuba": "Havana", "Thailand": "Bangkok",
+}
+# Simple facts, some with numbers in the answer or the question.
+FACTS = [
+    ("How many legs does a dog have?", "4"), ("How many days are in a week?", "7"),
+    ("How many months are in a year?", "12"), ("What color is a banana?", "yellow"),
+    ("What do bees make?", "honey"), ("What is the largest planet in our solar system?", "Jupiter"),
+    ("What is frozen water called?", "ice"), ("How many hours are in a day?", "24"),
+    ("What animal says moo?", "cow"), ("What is the opposite of hot?", "cold"),
+    ("Which season comes after winter?", "spring"), ("What color is the sky on a clear day?", "blue"),
+    ("How many sides does a triangle have?", "3"), ("What gas do plants take in?", "carbon dioxide"),
+    ("In which year did World War II end?", "1945"), ("How many minutes are in an hour?", "60"),
+    ("What is the boiling point of water in Celsius?", "100"), ("Who wrote Romeo and Juliet?", "Shakespeare"),
+    ("What is the chemical symbol for gold?", "Au"), ("How many continents are there?", "7"),
+]
+GREETINGS = [
+    "Hi!", "Hello there.", "Good morning!", "Hey, how are you?", "Thanks for your help!",
+    "Good night.", "Nice to meet you.", "What's up?", "Hello! Who are you?", "Thank you so much.",
+    "Good evening!", "How is your day going?", "Hey there, friend.", "Bye for now!", "Hi, can you help me?",
+    "Hello, 2 quick questions coming up.", "Have a great weekend!", "Happy new year!",
+]
+TOPICS = [
+    "rain", "the sea", "a cat", "autumn", "coffee", "the moon", "friendship", "a city at night",
+    "the 4 seasons", "a train ride", "snow", "a library", "music", "a garden in May", "the stars", "bread",
+]
+WORDS = ["happy", "big", "fast", "cold", "smart", "quiet", "bright", "old", "small", "kind", "angry", "easy"]
+
+
+def easy_greeting(rng):
+    return rng.choice(GREETINGS), None
+
+
+def easy_fact(rng):
+    if rng.random() < 0.5:
+        return rng.choice(FACTS)
+    country = rng.choice(list(CAPITALS))
+    form = rng.choice(["What is the capital of {c}?", "Which city is the capital of {c}?", "Name the capital of {c}."])
+    return form.format(c=country), CAPITALS[country]
+
+
+def easy_instruction(rng):
+    topic, word = rng.choice(TOPICS), rng.choice(WORDS)
+    forms = [
+        f"Write a two-line poem about {topic}.", f"Give me a synonym for \"{word}\".",
+        f"Write one sentence about {topic}.", f"Spell the word \"{word}\" backwards.",
+        f"Give me an antonym of \"{word}\".", f"Suggest a title for a story about {topic}.",
+        f"Describe {topic} in 3 words.", f"Translate \"{word}\" into French.",
+        f"Write a haiku about {topic}.", f"Use the word \"{word}\" in a sentence.",
+    ]
+    return rng.choice(forms), None
+
+
+def easy_arithmetic(rng):
+    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    op = rng.choice(["+", "-", "times"])
+    if op == "+":
+        return rng.choice([f"What is {a} + {b}?", f"Add {a} and {b}."]), str(a + b)
+    if op == "-":
+        a, b = max(a, b), min(a, b)
+        return f"What is {a} - {b}?", str(a - b)
+    a, b = rng.randint(2, 12), rng.randint(2, 12)
+    return f"What is {a} times {b}?", str(a * b)
+
+
+def easy_one_step_story(rng):
+    name = rng.choice(NAMES)
+    thing = rng.choice(["apples", "pens", "books", "coins"])
+    a, b = rng.randint(2, 40), rng.randint(2, 40)
+    return f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have?", str(a + b)
+
+
+def easy_lookup(rng):
+    people = rng.sample(NAMES, 2)
+    rooms = rng.sample(ROOMS, 2)
+    return f"{people[0]} is in the {rooms[0]}. {people[1]} is in the {rooms[1]}. Where is {people[0]}?", rooms[0]
+
+
+EASY_TEMPLATES = {
+    "greeting": easy_greeting,
+    "fact": easy_fact,
+    "instruction": easy_instruction,
+    "arithmetic_1step": easy_arithmetic,
+    "story_1step": easy_one_step_story,
+    "lookup_1fact": easy_lookup,
+}
+
+
+# ----------------------------------------------------------------------------- sets
+
+def make_math(rng, n_per_template, n_held_out):
+    rows = []
+    for name, make in MATH_TEMPLATES.items():
+        seen = set()
+        while len(seen) < (n_held_out if name in HELD_OUT_MATH else n_per_template):
+            difficulty = rng.randint(1, 4)
+            out = make(rng, difficulty)
+            if out is None or out[0] in seen:
+                continue
+            seen.add(out[0])
+            prompt, answer, solution = out
+            rows.append(row("math", "arithmetic", name, difficulty, name in HELD_OUT_MATH, "reason" if difficulty >= 2 else "chat", prompt, answer, solution))
+    return rows
+
+
+def make_switch(rng, math_rows, n_per_template, n_held_out):
+    rows = []
+    # reason: multi-step arithmetic (from the math set) and multi-hop logic.
+    hard_math = [r for r in math_rows if r["difficulty"] >= 2]
+    for r in rng.sample(hard_math, min(len(hard_math), 2 * n_per_template)):
+        rows.append({**r, "set": "switch"})
+    for name, make in LOGIC_TEMPLATES.items():
+        seen = set()
+        while len(seen) < (n_held_out if name in HELD_OUT_LOGIC else n_per_template):
+            hops = rng.randint(2, 4)
+            prompt, answer, solution = make(rng, hops)
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            rows.append(row("switch", "logic", name, hops, name in HELD_OUT_LOGIC, "reason", prompt, answer, solution))
+    # chat: easy prompts, with and without numbers.
+    for name, make in EASY_TEMPLATES.items():
+        seen = set()
+        want = n_per_template if name != "greeting" else len(GREETINGS)
+        tries = 0
+        while len(seen) < want and tries < 50 * want:
+            tries += 1
+            prompt, answer = make(rng)
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            family = "arithmetic" if name in {"arithmetic_1step", "story_1step"} else "easy"
+            rows.append(row("switch", family, name, 1, False, "chat", prompt, answer, None))
+    return rows
+
+
+def row(set_, family, template, difficulty, held_out, label, prompt, answer, solution):
+    return {
+        "set": set_, "family": family, "template": template, "difficulty": difficulty,
+        "held_out": held_out, "label": label, "prompt": prompt, "answer": answer, "solution": solution,
+    }
+
+
+def split(rng, rows, fractions=(0.8, 0.1, 0.1)):
+    """Held-out templates go to test whole; the rest is split train/val/test."""
+    out = {"train": [], "val": [], "test": []}
+    pool = [r for r in rows if not r["held_out"]]
+    rng.shuffle(pool)
+    n = len(pool)
+    a, b = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+    out["train"], out["val"], out["test"] = pool[:a], pool[a:b], pool[b:]
+    out["test"] += [r for r in rows if r["held_out"]]
+    for name, part in out.items():
+        for i, r in enumerate(part):
+            r["split"] = name
+            r["id"] = f"{r['set']}-{name}-{i:05d}"
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--math-per-template", type=int, default=700)
+    ap.add_argument("--switch-per-template", type=int, default=250)
+    ap.add_argument("--held-out-per-template", type=int, default=150)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    math_rows = make_math(rng, args.math_per_template, args.held_out_per_template)
+    # Disjoint by prompt: the switcher's reason prompts come from the math set's own split.
+    math_split = split(rng, math_rows)
+    switch_rows = make_switch(rng, math_split["train"] + math_split["val"], args.switch_per_template, args.held_out_per_template // 2)
+    switch_split = split(rng, [dict(r, held_out=r["held_out"] and r["family"] == "logic") for r in switch_rows])
+    keys = ["id", "set", "split", "family", "template", "difficulty", "held_out", "label", "prompt", "answer", "solution"]
+    counts = {}
+    for set_name, parts in [("math", math_split), ("switch", switch_split)]:
+        for part, rows in parts.items():
+            path = args.out / f"{set_name}_{part}.jsonl"
+            with path.open("w") as f:
+                for r in rows:
+                    f.write(json.dumps({k: r[k] for k in keys}) + "\n")
+            counts[path.name] = len(rows)
+    print(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Supervised fine-tuning of the reasoning LoRA, masked-prompt, on the INT4 base model.
+
+    .venv-train/bin/python train/sft.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        --data train/data --out train/out/sft [--epochs 1 --r 16 --alpha 32]
+
+- The base model is the GGUF's own weights, dequantized (what the runtime multiplies),
+  in a Hugging Face Llama (train/gguf_hf.py), frozen.
+- LoRA (PEFT) on q/k/v/o/gate/up/down; the loss is on the response tokens only.
+- Masked LoRA: the adapter's output is multiplied by 0 on the prompt's tokens and 1 on
+  the response's, so the prompt's keys and values are the base model's. That is what
+  the runtime does: it prefills the prompt once with the base model and decodes with
+  the adapter on from that cache.
+- Prompts are rendered with the GGUF's own chat template and tokenized with the
+  tokenizer the runtime uses (checked against llama.cpp in tests), then the response
+  (`<think> ... </think>` + `Final answer: N` + end of turn) is tokenized on its own:
+  the same token boundary the runtime has between the prompt and what it generates.
+
+Writes a PEFT directory (adapter_config.json + adapter_model.safetensors) and
+train_log.json (loss per step, wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class PromptMask:
+    """The (batch, time, 1) mask every LoRA output is multiplied by: 0 on prompt tokens."""
+
+    value = None
+
+    @classmethod
+    def install(cls, model):
+        n = 0
+        for name, module in model.named_modules():
+            if name.endswith("lora_B.default"):
+                module.register_forward_hook(lambda _m, _i, out: out if cls.value is None else out * cls.value)
+                n += 1
+        if n == 0:
+            raise SystemExit("no LoRA modules found to mask")
+        return n
+
+
+def chat_renderer(model_path: str):
+    """Renders a user message with the GGUF's chat template (as the runtime does)."""
+    import gguf
+    import jinja2
+
+    r = gguf.GGUFReader(model_path)
+    f = r.fields["tokenizer.chat_template"]
+    template = jinja2.Environment().from_string(bytes(f.parts[f.data[0]]).decode("utf-8"))
+    return lambda text: template.render(messages=[{"role": "user", "content": text}], add_generation_prompt=True)
+
+
+def tokenizer():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(HERE.parent / "tests" / "fixtures" / "smollm2_tokenizer.json"))
+
+
+def examples(path: Path, render, tok, max_len: int, end_of_turn: str):
+    out = []
+    for line in path.open():
+        r = json.loads(line)
+        if not r.get("solution"):
+            continue
+        prompt = tok.encode(render(r["prompt"]), add_special_tokens=False).ids
+        response = tok.encode(r["solution"] + end_of_turn, add_special_tokens=False).ids
+        if len(prompt) + len(response) > max_len:
+            continue
+        out.append((prompt, response))
+    return out
+
+
+def batches(rows, batch, rng):
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    for i in range(0, len(order) - batch + 1, batch):
+        yield [rows[j] for j in order[i : i + batch]]
+
+
+def collate(group, pad_id):
+    import torch
+
+    t = max(len(p) + len(r) for p, r in group)
+    ids = torch.full((len(group), t), pad_id, dtype=torch.long)
+    labels = torch.full((len(group), t), -100, dtype=torch.long)
+    attn = torch.zeros((len(group), t), dtype=torch.long)
+    mask = torch.zeros((len(group), t, 1))
+    for b, (p, r) in enumerate(group):
+        seq = p + r
+        ids[b, : len(seq)] = torch.tensor(seq)
+        attn[b, : len(seq)] = 1
+        labels[b, len(p) : len(seq)] = torch.tensor(r)
+        mask[b, len(p) : len(seq)] = 1.0
+    return ids, attn, labels, mask
+
+
+def main():
+    ap = argparse.ArgumentParser(description="masked-prompt LoRA SFT on the INT4 base model")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", type=Path, default=HERE / "data")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "sft")
+    ap.add_argument("--r", type=int, default=16)
+    ap.add_argument("--alpha", type=float, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-len", type=int, default=320)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="train on at most this many examples (smoke runs)")
+    args = ap.parse_args()
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from gguf_hf import hf_llama, read_gguf_llama
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    t_start = time.time()
+
+    hp, tensors = read_gguf_llama(args.model)
+    model = hf_llama(hp, tensors)
+    model.config.use_cache = False
+    lora = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=TARGETS, bias="none")
+    model = get_peft_model(model, lora)
+    n_masked = PromptMask.install(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    render, tok = chat_renderer(args.model), tokenizer()
+    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>")
+    if args.limit:
+        rows = rows[: args.limit]
+    pad_id = tok.token_to_id("<|im_end|>")
+    steps = max(1, int(len(rows) * args.epochs) // args.batch)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+    print(json.dumps({"examples": len(rows), "steps": steps, "trainable": trainable, "masked_lora_modules": n_masked}), flush=True)
+
+    log = []
+    model.train()
+    step = 0
+    while step < steps:
+        for group in batches(rows, args.batch, rng):
+            if step >= steps:
+                break
+            ids, attn, labels, mask = collate(group, pad_id)
+            PromptMask.value = mask
+            loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            log.append({"step": step, "loss": round(loss.item(), 4), "s": round(time.time() - t_start, 1)})
+            if step % 10 == 0 or step == steps:
+                print(json.dumps(log[-1]), flush=True)
+    PromptMask.value = None
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(args.out))
+    with (args.out / "train_log.json").open("w") as f:
+        json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": round(time.time() - t_start, 1), "log": log}, f)
+    print(json.dumps({"saved": str(args.out), "wall_s": round(time.time() - t_start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
