@@ -4,7 +4,8 @@
 //!
 //! An adapted linear layer computes `y = W x + s * B (A x)` with `A` (r, in), `B`
 //! (out, r) and `s = alpha / r` (`alpha / sqrt(r)` with rsLoRA); the adapter is never
-//! merged into the INT4 weights. Here `s` is folded into `B` at load.
+//! merged into the INT4 weights. Here `s` is folded into `B` at load, and the q/k rows
+//! of `llama` adapters are put in GGUF's RoPE order (PEFT files are in Hugging Face's).
 
 use std::collections::HashMap;
 
@@ -12,7 +13,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
-use crate::model::Config;
+use crate::model::{Arch, Config};
 
 /// The linear layers an adapter can target, in a block's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -164,6 +165,36 @@ fn bad(msg: impl Into<String>) -> Error {
     Error::Adapter(msg.into())
 }
 
+/// Heads of target `t` whose output rows GGUF holds in another order than the Hugging
+/// Face checkpoint the adapter was trained on: q and k of `llama` models. HF Llama
+/// orders each head's rows as two halves (RoPE by `rotate_half`); llama.cpp's converter
+/// permutes them into interleaved pairs, which our RoPE reads. (`qwen2` uses NeoX RoPE,
+/// whose converter keeps HF's order.)
+fn rope_permuted_heads(model: &Config, t: Target) -> Option<usize> {
+    match (model.arch, t) {
+        (Arch::Llama, Target::Q) => Some(model.n_head),
+        (Arch::Llama, Target::K) => Some(model.n_kv_head),
+        _ => None,
+    }
+}
+
+/// `b` (heads * head_dim, rank) with each head's rows moved from HF order to GGUF order:
+/// GGUF row `2 i + p` of a head is HF row `p * head_dim / 2 + i` (llama.cpp's `permute`).
+fn hf_rows_to_gguf(b: &[f32], heads: usize, head_dim: usize, rank: usize) -> Vec<f32> {
+    let half = head_dim / 2;
+    let mut out = vec![0f32; b.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for p in 0..2 {
+                let dst = h * head_dim + 2 * i + p;
+                let src = h * head_dim + p * half + i;
+                out[dst * rank..(dst + 1) * rank].copy_from_slice(&b[src * rank..(src + 1) * rank]);
+            }
+        }
+    }
+    out
+}
+
 impl Adapter {
     /// Reads a PEFT adapter (the text of `adapter_config.json` and the bytes of
     /// `adapter_model.safetensors`) for a model of config `model`, or our INT8 form of
@@ -229,6 +260,9 @@ impl Adapter {
                 let a = read(&format!("{base}.lora_A.weight"), cfg.r, inp)?;
                 let mut b = read(&format!("{base}.lora_B.weight"), out, cfg.r)?;
                 b.iter_mut().for_each(|v| *v *= scale);
+                if let Some(heads) = rope_permuted_heads(model, t) {
+                    b = hf_rows_to_gguf(&b, heads, model.head_dim, cfg.r);
+                }
                 pairs[t as usize] = Some(LoraPair {
                     a,
                     b,
