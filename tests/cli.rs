@@ -389,17 +389,18 @@ fn features_are_what_the_runtime_routes_on() {
         ),
     )
     .unwrap();
-    let (ok, out, err) = run(&[
-        "features",
-        "--model",
-        m.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--prompts",
-        prompts.to_str().unwrap(),
-        "--chunk",
-        "8",
-    ]);
+    let features = |extra: &[&str]| {
+        let args = [
+            "features",
+            "--model",
+            m.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ];
+        let file = ["--prompts", prompts.to_str().unwrap()];
+        run(&[&args[..], &file, extra].concat())
+    };
+    let (ok, out, err) = features(&["--chunk", "8"]);
     assert!(ok, "{err}");
     let rows = json_lines(&out);
     assert_eq!(rows.len(), 2);
@@ -436,15 +437,7 @@ fn features_are_what_the_runtime_routes_on() {
 
     // A line that is not a prompt is a clear error naming the line.
     std::fs::write(&prompts, "{\"prompt\": \"ok\"}\n{\"text\": \"no\"}\n").unwrap();
-    let (ok, _, err) = run(&[
-        "features",
-        "--model",
-        m.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--prompts",
-        prompts.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = features(&[]);
     assert!(
         !ok && err.contains("line 2") && err.contains("\"prompt\""),
         "{err}"
