@@ -352,6 +352,85 @@ fn reason_prints_the_events_in_order_as_json_lines() {
         .unwrap();
     assert_eq!(done["stats"]["promptTokens"], hinted.len());
 
+    // Many prompts, the model loaded once, with the adapter in its exported INT8 form:
+    // one summary line per prompt, the same as each request on its own.
+    let int8 = dir.join("adapter-int8");
+    let (ok, out, err) = run(&[
+        "export-adapter",
+        "--peft",
+        adapter.to_str().unwrap(),
+        "--out",
+        int8.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let exported = json_lines(&out).pop().unwrap();
+    assert!(exported["bytes"].as_u64().unwrap() < exported["peftBytes"].as_u64().unwrap());
+    let prompts = dir.join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"id\": \"a\", \"prompt\": \"hello\", \"answer\": \"7\"}\n{\"prompt\": \"two plus two\"}\n",
+    )
+    .unwrap();
+    let request = |source: &[&str]| {
+        let args = [
+            "reason",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--raw",
+            "--adapter",
+            int8.to_str().unwrap(),
+            "--mode",
+            "reason",
+            "--n",
+            "3",
+            "--budget",
+            "5",
+            "--answer-tokens",
+            "3",
+            "--seed",
+            "7",
+            "--json",
+        ];
+        let (ok, out, err) = run(&[&args[..], source].concat());
+        assert!(ok, "{err}");
+        json_lines(&out)
+    };
+    let rows = request(&["--prompts", prompts.to_str().unwrap()]);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], "a");
+    assert_eq!(rows[1]["id"], 2);
+    for (row, prompt) in rows.iter().zip(["hello", "two plus two"]) {
+        let events = request(&["--prompt", prompt]);
+        assert_eq!(row["route"], events[0]);
+        assert_eq!(&row["vote"], &events[events.len() - 2]);
+        assert_eq!(
+            row["stats"]["tokens"],
+            events.last().unwrap()["stats"]["tokens"]
+        );
+        let done: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "candidate_done")
+            .collect();
+        let mut candidates = row["candidates"].as_array().unwrap().clone();
+        candidates.sort_by_key(|c| c["candidate"].as_u64());
+        let mut done: Vec<Value> = done.into_iter().cloned().collect();
+        done.sort_by_key(|c| c["candidate"].as_u64());
+        for c in &mut candidates {
+            c.as_object_mut().unwrap().remove("key");
+        }
+        assert_eq!(candidates, done);
+        for (i, text) in row["texts"].as_array().unwrap().iter().enumerate() {
+            let streamed: String = events
+                .iter()
+                .filter(|e| e["type"] == "token" && e["candidate"] == i)
+                .map(|e| e["text"].as_str().unwrap())
+                .collect();
+            assert_eq!(text.as_str().unwrap(), streamed, "candidate {i}");
+        }
+    }
+
     // A wrong adapter directory is a clear error.
     let (ok, _, err) = run(&[
         "reason",

@@ -195,6 +195,37 @@ fn the_int8_form_is_within_half_a_step_of_the_f32_adapter() {
 }
 
 #[test]
+fn export_to_int8_keeps_names_and_reads_back_like_the_original() {
+    // What `edge-reason export-adapter` writes from a PEFT file (here BF16, as PEFT
+    // saves half-precision adapters): every weight within half an INT8 step of its row's
+    // scale, through the same loader (scaling and RoPE row order included).
+    let c = tiny();
+    let tensors = peft_tensors(&c, 8, &Target::ALL, 6);
+    let bf16 = serialize(&tensors, Dtype::BF16);
+    let config = config_json(8, 16.0, &ALL, false);
+    let original = Adapter::from_peft(&config, &bf16, &c).unwrap();
+    let int8 = edge_reason::lora::int8_peft(&bf16).unwrap();
+    assert!(int8.len() < bf16.len(), "{} vs {}", int8.len(), bf16.len());
+    let q = Adapter::from_peft(&config, &int8, &c).unwrap();
+    for (pf, pq) in original.layers.iter().zip(&q.layers) {
+        for (a, b) in pf.iter().flatten().zip(pq.iter().flatten()) {
+            for (mf, mq, cols) in [(&a.a, &b.a, a.inp), (&a.b, &b.b, a.rank)] {
+                for (row_f, row_q) in mf.chunks(cols).zip(mq.chunks(cols)) {
+                    let step = row_f.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                    for (x, y) in row_f.iter().zip(row_q) {
+                        assert!((x - y).abs() <= step * 0.5 + 1e-7, "{x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+    let e = edge_reason::lora::int8_peft(&bf16[..bf16.len() / 2])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("adapter_model.safetensors"), "{e}");
+}
+
+#[test]
 fn adapters_that_do_not_fit_are_refused_with_a_clear_error() {
     let c = tiny();
     let good = serialize(&peft_tensors(&c, 8, &[Target::Q], 5), Dtype::F32);

@@ -376,3 +376,90 @@ fn an_error_from_the_event_sink_stops_the_request_at_once() {
     assert_eq!(seen.len(), 5, "route + 4 tokens, then nothing: {seen:?}");
     assert!(matches!(seen.last(), Some(Event::Token { .. })));
 }
+
+#[test]
+fn a_batched_step_of_candidates_equals_each_candidate_on_its_own() {
+    // The CPU decodes all candidates of a step in one pass (the weights read once);
+    // each one's logits and cache must be what its own pass gives.
+    use edge_reason::kv_cache::KvCache;
+    use edge_reason::model::Logits;
+    use std::sync::Arc;
+    let e = engine();
+    let a = adapter(&e);
+    let c = &e.model.config;
+    let prompt = e.tokenizer.encode("hello hell hello", false).unwrap();
+    let mut cache = KvCache::new(c, prompt.len());
+    e.model.forward(&prompt, &mut cache, Logits::None).unwrap();
+    let shared = Arc::new(cache);
+    // Three candidates at different lengths, fed 1, 3 and 2 tokens.
+    let feeds: [&[u32]; 3] = [&[5], &[7, 8, 9], &[11, 4]];
+    let history: [&[u32]; 3] = [&[], &[3, 6], &[2]];
+    let fork = || {
+        history
+            .iter()
+            .map(|h| {
+                let mut own = KvCache::fork(&shared, 16).unwrap();
+                if !h.is_empty() {
+                    e.model
+                        .forward_with(h, &mut own, Logits::None, Some(&a))
+                        .unwrap();
+                }
+                own
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut alone, mut batched) = (fork(), fork());
+    let want: Vec<Vec<f32>> = alone
+        .iter_mut()
+        .zip(feeds)
+        .map(|(own, f)| {
+            e.model
+                .forward_with(f, own, Logits::Last, Some(&a))
+                .unwrap()
+        })
+        .collect();
+    let got = e
+        .model
+        .forward_batch(
+            batched
+                .iter_mut()
+                .zip(feeds)
+                .map(|(own, f)| (f, own))
+                .collect(),
+            Some(&a),
+        )
+        .unwrap();
+    assert_eq!(got.len(), 3 * c.vocab_size);
+    for (i, (w, g)) in want.iter().zip(got.chunks(c.vocab_size)).enumerate() {
+        let scale = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = w.iter().zip(g).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "candidate {i}: max diff {diff}"
+        );
+    }
+    for (x, y) in alone.iter().zip(&batched) {
+        assert_eq!(x.len(), y.len());
+    }
+    // The next step after the batched one still matches (the caches were written right).
+    let next = |caches: &mut Vec<KvCache>| -> Vec<f32> {
+        e.model
+            .forward_batch(
+                caches.iter_mut().map(|own| (&[12u32][..], own)).collect(),
+                None,
+            )
+            .unwrap()
+    };
+    let (x, y) = (next(&mut alone), next(&mut batched));
+    let diff = x
+        .iter()
+        .zip(&y)
+        .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(diff <= 1e-4, "after a batched step: {diff}");
+    // A sequence without tokens is refused.
+    let err = e
+        .model
+        .forward_batch(vec![(&[][..], &mut alone[0])], None)
+        .unwrap_err();
+    assert!(err.to_string().contains("at least one token"), "{err}");
+}

@@ -77,6 +77,9 @@ fn the_generated_data_is_reproducible_correct_and_split_by_template() {
                 let got = extract(solution).unwrap_or_else(|| panic!("no answer in {solution}"));
                 let want = normalize(r["answer"].as_str().unwrap());
                 assert_eq!(got.key, want, "{}: {solution}", r["id"]);
+                for line in solution.lines().filter(|l| l.contains(" = ")) {
+                    check_worked_line(line);
+                }
             }
         }
     }
@@ -117,4 +120,49 @@ fn the_generated_data_is_reproducible_correct_and_split_by_template() {
     }
     std::fs::remove_dir_all(&a).ok();
     std::fs::remove_dir_all(&b).ok();
+}
+
+/// Every `=` in a worked arithmetic line joins equal values: `Label: 48 x 4 = 40 x 4 +
+/// 8 x 4 = 160 + 32 = 192.` (x and / before + and -, as written for people).
+fn check_worked_line(line: &str) {
+    let sums = line
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .trim_end_matches('.')
+        .split(" = ")
+        .map(|side| {
+            // A sum of products: split on + and - (spaced), each term a product.
+            let mut total = 0i64;
+            let mut sign = 1i64;
+            let mut term: Option<i64> = None;
+            let mut op = 'x';
+            for tok in side.split_whitespace() {
+                match tok {
+                    "+" | "-" => {
+                        total += sign * term.take().expect("a term before + or -");
+                        sign = if tok == "+" { 1 } else { -1 };
+                    }
+                    "x" | "/" => op = tok.chars().next().unwrap(),
+                    n => {
+                        let v: i64 = n
+                            .trim_start_matches('$')
+                            .parse()
+                            .unwrap_or_else(|_| panic!("`{n}` in `{line}`"));
+                        term = Some(match (term, op) {
+                            (None, _) => v,
+                            (Some(t), 'x') => t * v,
+                            (Some(t), _) => {
+                                assert_eq!(t % v, 0, "inexact division in `{line}`");
+                                t / v
+                            }
+                        });
+                    }
+                }
+            }
+            total + sign * term.expect("a last term")
+        })
+        .collect::<Vec<i64>>();
+    assert!(sums.len() >= 2, "{line}");
+    assert!(sums.windows(2).all(|w| w[0] == w[1]), "{line}: {sums:?}");
 }

@@ -73,10 +73,33 @@ class Chain:
         else:
             assert v % n == 0
             new = v // n
-        sym = {"+": "+", "-": "-", "*": "x", "/": "/"}[op]
         self.story.append(story)
-        self.work.append(f"{label}: {v} {sym} {n} = {new}.")
+        self.work.append(f"{label}: {worked(v, op, n)}.")
         self.value = new
+
+
+def worked(v: int, op: str, n: int) -> str:
+    """One operation written in steps a 135M model can compute: tens before units.
+
+    `49 + 35 = 79 + 5 = 84`, `84 - 35 = 54 - 5 = 49`, `48 x 4 = 40 x 4 + 8 x 4 = 160 + 32 = 192`,
+    `192 / 4 = 160 / 4 + 32 / 4 = 40 + 8 = 48`; single-digit cases stay one step.
+    """
+    if op in "+-":
+        tens, units = n - n % 10, n % 10
+        if v < 10 or tens == 0 or units == 0:
+            return f"{v} {op} {n} = {v + n if op == '+' else v - n}"
+        mid = v + tens if op == "+" else v - tens
+        end = mid + units if op == "+" else mid - units
+        return f"{v} {op} {n} = {mid} {op} {units} = {end}"
+    if op == "*":
+        tens, units = v - v % 10, v % 10
+        if tens == 0 or units == 0:
+            return f"{v} x {n} = {v * n}"
+        return f"{v} x {n} = {tens} x {n} + {units} x {n} = {tens * n} + {units * n} = {v * n}"
+    big = (v // (10 * n)) * 10 * n  # the largest multiple of 10n in v
+    if big == 0 or big == v:
+        return f"{v} / {n} = {v // n}"
+    return f"{v} / {n} = {big} / {n} + {v - big} / {n} = {big // n} + {(v - big) // n} = {v // n}"
 
 
 def pick_op(rng: random.Random, v: int, allowed: str) -> tuple[str, int] | None:

@@ -1,80 +1,240 @@
 #!/usr/bin/env python3
-"""Accuracy and generated tokens of one configuration, measured through `edge-reason`
-itself (the same INT4 weights and runtime the browser uses).
+"""The results table: every configuration measured through `edge-reason` itself (the
+same INT4 weights and runtime the browser uses), written to docs/results.md with a plot
+(docs/results.png: accuracy against mean generated tokens).
 
-    python3 train/eval.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\
-        --data train/data/math_test.jsonl [--adapter DIR] [--mode reason|chat] \\
-        [--n 1] [--budget 128] [--limit 50]
+    .venv-train/bin/python train/eval.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        [--problems 300] [--only sft,vote] [--threads 2]
 
-Each problem is one `edge-reason reason --json` request; a problem counts as right when
-the vote's answer key equals the normalized reference answer (the runtime's own
-normalization, reported in the `vote` event). Prints one JSON summary line: accuracy,
-mean generated tokens, and the same for held-out templates.
+Problems: the test split's held-out templates first (bakery, tank: never trained on),
+then in-template problems, `--problems` in all. Each configuration is one
+`edge-reason reason --prompts` run, the model loaded once; its per-problem lines are kept
+in train/out/eval/<config>.jsonl, so an interrupted evaluation resumes and the table
+can be rewritten from them (`--table-only`). A problem counts as right when the vote's
+answer key (the runtime's own extraction and normalization) equals the reference's.
+
+Votes over N = 1, 4, 8 come from one 8-candidate run without early stopping: the
+first N candidates of it are an N-candidate run (each candidate's sampler is seeded by
+the request seed and its index), recounted with the runtime's rules (majority: votes,
+then weight, then the lowest candidate index; weighted: exp of the answer tokens' mean
+log-probability). The recount of all 8 is checked against the runtime's own vote.
 """
+
+from __future__ import annotations
+
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHIPPED = ROOT / "www" / "reasoning"
+
+DIRECT = "{prompt}\nAnswer with the final number only."
+STEP_BY_STEP = "{prompt}\nLet's think step by step, then give the final answer."
+
+# name: (what it is, prompt template, edge-reason arguments)
+CONFIGS = {
+    "base_direct": ("base model, direct answer", DIRECT,
+                    ["--mode", "chat", "--no-defaults", "--max-tokens", "24", "--temperature", "0"]),
+    "base_cot": ("base model, \"think step by step\"", STEP_BY_STEP,
+                 ["--mode", "chat", "--no-defaults", "--max-tokens", "256", "--temperature", "0"]),
+    "sft": ("SFT adapter (greedy, budget 256)", "{prompt}",
+            ["--mode", "reason", "--n", "1", "--budget", "256", "--answer-tokens", "16", "--temperature", "0"]),
+    "sft_b64": ("SFT adapter, runtime budget forcing at 64", "{prompt}",
+                ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
+    "sft_b32": ("SFT adapter, runtime budget forcing at 32", "{prompt}",
+                ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
+    "vote": ("SFT adapter, 8 candidates at temperature 0.7", "{prompt}",
+             ["--mode", "reason", "--n", "8", "--budget", "256", "--answer-tokens", "16", "--temperature", "0.7",
+              "--seed", "1", "--no-early-stop"]),
+}
 
 
-def run_one(args, prompt):
-    cmd = [
-        str(args.bin), "reason", "--model", args.model, "--backend", args.backend, "--json",
-        "--mode", args.mode, "--n", str(args.n), "--budget", str(args.budget),
-        "--answer-tokens", str(args.answer_tokens), "--max-tokens", str(args.max_tokens),
-        "--temperature", str(args.temperature), "--seed", str(args.seed), "--prompt", prompt,
-    ]
-    if args.adapter:
-        cmd += ["--adapter", args.adapter]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"edge-reason failed: {out.stderr.strip()}")
-    events = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-    vote = next(e for e in events if e["type"] == "vote")
-    done = next(e for e in events if e["type"] == "done")
-    return vote["answer"], done["stats"]["tokens"]
+def problems(args):
+    rows = [json.loads(line) for line in (args.data / "math_test.jsonl").open()]
+    held = [r for r in rows if r["held_out"]]
+    seen = [r for r in rows if not r["held_out"]]
+    # Held-out templates first, then in-template, interleaved to keep both in a prefix.
+    half = args.problems // 2
+    picked = held[:half] + seen[: args.problems - min(half, len(held))]
+    return picked[: args.problems]
+
+
+def run_config(args, name, rows):
+    """Per-problem result lines of one configuration (cached; resumed when cut short)."""
+    _, template, extra = CONFIGS[name]
+    path = args.out / f"{name}.jsonl"
+    done = {}
+    if path.exists():
+        for line in path.open():
+            r = json.loads(line)
+            done[r["id"]] = r
+    todo = [r for r in rows if r["id"] not in done]
+    if todo:
+        inputs = args.out / f"{name}.prompts.jsonl"
+        with inputs.open("w") as f:
+            for r in todo:
+                f.write(json.dumps({"id": r["id"], "prompt": template.format(prompt=r["prompt"])}) + "\n")
+        cmd = [str(args.bin), "reason", "--model", args.model, "--backend", "cpu", "--threads", str(args.threads),
+               "--json", "--prompts", str(inputs), *extra]
+        if "--no-defaults" not in extra:
+            if args.adapter:
+                cmd += ["--adapter", str(args.adapter)]
+            elif not (SHIPPED / "adapter").is_dir():
+                raise SystemExit(f"{name}: no adapter shipped in {SHIPPED / 'adapter'}; pass --adapter DIR")
+        t = time.time()
+        with path.open("a") as out:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                r = json.loads(line)
+                done[r["id"]] = r
+            if proc.wait() != 0:
+                raise SystemExit(f"{name}: edge-reason failed (exit {proc.returncode})")
+        print(json.dumps({"config": name, "problems": len(todo), "s": round(time.time() - t, 1)}), flush=True)
+        inputs.unlink()
+    return [done[r["id"]] for r in rows]
+
+
+def recount(candidates, weighted):
+    """The runtime's vote over `candidates` (see src/reason/vote.rs)."""
+    shares = {}
+    for i, c in enumerate(candidates):
+        if c.get("key") is None or c["reason"] == "consensus":
+            continue
+        w = math.exp(c["logprob"]) if weighted else 1.0
+        s = shares.setdefault(c["key"], [0, 0.0, i])
+        s[0] += 1
+        s[1] += w
+    if not shares:
+        return None
+    if weighted:
+        order = sorted(shares.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[1][2]))
+    else:
+        order = sorted(shares.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[1][2]))
+    return order[0][0]
+
+
+def score(rows, results, answer_of, tokens_of):
+    """{all, held_out}: problems, accuracy (%), mean generated tokens."""
+    out = {}
+    for subset in ("all", "held_out"):
+        pairs = [(r, res) for r, res in zip(rows, results) if subset == "all" or r["held_out"]]
+        if not pairs:
+            continue
+        right = sum(answer_of(res) == normalize(r["answer"]) for r, res in pairs)
+        tokens = sum(tokens_of(res) for _, res in pairs)
+        out[subset] = {"n": len(pairs), "acc": 100.0 * right / len(pairs), "tokens": tokens / len(pairs)}
+    return out
 
 
 def normalize(answer):
-    """The runtime's key for a reference answer: integers are their own canonical form;
-    text answers are case-folded (as `reason::normalize` does)."""
-    return str(int(answer)) if answer.lstrip("-").isdigit() else answer.strip().lower()
+    """The runtime's key of an integer reference answer (every math answer is one)."""
+    return str(int(answer))
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description="accuracy and tokens of every configuration, through edge-reason")
     ap.add_argument("--model", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--adapter")
-    ap.add_argument("--mode", default="reason", choices=["reason", "chat"])
-    ap.add_argument("--n", type=int, default=1)
-    ap.add_argument("--budget", type=int, default=128)
-    ap.add_argument("--answer-tokens", type=int, default=16)
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=0)
-    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--data", type=Path, default=HERE / "data")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "eval")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "edge-reason")
+    ap.add_argument("--adapter", type=Path, help="the reasoning adapter (default: the shipped one)")
+    ap.add_argument("--problems", type=int, default=300)
+    ap.add_argument("--only", default="", help="comma-separated configurations to run (default: all)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--table-only", action="store_true", help="rewrite the table from the kept results")
     args = ap.parse_args()
-    rows = [json.loads(line) for line in open(args.data)]
-    if args.limit:
-        rows = rows[: args.limit]
-    stats = {"all": [0, 0, 0], "held_out": [0, 0, 0]}
-    for r in rows:
-        got, tokens = run_one(args, r["prompt"])
-        right = got is not None and got == normalize(r["answer"])
-        for k in ["all"] + (["held_out"] if r["held_out"] else []):
-            stats[k][0] += 1
-            stats[k][1] += right
-            stats[k][2] += tokens
-        print(json.dumps({"id": r["id"], "answer": r["answer"], "got": got, "right": right, "tokens": tokens}), file=sys.stderr)
-    summary = {k: {"problems": n, "accuracy": round(ok / n, 4) if n else None, "mean_tokens": round(t / n, 1) if n else None}
-               for k, (n, ok, t) in stats.items()}
-    print(json.dumps({"config": {k: v for k, v in vars(args).items() if k not in ("bin",)}, **summary}, default=str))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = problems(args)
+    names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
+    table = []
+    for name in names:
+        if args.table_only and not (args.out / f"{name}.jsonl").exists():
+            continue
+        results = run_config(args, name, rows) if not args.table_only else load_kept(args, name, rows)
+        if results is None:
+            continue
+        what = CONFIGS[name][0]
+        if name != "vote":
+            table.append((what, score(rows, results, lambda r: r["vote"]["answer"], lambda r: r["stats"]["tokens"])))
+            continue
+        for res in results:
+            mine = recount(res["candidates"], weighted=False)
+            if mine != res["vote"]["answer"]:
+                raise SystemExit(f"{res['id']}: recounted majority {mine} != the runtime's {res['vote']['answer']}")
+        for n in (1, 4, 8):
+            for weighted in ((False,) if n == 1 else (False, True)):
+                label = f"SFT adapter, N = {n}" + ("" if n == 1 else (", weighted vote" if weighted else ", majority vote"))
+                table.append((label, score(
+                    rows, results,
+                    lambda r, n=n, w=weighted: recount(r["candidates"][:n], w),
+                    lambda r, n=n: sum(c["tokens"] for c in r["candidates"][:n]),
+                )))
+    write_docs(args, table, len(rows))
+
+
+def load_kept(args, name, rows):
+    kept = {}
+    for line in (args.out / f"{name}.jsonl").open():
+        r = json.loads(line)
+        kept[r["id"]] = r
+    if not all(r["id"] in kept for r in rows):
+        print(f"{name}: only {sum(r['id'] in kept for r in rows)} of {len(rows)} problems kept; skipped", file=sys.stderr)
+        return None
+    return [kept[r["id"]] for r in rows]
+
+
+def write_docs(args, table, n):
+    args.docs.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Results",
+        "",
+        f"SmolLM2-135M-Instruct Q4_1 (the default model, the INT4 weights the browser runs), through",
+        f"`edge-reason reason` on the CPU backend; {n} test problems, half of them from templates",
+        "held out of training. Tokens: generated tokens per problem (all candidates together).",
+        "Regenerate with `.venv-train/bin/python train/eval.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf`.",
+        "",
+        "| configuration | accuracy | mean tokens | held-out templates: accuracy | mean tokens |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for what, s in table:
+        a, h = s.get("all"), s.get("held_out")
+        lines.append(
+            f"| {what} | {a['acc']:.1f}% | {a['tokens']:.0f} | "
+            + (f"{h['acc']:.1f}% (n={h['n']}) | {h['tokens']:.0f} |" if h else "| |")
+        )
+    (args.docs / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing: no plot", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for what, s in table:
+        a = s["all"]
+        ax.scatter(a["tokens"], a["acc"])
+        ax.annotate(what, (a["tokens"], a["acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean generated tokens per problem (log)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"SmolLM2-135M Q4_1 on {n} test problems (edge-reason, CPU)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(args.docs / "results.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -75,11 +75,30 @@ async function loadModel() {
     $('status').dataset.state = 'ready';
     $('chat').hidden = false;
     $('forget').hidden = false;
+    await loadHeads(e);
   } catch (err) {
     $('status').textContent = '';
     fail(`loading the model failed [${err.code ?? 'ERROR'}]`, err);
   } finally {
     $('load').disabled = false;
+  }
+}
+
+// The reasoning adapter and switcher trained for the default model (train/, shipped
+// with the page). Without them the model still answers; the reason is shown.
+const HEADS = { adapter: '/reasoning/adapter/', switcher: '/reasoning/switcher/' };
+
+async function loadHeads(e) {
+  const box = $('heads');
+  box.hidden = false;
+  try {
+    const a = await e.loadAdapter({ url: HEADS.adapter });
+    await e.loadSwitcher({ url: HEADS.switcher });
+    box.textContent = `Reasoning adapter (rank ${a.rank}, ${mb(a.bytes)}) and switcher loaded.`;
+    box.dataset.state = 'ready';
+  } catch (err) {
+    box.textContent = `Reasoning adapter not loaded [${err.code ?? 'ERROR'}]: ${err.message ?? err}`;
+    box.dataset.state = 'error';
   }
 }
 

@@ -2,7 +2,7 @@
 //! Every subcommand prints one JSON document (JSON lines when streaming) with `--json`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use edge_reason::bench::{self, BenchOptions};
@@ -11,8 +11,8 @@ use edge_reason::gpu::KvPrecision;
 use edge_reason::lora::Adapter;
 use edge_reason::model::FileSource;
 use edge_reason::reason::{
-    prefill_prompt, Budget, BudgetHint, Decoder, Event, Heads, Mode, Pooling, ReasonOptions,
-    Switcher, Verifier,
+    normalize, prefill_prompt, Budget, BudgetHint, Decoder, Event, Heads, Mode, Pooling,
+    ReasonOptions, Switcher, Verifier,
 };
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
@@ -172,22 +172,42 @@ enum Command {
         #[arg(long, default_value_t = 0.5)]
         ema_alpha: f32,
     },
+    /// Writes a PEFT LoRA adapter directory in the runtime's INT8 form (i8 matrices with
+    /// a scale per row; a quarter of the f32 bytes), ready to ship with the page.
+    ExportAdapter {
+        /// The PEFT directory (adapter_config.json + adapter_model.safetensors).
+        #[arg(long)]
+        peft: PathBuf,
+        /// The directory to write (created; its two files are replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Answer with the reasoning runtime: route (switcher), N candidates from one
     /// prompt cache with budget forcing, and the vote; events as JSON lines with --json.
     Reason {
         #[command(flatten)]
         common: Common,
+        #[arg(long, required_unless_present = "prompts", conflicts_with = "prompts")]
+        prompt: Option<String>,
+        /// Many prompts, JSON lines `{"id": ..., "prompt": "..."}` (other fields are
+        /// ignored; "-": standard input), the model loaded once: one JSON line per prompt
+        /// with its route, each candidate's text and end, the vote and the stats.
         #[arg(long)]
-        prompt: String,
+        prompts: Option<PathBuf>,
         /// Use the prompt as it is, without the model's chat template.
         #[arg(long)]
         raw: bool,
         /// A PEFT reasoning adapter directory (adapter_config.json + adapter_model.safetensors).
+        /// Default: the shipped one (www/reasoning/adapter) when it fits the model.
         #[arg(long)]
         adapter: Option<PathBuf>,
-        /// A switcher directory (switcher.json + switcher.safetensors).
+        /// A switcher directory (switcher.json + switcher.safetensors). Default: the
+        /// shipped one (www/reasoning/switcher) when it fits the model.
         #[arg(long)]
         switcher: Option<PathBuf>,
+        /// Use no adapter or switcher but those given (the base model alone otherwise).
+        #[arg(long)]
+        no_defaults: bool,
         /// A verifier directory (verifier.json + verifier.safetensors): with --weighted,
         /// it weighs each finished candidate instead of its answer's log-probability.
         #[arg(long)]
@@ -245,6 +265,7 @@ fn main() {
         | Command::BenchReason { common, .. }
         | Command::Reason { common, .. }
         | Command::Features { common, .. } => common.threads,
+        Command::ExportAdapter { .. } => Some(1),
     };
     // The whole command runs inside the pool, so the calling thread is one of its
     // workers: with one thread every parallel loop runs inline, and with more the
@@ -267,6 +288,59 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// Where the trained reasoning adapter and switcher for the default model are shipped
+/// (with the page, so the browser loads the same files).
+const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/reasoning");
+
+/// The head in `given` (an error if it does not load), else the shipped one in
+/// `SHIPPED/name` when it is there and fits this model (a note on stderr when it does
+/// not: it was trained for the default model).
+fn given_or_shipped<T>(
+    given: Option<PathBuf>,
+    name: &str,
+    load: impl Fn(&Path) -> Result<T>,
+) -> Result<Option<T>> {
+    if let Some(dir) = given {
+        return load(&dir).map(Some);
+    }
+    let dir = Path::new(SHIPPED).join(name);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    match load(&dir) {
+        Ok(head) => Ok(Some(head)),
+        Err(e) => {
+            eprintln!("note: the shipped {name} does not fit this model, going without it ({e})");
+            Ok(None)
+        }
+    }
+}
+
+/// `peft/` -> `out/` in the runtime's INT8 form; prints the sizes.
+fn export_adapter(peft: &Path, out: &Path) -> Result<()> {
+    let io = |what: String| move |e| Error::io(what, e);
+    let config_path = peft.join("adapter_config.json");
+    let weights_path = peft.join("adapter_model.safetensors");
+    let config =
+        std::fs::read(&config_path).map_err(io(format!("reading {}", config_path.display())))?;
+    let weights =
+        std::fs::read(&weights_path).map_err(io(format!("reading {}", weights_path.display())))?;
+    let int8 = edge_reason::lora::int8_peft(&weights)?;
+    std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
+    for (name, bytes) in [
+        ("adapter_config.json", &config),
+        ("adapter_model.safetensors", &int8),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
+    }
+    println!(
+        "{}",
+        json!({"out": out.display().to_string(), "bytes": int8.len(), "peftBytes": weights.len()})
+    );
+    Ok(())
 }
 
 fn load(common: &Common) -> Result<Runner> {
@@ -460,6 +534,7 @@ fn run(cli: Cli) -> Result<()> {
                 pollster::block_on(bench::reason::run(&loaded, adapter.as_ref(), &options))?;
             print_report(json!(report), common.json);
         }
+        Command::ExportAdapter { peft, out } => export_adapter(&peft, &out)?,
         Command::Features {
             common,
             prompts,
@@ -473,10 +548,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reason {
             common,
             prompt,
+            prompts,
             raw,
             adapter,
             switcher,
             verifier,
+            no_defaults,
             mode,
             n,
             budget,
@@ -491,30 +568,45 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = load(&common)?;
             let config = loaded.config();
-            let adapter = adapter
-                .map(|dir| loaded.load_adapter(Adapter::from_dir(&dir, config)?))
-                .transpose()?;
-            let switcher = switcher
-                .map(|dir| Switcher::from_dir(&dir, config.n_embd))
-                .transpose()?;
+            let (adapter, switcher) = match no_defaults {
+                true => (
+                    adapter
+                        .map(|dir| Adapter::from_dir(&dir, config))
+                        .transpose()?,
+                    switcher
+                        .map(|dir| Switcher::from_dir(&dir, config.n_embd))
+                        .transpose()?,
+                ),
+                false => (
+                    given_or_shipped(adapter, "adapter", |d| Adapter::from_dir(d, config))?,
+                    given_or_shipped(switcher, "switcher", |d| {
+                        Switcher::from_dir(d, config.n_embd)
+                    })?,
+                ),
+            };
+            let adapter = adapter.map(|a| loaded.load_adapter(a)).transpose()?;
             let verifier = verifier
                 .map(|dir| Verifier::from_dir(&dir, config.n_embd))
                 .transpose()?;
             let tk = loaded.tokenizer();
-            let prompt = match budget_hint.filter(|_| mode != ReasonMode::Chat) {
-                Some(template) => BudgetHint {
+            let hint = budget_hint
+                .filter(|_| mode != ReasonMode::Chat)
+                .map(|template| BudgetHint {
                     template,
                     buckets: budget_buckets,
-                }
-                .apply(&prompt, budget),
-                None => prompt,
+                });
+            let encode = |prompt: &str| -> Result<Vec<u32>> {
+                let prompt = match &hint {
+                    Some(h) => h.apply(prompt, budget),
+                    None => prompt.to_string(),
+                };
+                let text = if raw {
+                    prompt
+                } else {
+                    tk.apply_chat_template(&[Message::new("user", &prompt)], true)?
+                };
+                tk.encode_prompt(&text)
             };
-            let text = if raw {
-                prompt
-            } else {
-                tk.apply_chat_template(&[Message::new("user", &prompt)], true)?
-            };
-            let ids = tk.encode_prompt(&text)?;
             let options = ReasonOptions {
                 mode: match mode {
                     ReasonMode::Auto => Mode::Auto,
@@ -533,43 +625,67 @@ fn run(cli: Cli) -> Result<()> {
                 early_stop: !no_early_stop,
                 ..ReasonOptions::default()
             };
-            let json_out = common.json;
-            pollster::block_on(loaded.reason(
-                adapter.as_ref(),
-                Heads {
-                    switcher: switcher.as_ref(),
-                    verifier: verifier.as_ref(),
-                },
-                &ids,
-                &options,
-                |event| print_event(event, json_out),
-            ))?;
+            let heads = Heads {
+                switcher: switcher.as_ref(),
+                verifier: verifier.as_ref(),
+            };
+            if let Some(path) = prompts {
+                let mut out = std::io::stdout().lock();
+                for_each_prompt(&path, |id, prompt| {
+                    let ids = encode(prompt)?;
+                    let mut summary = Summary::new(options.n);
+                    pollster::block_on(loaded.reason(
+                        adapter.as_ref(),
+                        heads,
+                        &ids,
+                        &options,
+                        |event| {
+                            summary.add(event);
+                            Ok(())
+                        },
+                    ))?;
+                    let row = summary.into_json(id, ids.len());
+                    writeln!(out, "{row}").map_err(|e| Error::io("writing to stdout", e))
+                })?;
+            } else {
+                let ids = encode(prompt.as_deref().unwrap_or_default())?;
+                let json_out = common.json;
+                pollster::block_on(loaded.reason(
+                    adapter.as_ref(),
+                    heads,
+                    &ids,
+                    &options,
+                    |event| print_event(event, json_out),
+                ))?;
+            }
         }
     }
     Ok(())
 }
 
-/// One input line of `features`.
+/// One input line of `features` and `reason --prompts` (other fields are ignored, so a
+/// dataset's own lines can be passed as they are).
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PromptLine {
     id: Option<serde_json::Value>,
     prompt: String,
 }
 
-/// `edge-reason features`: the pooled features of each prompt in `path`, as JSON lines.
-fn print_features(loaded: &Runner, path: &PathBuf, raw: bool, pooling: Pooling) -> Result<()> {
+/// Calls `f(id, prompt)` for each JSON line of `path` ("-": standard input); a line
+/// without an id gets its line number. Errors name the file and line.
+fn for_each_prompt(
+    path: &Path,
+    mut f: impl FnMut(serde_json::Value, &str) -> Result<()>,
+) -> Result<()> {
     use std::io::BufRead;
     let name = path.display().to_string();
     let input: Box<dyn BufRead> = if name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {name}"), e))?;
-        Box::new(std::io::BufReader::new(f))
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::io(format!("opening {name}"), e))?;
+        Box::new(std::io::BufReader::new(file))
     };
-    let tk = loaded.tokenizer();
-    let context = loaded.config().context_length;
-    let mut out = std::io::stdout().lock();
     for (i, line) in input.lines().enumerate() {
         let line = line.map_err(|e| Error::io(format!("reading {name}"), e))?;
         if line.trim().is_empty() {
@@ -581,15 +697,30 @@ fn print_features(loaded: &Runner, path: &PathBuf, raw: bool, pooling: Pooling) 
                 "{at}: {e}; each line is {{\"id\": ..., \"prompt\": \"...\"}}"
             ))
         })?;
+        let id = item.id.unwrap_or_else(|| json!(i + 1));
+        f(id, &item.prompt).map_err(|e| match e {
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{at}: {m}")),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// `edge-reason features`: the pooled features of each prompt in `path`, as JSON lines.
+fn print_features(loaded: &Runner, path: &Path, raw: bool, pooling: Pooling) -> Result<()> {
+    let tk = loaded.tokenizer();
+    let context = loaded.config().context_length;
+    let mut out = std::io::stdout().lock();
+    for_each_prompt(path, |id, prompt| {
         let text = if raw {
-            item.prompt
+            prompt.to_string()
         } else {
-            tk.apply_chat_template(&[Message::new("user", &item.prompt)], true)?
+            tk.apply_chat_template(&[Message::new("user", prompt)], true)?
         };
         let ids = tk.encode_prompt(&text)?;
         if ids.is_empty() || ids.len() > context {
             return Err(Error::InvalidArgument(format!(
-                "{at}: the prompt is {} tokens; 1 to {context} fit the model's context",
+                "the prompt is {} tokens; 1 to {context} fit the model's context",
                 ids.len()
             )));
         }
@@ -597,11 +728,77 @@ fn print_features(loaded: &Runner, path: &PathBuf, raw: bool, pooling: Pooling) 
         decoder.reserve(ids.len(), 1, 1)?;
         let features = pollster::block_on(prefill_prompt(&mut decoder, &ids, Some(pooling)))?
             .unwrap_or_default();
-        let id = item.id.unwrap_or_else(|| json!(i + 1));
         let row = json!({"id": id, "tokens": ids.len(), "features": features});
-        writeln!(out, "{row}").map_err(|e| Error::io("writing the features to stdout", e))?;
+        writeln!(out, "{row}").map_err(|e| Error::io("writing the features to stdout", e))
+    })
+}
+
+/// One request of `reason --prompts`, gathered from its events: the route, each
+/// candidate's text and end, the vote and the stats.
+struct Summary {
+    route: serde_json::Value,
+    texts: Vec<String>,
+    candidates: Vec<serde_json::Value>,
+    vote: serde_json::Value,
+    stats: serde_json::Value,
+}
+
+impl Summary {
+    fn new(n: usize) -> Self {
+        Summary {
+            route: json!(null),
+            texts: vec![String::new(); n.max(1)],
+            candidates: vec![json!(null); n.max(1)],
+            vote: json!(null),
+            stats: json!(null),
+        }
     }
-    Ok(())
+
+    fn add(&mut self, event: &Event) {
+        fn grow<T: Clone>(v: &mut Vec<T>, i: usize, empty: T) {
+            if v.len() <= i {
+                v.resize(i + 1, empty);
+            }
+        }
+        match event {
+            Event::Route { .. } => self.route = json!(event),
+            Event::Token {
+                candidate, text, ..
+            } => {
+                grow(&mut self.texts, *candidate, String::new());
+                self.texts[*candidate].push_str(text);
+            }
+            Event::CandidateDone {
+                candidate, answer, ..
+            } => {
+                grow(&mut self.candidates, *candidate, json!(null));
+                let mut done = json!(event);
+                // The vote's key of its answer, so votes over subsets can be recounted.
+                done["key"] = json!(answer.as_deref().map(normalize));
+                self.candidates[*candidate] = done;
+            }
+            Event::Vote { .. } => self.vote = json!(event),
+            Event::Done { stats } => self.stats = json!(stats),
+        }
+    }
+
+    fn into_json(self, id: serde_json::Value, prompt_tokens: usize) -> serde_json::Value {
+        let n = self
+            .candidates
+            .iter()
+            .filter(|c| !c.is_null())
+            .count()
+            .max(1);
+        json!({
+            "id": id,
+            "promptTokens": prompt_tokens,
+            "route": self.route,
+            "texts": &self.texts[..n.min(self.texts.len())],
+            "candidates": &self.candidates[..n],
+            "vote": self.vote,
+            "stats": self.stats,
+        })
+    }
 }
 
 /// An event as a JSON line, or as text for people (tokens of candidate 0 streamed). A

@@ -1,5 +1,7 @@
 //! The CPU backend of the transformer: weights in RAM, each op run as it is called.
 
+use std::ops::Range;
+
 use super::ops::{self, AttentionShape, RopeTable};
 use super::Matrix;
 use crate::error::Result;
@@ -35,15 +37,27 @@ impl Upload<Cpu> for Cpu {
     }
 }
 
-/// One forward pass of `tokens`, the next positions of the sequence in `cache`.
+/// One sequence of a pass: its rows and the cache they extend.
+struct Seq<'a> {
+    cache: &'a mut KvCache,
+    /// Position of its first new row.
+    pos0: usize,
+    /// Its rows in the pass's activations.
+    rows: Range<usize>,
+    /// Rotation tables of its rows, made on first use.
+    rope: Option<RopeTable>,
+}
+
+/// One forward pass of new tokens of one or more sequences (each with its own KV
+/// cache, e.g. the candidates of a request, one token each): the linear layers run on
+/// every row at once, so each weight is read once per pass, not once per sequence;
+/// RoPE and attention run per sequence.
 pub struct CpuPass<'a> {
     config: &'a Config,
-    tokens: &'a [u32],
-    cache: &'a mut KvCache,
-    /// Position of the first token.
-    pos0: usize,
-    rope: Option<RopeTable>,
-    /// (n, width) per [`Act`], indexed by `Act as usize`.
+    /// (rows) every sequence's tokens, one after the other.
+    tokens: Vec<u32>,
+    seqs: Vec<Seq<'a>>,
+    /// (rows, width) per [`Act`], indexed by `Act as usize`.
     acts: [Vec<f32>; 9],
     /// (rows wanted, vocab)
     logits: Vec<f32>,
@@ -53,17 +67,33 @@ pub struct CpuPass<'a> {
 
 impl<'a> CpuPass<'a> {
     /// A pass over `tokens` (already checked against the vocabulary and the cache).
-    pub fn new(config: &'a Config, tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+    pub fn new(config: &'a Config, tokens: &[u32], cache: &'a mut KvCache) -> Self {
+        Self::batch(config, vec![(tokens, cache)])
+    }
+
+    /// A pass over several sequences' new tokens; [`Logits::Last`] then gives one row
+    /// of logits per sequence, in order.
+    pub fn batch(config: &'a Config, seqs: Vec<(&[u32], &'a mut KvCache)>) -> Self {
+        let mut tokens = Vec::new();
+        let seqs = seqs
+            .into_iter()
+            .map(|(t, cache)| {
+                let rows = tokens.len()..tokens.len() + t.len();
+                tokens.extend_from_slice(t);
+                Seq {
+                    pos0: cache.len(),
+                    cache,
+                    rows,
+                    rope: None,
+                }
+            })
+            .collect();
         let n = tokens.len();
-        let acts = Act::ALL.map(|a| vec![0f32; n * a.width(config)]);
-        let pos0 = cache.len();
         CpuPass {
             config,
             tokens,
-            cache,
-            pos0,
-            rope: None,
-            acts,
+            seqs,
+            acts: Act::ALL.map(|a| vec![0f32; n * a.width(config)]),
             logits: Vec::new(),
             pooled: None,
         }
@@ -82,9 +112,11 @@ impl<'a> CpuPass<'a> {
         (self.finish(), pooled)
     }
 
-    /// Commits the new positions to the cache and returns the logits asked for.
+    /// Commits the new positions to the caches and returns the logits asked for.
     pub fn finish(self) -> Vec<f32> {
-        self.cache.commit(self.tokens.len());
+        for s in self.seqs {
+            s.cache.commit(s.rows.len());
+        }
         self.logits
     }
 
@@ -102,11 +134,20 @@ impl<'a> CpuPass<'a> {
     }
 }
 
+/// The rows `r` of an activation of row width `w`.
+fn rows_of<'x>(x: &'x [f32], r: &Range<usize>, w: usize) -> &'x [f32] {
+    &x[r.start * w..r.end * w]
+}
+
+fn rows_of_mut<'x>(x: &'x mut [f32], r: &Range<usize>, w: usize) -> &'x mut [f32] {
+    &mut x[r.start * w..r.end * w]
+}
+
 impl Pass<Cpu> for CpuPass<'_> {
     fn embed(&mut self, table: &Matrix) {
         let d = self.config.n_embd;
         let x = &mut self.acts[Act::X as usize];
-        for (row, &t) in x.chunks_exact_mut(d).zip(self.tokens) {
+        for (row, &t) in x.chunks_exact_mut(d).zip(&self.tokens) {
             table.row_to_f32(t as usize, row);
         }
     }
@@ -135,30 +176,43 @@ impl Pass<Cpu> for CpuPass<'_> {
 
     fn rope(&mut self, x: Act, n_heads: usize, freqs: Option<&Vec<f32>>) {
         let c = self.config;
-        let (pos0, n) = (self.pos0, self.tokens.len());
-        let table = self.rope.get_or_insert_with(|| {
-            RopeTable::new(
-                pos0,
-                n,
-                c.head_dim,
-                c.rope_base,
-                freqs.map(|f| f.as_slice()),
-            )
-        });
-        table.apply(&mut self.acts[x as usize], n_heads, c.rope_style);
+        let w = x.width(c);
+        let act = &mut self.acts[x as usize];
+        for s in &mut self.seqs {
+            let table = s.rope.get_or_insert_with(|| {
+                RopeTable::new(
+                    s.pos0,
+                    s.rows.len(),
+                    c.head_dim,
+                    c.rope_base,
+                    freqs.map(|f| f.as_slice()),
+                )
+            });
+            table.apply(rows_of_mut(act, &s.rows, w), n_heads, c.rope_style);
+        }
     }
 
     fn attend(&mut self, layer: usize) {
         let c = self.config;
+        let (qw, kvw) = (Act::Q.width(c), Act::K.width(c));
         let [_, _, q, k, v, att, ..] = &mut self.acts;
-        self.cache.append(layer, k, v);
-        let kv = self.cache.layer(layer);
         let shape = AttentionShape {
             n_heads: c.n_head,
             n_kv_heads: c.n_kv_head,
             head_dim: c.head_dim,
         };
-        ops::attention(q, kv, self.pos0, shape, att);
+        for s in &mut self.seqs {
+            let r = &s.rows;
+            s.cache
+                .append(layer, rows_of(k, r, kvw), rows_of(v, r, kvw));
+            ops::attention(
+                rows_of(q, r, qw),
+                s.cache.layer(layer),
+                s.pos0,
+                shape,
+                rows_of_mut(att, r, qw),
+            );
+        }
     }
 
     fn add(&mut self, x: Act, y: Act) {
@@ -182,14 +236,20 @@ impl Pass<Cpu> for CpuPass<'_> {
                 sum.iter_mut().zip(&normed).for_each(|(s, v)| *s += v);
             }
         }
-        let rows = match want {
+        let rows: Vec<f32> = match want {
             Logits::None => return,
-            Logits::Last => &x[(n - 1) * d..],
-            Logits::All => &x[..],
+            // The last row of each sequence.
+            Logits::Last => self
+                .seqs
+                .iter()
+                .flat_map(|s| &x[(s.rows.end - 1) * d..s.rows.end * d])
+                .copied()
+                .collect(),
+            Logits::All => x[..n * d].to_vec(),
         };
         let m = rows.len() / d;
         let mut normed = vec![0f32; m * d];
-        ops::rms_norm(rows, norm, c.rms_eps, &mut normed);
+        ops::rms_norm(&rows, norm, c.rms_eps, &mut normed);
         self.logits = vec![0f32; m * c.vocab_size];
         head.matmul(&normed, m, &mut self.logits);
     }

@@ -166,6 +166,33 @@ impl Model<Cpu> {
     }
 }
 
+impl Model<Cpu> {
+    /// One step of several sequences at once (e.g. the candidates of a request): each
+    /// `(tokens, cache)` appends its tokens to its own cache; returns (sequences,
+    /// vocab) logits of each one's last token. The weights are read once for all of
+    /// them, so k sequences cost much less than k passes.
+    pub fn forward_batch(
+        &self,
+        seqs: Vec<(&[u32], &mut KvCache)>,
+        adapter: Option<&Adapter>,
+    ) -> Result<Vec<f32>> {
+        for (tokens, cache) in &seqs {
+            self.config.check_tokens(tokens)?;
+            cache.check_room(tokens.len())?;
+        }
+        if let Some(a) = adapter {
+            a.check_fits(&self.config)?;
+        }
+        let mut pass = CpuPass::batch(&self.config, seqs);
+        self.run_with(
+            &mut pass,
+            Logits::Last,
+            adapter.map(|a| a.layers.as_slice()),
+        );
+        Ok(pass.finish())
+    }
+}
+
 impl<B: Backend> Model<B> {
     /// Loads the weights named by `gguf` from `source`, checking every name and shape,
     /// and hands each tensor to `up` as soon as it is read.

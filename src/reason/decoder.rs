@@ -159,19 +159,41 @@ impl Decoder for CpuDecoder<'_> {
 
     async fn step(&mut self, feeds: &mut [Feed<'_>], lora: bool) -> Result<Vec<Picked>> {
         let adapter = if lora { self.adapter } else { None };
-        let mut picked = Vec::with_capacity(feeds.len());
-        for f in feeds.iter_mut() {
-            let cache = self
-                .candidates
+        // Every candidate with tokens to feed goes through one batched pass.
+        let mut tokens_of: Vec<Option<&[u32]>> = vec![None; self.candidates.len()];
+        for f in feeds.iter() {
+            let slot = tokens_of
                 .get_mut(f.candidate)
                 .ok_or_else(|| not_ready("forked"))?;
-            let mut logits = if f.tokens.is_empty() {
-                self.last_logits.clone()
-            } else {
-                self.model
-                    .forward_with(f.tokens, cache, Logits::Last, adapter)?
+            if slot.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "candidate {} is fed twice in one step",
+                    f.candidate
+                )));
+            }
+            *slot = Some(f.tokens).filter(|t| !t.is_empty());
+        }
+        let seqs: Vec<(&[u32], &mut KvCache)> = self
+            .candidates
+            .iter_mut()
+            .zip(&tokens_of)
+            .filter_map(|(cache, t)| t.map(|t| (t, cache)))
+            .collect();
+        let vocab = self.model.config.vocab_size;
+        let logits = if seqs.is_empty() {
+            Vec::new()
+        } else {
+            self.model.forward_batch(seqs, adapter)?
+        };
+        // Row of each fed candidate in `logits`: candidates in index order.
+        let row_of = |c: usize| tokens_of[..c].iter().flatten().count();
+        let mut picked = Vec::with_capacity(feeds.len());
+        for f in feeds.iter_mut() {
+            let mut l = match tokens_of[f.candidate] {
+                None => self.last_logits.clone(),
+                Some(_) => logits[row_of(f.candidate) * vocab..][..vocab].to_vec(),
             };
-            picked.push(pick_from(&mut logits, f.sampler));
+            picked.push(pick_from(&mut l, f.sampler));
         }
         Ok(picked)
     }

@@ -505,6 +505,9 @@ describe('the demo page', { timeout: 900_000 }, () => {
       await page.waitForSelector('[data-testid="status"][data-state="ready"]', { timeout: 300_000 });
       assert.match(await page.textContent('[data-testid="status"]'), /^Ready on webgpu/);
       assert.ok(phases.has('Downloading') && phases.has('Verifying'), [...phases].join(', '));
+      // The shipped reasoning adapter and switcher load with the model by default.
+      await page.waitForSelector('[data-testid="heads"][data-state]', { timeout: 300_000 });
+      assert.match(await page.textContent('[data-testid="heads"]'), /^Reasoning adapter \(rank 16, [\d.]+ MB\) and switcher loaded\.$/);
       await page.fill('[data-testid="prompt"]', 'Say hello.');
       await page.click('[data-testid="send"]');
       await page.waitForSelector('[data-testid="output"][data-state="done"]', { timeout: 300_000 });
