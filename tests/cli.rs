@@ -283,19 +283,15 @@ fn reason_prints_the_events_in_order_as_json_lines() {
     std::fs::write(adapter.join("adapter_config.json"), json).unwrap();
     std::fs::write(adapter.join("adapter_model.safetensors"), st).unwrap();
 
-    for backend in ["cpu", "gpu"] {
-        if backend == "gpu" && common::gpu_or_skip().is_none() {
-            continue;
-        }
-        let (ok, out, err) = run(&[
+    // Reason mode, 3 greedy-seeded candidates of a tiny budget, JSON events.
+    let three_candidates = |backend: &str, adapter: &std::path::Path, extra: &[&str]| {
+        let args = [
             "reason",
             "--model",
             model.to_str().unwrap(),
             "--backend",
             backend,
             "--raw",
-            "--prompt",
-            "hello",
             "--adapter",
             adapter.to_str().unwrap(),
             "--mode",
@@ -309,7 +305,14 @@ fn reason_prints_the_events_in_order_as_json_lines() {
             "--seed",
             "7",
             "--json",
-        ]);
+        ];
+        run(&[&args[..], extra].concat())
+    };
+    for backend in ["cpu", "gpu"] {
+        if backend == "gpu" && common::gpu_or_skip().is_none() {
+            continue;
+        }
+        let (ok, out, err) = three_candidates(backend, &adapter, &["--prompt", "hello"]);
         assert!(ok, "{backend}: {err}");
         let events = json_lines(&out);
         let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -372,28 +375,7 @@ fn reason_prints_the_events_in_order_as_json_lines() {
     )
     .unwrap();
     let request = |source: &[&str]| {
-        let args = [
-            "reason",
-            "--model",
-            model.to_str().unwrap(),
-            "--backend",
-            "cpu",
-            "--raw",
-            "--adapter",
-            int8.to_str().unwrap(),
-            "--mode",
-            "reason",
-            "--n",
-            "3",
-            "--budget",
-            "5",
-            "--answer-tokens",
-            "3",
-            "--seed",
-            "7",
-            "--json",
-        ];
-        let (ok, out, err) = run(&[&args[..], source].concat());
+        let (ok, out, err) = three_candidates("cpu", &int8, source);
         assert!(ok, "{err}");
         json_lines(&out)
     };

@@ -294,19 +294,20 @@ fn main() {
 /// (with the page, so the browser loads the same files).
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/reasoning");
 
-/// The head in `given` (an error if it does not load), else the shipped one in
+/// The head in `given` (an error if it does not load), else, when `shipped`, the one in
 /// `SHIPPED/name` when it is there and fits this model (a note on stderr when it does
 /// not: it was trained for the default model).
 fn given_or_shipped<T>(
     given: Option<PathBuf>,
     name: &str,
+    shipped: bool,
     load: impl Fn(&Path) -> Result<T>,
 ) -> Result<Option<T>> {
     if let Some(dir) = given {
         return load(&dir).map(Some);
     }
     let dir = Path::new(SHIPPED).join(name);
-    if !dir.is_dir() {
+    if !shipped || !dir.is_dir() {
         return Ok(None);
     }
     match load(&dir) {
@@ -321,12 +322,8 @@ fn given_or_shipped<T>(
 /// `peft/` -> `out/` in the runtime's INT8 form; prints the sizes.
 fn export_adapter(peft: &Path, out: &Path) -> Result<()> {
     let io = |what: String| move |e| Error::io(what, e);
-    let config_path = peft.join("adapter_config.json");
-    let weights_path = peft.join("adapter_model.safetensors");
-    let config =
-        std::fs::read(&config_path).map_err(io(format!("reading {}", config_path.display())))?;
-    let weights =
-        std::fs::read(&weights_path).map_err(io(format!("reading {}", weights_path.display())))?;
+    let config = edge_reason::lora::read_in(peft, "adapter_config.json")?;
+    let weights = edge_reason::lora::read_in(peft, "adapter_model.safetensors")?;
     let int8 = edge_reason::lora::int8_peft(&weights)?;
     std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
     for (name, bytes) in [
@@ -568,22 +565,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = load(&common)?;
             let config = loaded.config();
-            let (adapter, switcher) = match no_defaults {
-                true => (
-                    adapter
-                        .map(|dir| Adapter::from_dir(&dir, config))
-                        .transpose()?,
-                    switcher
-                        .map(|dir| Switcher::from_dir(&dir, config.n_embd))
-                        .transpose()?,
-                ),
-                false => (
-                    given_or_shipped(adapter, "adapter", |d| Adapter::from_dir(d, config))?,
-                    given_or_shipped(switcher, "switcher", |d| {
-                        Switcher::from_dir(d, config.n_embd)
-                    })?,
-                ),
-            };
+            let shipped = !no_defaults;
+            let adapter = given_or_shipped(adapter, "adapter", shipped, |d| {
+                Adapter::from_dir(d, config)
+            })?;
+            let switcher = given_or_shipped(switcher, "switcher", shipped, |d| {
+                Switcher::from_dir(d, config.n_embd)
+            })?;
             let adapter = adapter.map(|a| loaded.load_adapter(a)).transpose()?;
             let verifier = verifier
                 .map(|dir| Verifier::from_dir(&dir, config.n_embd))
@@ -633,7 +621,7 @@ fn run(cli: Cli) -> Result<()> {
                 let mut out = std::io::stdout().lock();
                 for_each_prompt(&path, |id, prompt| {
                     let ids = encode(prompt)?;
-                    let mut summary = Summary::new(options.n);
+                    let mut summary = Summary::default();
                     pollster::block_on(loaded.reason(
                         adapter.as_ref(),
                         heads,
@@ -735,6 +723,7 @@ fn print_features(loaded: &Runner, path: &Path, raw: bool, pooling: Pooling) -> 
 
 /// One request of `reason --prompts`, gathered from its events: the route, each
 /// candidate's text and end, the vote and the stats.
+#[derive(Default)]
 struct Summary {
     route: serde_json::Value,
     texts: Vec<String>,
@@ -744,16 +733,6 @@ struct Summary {
 }
 
 impl Summary {
-    fn new(n: usize) -> Self {
-        Summary {
-            route: json!(null),
-            texts: vec![String::new(); n.max(1)],
-            candidates: vec![json!(null); n.max(1)],
-            vote: json!(null),
-            stats: json!(null),
-        }
-    }
-
     fn add(&mut self, event: &Event) {
         fn grow<T: Clone>(v: &mut Vec<T>, i: usize, empty: T) {
             if v.len() <= i {
@@ -782,19 +761,15 @@ impl Summary {
         }
     }
 
-    fn into_json(self, id: serde_json::Value, prompt_tokens: usize) -> serde_json::Value {
-        let n = self
-            .candidates
-            .iter()
-            .filter(|c| !c.is_null())
-            .count()
-            .max(1);
+    fn into_json(mut self, id: serde_json::Value, prompt_tokens: usize) -> serde_json::Value {
+        // A text per candidate, empty for one that ended before its first token.
+        self.texts.resize(self.candidates.len(), String::new());
         json!({
             "id": id,
             "promptTokens": prompt_tokens,
             "route": self.route,
-            "texts": &self.texts[..n.min(self.texts.len())],
-            "candidates": &self.candidates[..n],
+            "texts": self.texts,
+            "candidates": self.candidates,
             "vote": self.vote,
             "stats": self.stats,
         })

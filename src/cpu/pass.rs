@@ -1,5 +1,6 @@
 //! The CPU backend of the transformer: weights in RAM, each op run as it is called.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 use super::ops::{self, AttentionShape, RopeTable};
@@ -236,7 +237,7 @@ impl Pass<Cpu> for CpuPass<'_> {
                 sum.iter_mut().zip(&normed).for_each(|(s, v)| *s += v);
             }
         }
-        let rows: Vec<f32> = match want {
+        let rows: Cow<[f32]> = match want {
             Logits::None => return,
             // The last row of each sequence.
             Logits::Last => self
@@ -245,7 +246,7 @@ impl Pass<Cpu> for CpuPass<'_> {
                 .flat_map(|s| &x[(s.rows.end - 1) * d..s.rows.end * d])
                 .copied()
                 .collect(),
-            Logits::All => x[..n * d].to_vec(),
+            Logits::All => Cow::Borrowed(&x[..n * d]),
         };
         let m = rows.len() / d;
         let mut normed = vec![0f32; m * d];

@@ -494,7 +494,7 @@ pub fn int8_peft(safetensors: &[u8]) -> Result<Vec<u8>> {
 
 /// The bytes of `dir/name`, with the path in the error.
 #[cfg(not(target_arch = "wasm32"))]
-pub(crate) fn read_in(dir: &std::path::Path, name: &str) -> Result<Vec<u8>> {
+pub fn read_in(dir: &std::path::Path, name: &str) -> Result<Vec<u8>> {
     let path = dir.join(name);
     std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }

@@ -135,11 +135,7 @@ impl Model<Cpu> {
         want: Logits,
         adapter: Option<&Adapter>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.config.check_tokens(tokens)?;
-        cache.check_room(tokens.len())?;
-        if let Some(a) = adapter {
-            a.check_fits(&self.config)?;
-        }
+        self.check_input(tokens, cache, adapter)?;
         let mut pass = CpuPass::new(&self.config, tokens, cache).pooling();
         self.run_with(&mut pass, want, adapter.map(|a| a.layers.as_slice()));
         let (logits, pooled) = pass.finish_pooled();
@@ -155,11 +151,7 @@ impl Model<Cpu> {
         want: Logits,
         adapter: Option<&Adapter>,
     ) -> Result<Vec<f32>> {
-        self.config.check_tokens(tokens)?;
-        cache.check_room(tokens.len())?;
-        if let Some(a) = adapter {
-            a.check_fits(&self.config)?;
-        }
+        self.check_input(tokens, cache, adapter)?;
         let mut pass = CpuPass::new(&self.config, tokens, cache);
         self.run_with(&mut pass, want, adapter.map(|a| a.layers.as_slice()));
         Ok(pass.finish())
@@ -167,6 +159,21 @@ impl Model<Cpu> {
 }
 
 impl Model<Cpu> {
+    /// `tokens` are in the vocabulary and fit `cache`, and `adapter` fits the model.
+    fn check_input(
+        &self,
+        tokens: &[u32],
+        cache: &KvCache,
+        adapter: Option<&Adapter>,
+    ) -> Result<()> {
+        self.config.check_tokens(tokens)?;
+        cache.check_room(tokens.len())?;
+        match adapter {
+            Some(a) => a.check_fits(&self.config),
+            None => Ok(()),
+        }
+    }
+
     /// One step of several sequences at once (e.g. the candidates of a request): each
     /// `(tokens, cache)` appends its tokens to its own cache; returns (sequences,
     /// vocab) logits of each one's last token. The weights are read once for all of
@@ -177,11 +184,7 @@ impl Model<Cpu> {
         adapter: Option<&Adapter>,
     ) -> Result<Vec<f32>> {
         for (tokens, cache) in &seqs {
-            self.config.check_tokens(tokens)?;
-            cache.check_room(tokens.len())?;
-        }
-        if let Some(a) = adapter {
-            a.check_fits(&self.config)?;
+            self.check_input(tokens, cache, adapter)?;
         }
         let mut pass = CpuPass::batch(&self.config, seqs);
         self.run_with(

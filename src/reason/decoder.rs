@@ -159,20 +159,22 @@ impl Decoder for CpuDecoder<'_> {
 
     async fn step(&mut self, feeds: &mut [Feed<'_>], lora: bool) -> Result<Vec<Picked>> {
         let adapter = if lora { self.adapter } else { None };
-        // Every candidate with tokens to feed goes through one batched pass.
-        let mut tokens_of: Vec<Option<&[u32]>> = vec![None; self.candidates.len()];
+        // Every candidate with tokens to feed goes through one batched pass; one with
+        // none (its first step) picks from the prompt's last logits.
+        let mut fed: Vec<Option<&[u32]>> = vec![None; self.candidates.len()];
         for f in feeds.iter() {
-            let slot = tokens_of
+            let slot = fed
                 .get_mut(f.candidate)
                 .ok_or_else(|| not_ready("forked"))?;
-            if slot.is_some() {
+            if slot.replace(f.tokens).is_some() {
                 return Err(Error::InvalidArgument(format!(
                     "candidate {} is fed twice in one step",
                     f.candidate
                 )));
             }
-            *slot = Some(f.tokens).filter(|t| !t.is_empty());
         }
+        let tokens_of: Vec<Option<&[u32]>> =
+            fed.iter().map(|t| t.filter(|t| !t.is_empty())).collect();
         let seqs: Vec<(&[u32], &mut KvCache)> = self
             .candidates
             .iter_mut()
