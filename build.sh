@@ -204,6 +204,7 @@ write_model_manifest() {
 # ---------------------------------------------------------------------------- wasm
 
 wasm_cargo_build() {
+    export CARGO_PROFILE_RELEASE_LTO=thin
     if have_rustup_wasm; then
         RUSTFLAGS="$WASM_RUSTFLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
             cargo build $(cargo_q) --release --lib --target "$WASM_TARGET"
@@ -323,7 +324,9 @@ print_summary() {
 browser_tests() {
     local files=(tests/browser/*.test.mjs)
     [ -e "${files[0]}" ] || die "no tests/browser/*.test.mjs"
-    node --test "${files[@]}"
+    # One file at a time: the storage tests count bytes and time downloads, and a
+    # SwiftShader page slows everything running beside it.
+    node --test --test-reporter=spec "${files[@]}"
 }
 
 cmd_test() {

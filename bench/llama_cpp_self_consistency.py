@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How closely llama.cpp agrees with its own reference fixture when only its KV-cache
-precision changes: the yardstick for the parity tolerances in tests/parity.rs.
+precision changes: the yardstick for the parity tolerances in tests/it/parity.rs.
 
 It reruns the prompts of tests/fixtures/smollm2_logits.json (made with an F32 KV cache)
 with llama.cpp's default F16 KV cache and with F32, and reports how many 32-token greedy

@@ -13,13 +13,15 @@ It writes two sets, each as train/val/test JSON lines:
   the runtime's output format::
 
       <think>
-      Tom starts with 12 apples.
-      He buys 30 more: 12 + 30 = 42.
+      Start: 12.
+      He buys 30 more apples: 12 + 30 = 42.
       </think>
 
       Final answer: 42
 
-  Two templates (``HELD_OUT_MATH``) never appear in train or val: their problems are
+  Seven training templates, each with several phrasings per operation; the solution
+  copies each step's sentence before doing its operation. Two templates
+  (``HELD_OUT_MATH``) never appear in train or val: their problems are
   in test only, flagged ``held_out``, to show the adapter did not memorize phrasing.
 - ``switch_{split}.jsonl``: mixed prompts labelled ``reason`` or ``chat`` by source,
   as the method does: multi-step arithmetic and multi-hop logic (orderings,
@@ -55,14 +57,20 @@ def cap(s: str) -> str:
 # ----------------------------------------------------------------------------- math
 
 class Chain:
-    """A quantity changed step by step; keeps the story and the worked solution."""
+    """A quantity changed step by step; keeps the story and the worked solution.
 
-    def __init__(self, value: int, opening: str, start_line: str):
+    The worked solution copies each sentence of the story, then does its operation:
+    ``She sells 5 muffins: 14 - 5 = 9.`` Copying is what a small model does well, and
+    deciding the operation from the copied sentence is what carries over to phrasing it
+    has not seen (the held-out templates).
+    """
+
+    def __init__(self, value: int, opening: str, start: str | None = None):
         self.value = value
         self.story = [opening]
-        self.work = [start_line + "."]
+        self.work = [f"Start: {start or value}."]
 
-    def apply(self, op: str, n: int, story: str, label: str) -> None:
+    def apply(self, op: str, n: int, story: str) -> None:
         v = self.value
         if op == "+":
             new = v + n
@@ -74,7 +82,7 @@ class Chain:
             assert v % n == 0
             new = v // n
         self.story.append(story)
-        self.work.append(f"{label}: {worked(v, op, n)}.")
+        self.work.append(f"{story.rstrip('.')}: {worked(v, op, n)}.")
         self.value = new
 
 
@@ -125,92 +133,155 @@ def pick_op(rng: random.Random, v: int, allowed: str) -> tuple[str, int] | None:
     return None
 
 
-def math_apples(rng, steps):
+THINGS = ["apples", "marbles", "stickers", "cards", "pencils", "shells", "stamps", "coins", "beads", "toy cars"]
+
+
+def person(rng):
+    """A name, its pronouns (he, him, his, himself) and a friend's name."""
     name = rng.choice(NAMES)
-    he = PRONOUN[name]
+    she = PRONOUN[name] == "she"
+    pronouns = ("she", "her", "her", "herself") if she else ("he", "him", "his", "himself")
     friend = rng.choice([n for n in NAMES if n != name])
-    thing = rng.choice(["apples", "marbles", "stickers", "cards", "pencils", "shells"])
+    return name, pronouns, friend
+
+
+def math_owner(rng, steps):
+    name, (he, him, his, self_), friend = person(rng)
+    H = cap(he)
+    thing = rng.choice(THINGS)
     v = rng.randint(5, 80)
-    c = Chain(v, f"{name} has {v} {thing}.", f"{name} starts with {v} {thing}")
+    opening = rng.choice([f"{name} has {v} {thing}.", f"{name} owns {v} {thing}.", f"There are {v} {thing} in {name}'s bag."])
     texts = {
-        "+": (lambda n: f"{cap(he)} finds {n} more.", "Finds {n} more"),
-        "-": (lambda n: f"{cap(he)} gives {n} to {friend}.", "Gives {n} away"),
-        "*": (lambda n: f"Then the number of {thing} {he} has becomes {n} times as large.", "{n} times as many"),
-        "/": (lambda n: f"{cap(he)} splits them into {n} equal piles and keeps one pile.", "One of {n} equal piles"),
+        "+": [lambda n: f"{H} finds {n} more.", lambda n: f"{H} buys {n} more {thing}.", lambda n: f"{friend} gives {him} {n} {thing}.",
+              lambda n: f"{H} gets {n} more as a gift.", lambda n: f"{H} wins {n} {thing} in a game."],
+        "-": [lambda n: f"{H} gives {n} to {friend}.", lambda n: f"{H} loses {n} of them.", lambda n: f"{H} sells {n} {thing}.",
+              lambda n: f"{friend} takes {n} of them.", lambda n: f"{H} uses {n} {thing}."],
+        "*": [lambda n: f"Then the number of {thing} {he} has becomes {n} times as large.", lambda n: f"Later {he} has {n} times as many {thing} as before."],
+        "/": [lambda n: f"{H} splits them into {n} equal piles and keeps one pile.",
+              lambda n: f"{H} shares them equally among {n} people, {self_} included, and keeps {his} share."],
     }
-    return chain_problem(rng, c, steps, "+-*/", texts, f"How many {thing} does {name} have now?")
+    questions = [f"How many {thing} does {name} have now?", f"How many {thing} does {name} have in the end?"]
+    return chain_problem(rng, Chain(v, opening), steps, texts, rng.choice(questions))
 
 
 def math_money(rng, steps):
-    name = rng.choice(NAMES)
-    he = PRONOUN[name]
+    name, (he, him, his, _), friend = person(rng)
+    H = cap(he)
     v = rng.randint(10, 200)
-    c = Chain(v, f"{name} has ${v}.", f"{name} starts with ${v}")
-    item = rng.choice(["a book", "lunch", "a ticket", "a game", "a toy"])
+    opening = rng.choice([f"{name} has ${v}.", f"{name} saved ${v}.", f"There is ${v} in {name}'s wallet."])
+    item = rng.choice(["a book", "lunch", "a ticket", "a game", "a toy", "a hat"])
     texts = {
-        "+": (lambda n: f"{cap(he)} earns ${n} more.", "Earns ${n}"),
-        "-": (lambda n: f"{cap(he)} spends ${n} on {item}.", "Spends ${n}"),
-        "*": (lambda n: f"A lucky bet makes the money {n} times as much.", "{n} times as much"),
-        "/": (lambda n: f"{cap(he)} shares the money equally with friends so that it is split into {n} equal parts, and keeps one part.", "One of {n} equal parts"),
+        "+": [lambda n: f"{H} earns ${n} more.", lambda n: f"{friend} gives {him} ${n}.", lambda n: f"{H} is paid ${n} for chores.", lambda n: f"{H} finds ${n}."],
+        "-": [lambda n: f"{H} spends ${n} on {item}.", lambda n: f"{H} pays ${n} for {item}.", lambda n: f"{H} gives ${n} to {friend}.", lambda n: f"{H} loses ${n}."],
+        "*": [lambda n: f"A lucky bet makes the money {n} times as much."],
+        "/": [lambda n: f"{H} splits the money into {n} equal parts and keeps one part."],
     }
-    return chain_problem(rng, c, steps, "+-*/", texts, f"How many dollars does {name} have now?")
+    questions = [f"How many dollars does {name} have now?", f"How much money does {name} have left, in dollars?"]
+    return chain_problem(rng, Chain(v, opening), steps, texts, rng.choice(questions))
 
 
-def math_bus(rng, steps):
+def math_vehicle(rng, steps):
+    vehicle = rng.choice(["bus", "train", "boat", "tram"])
     v = rng.randint(10, 60)
-    c = Chain(v, f"A bus leaves the station with {v} passengers.", f"The bus starts with {v} passengers")
-    stops = iter(["first", "second", "third", "fourth", "fifth"])
+    opening = rng.choice([f"A {vehicle} leaves the station with {v} passengers.", f"There are {v} people on a {vehicle}."])
     texts = {
-        "+": (lambda n: f"At the {next(stops)} stop, {n} people get on.", "{n} get on"),
-        "-": (lambda n: f"At the {next(stops)} stop, {n} people get off.", "{n} get off"),
+        "+": [lambda n: f"At the next stop, {n} people get on.", lambda n: f"{cap(str(n))} passengers board.", lambda n: f"Then {n} more people climb aboard."],
+        "-": [lambda n: f"At the next stop, {n} people get off.", lambda n: f"{cap(str(n))} passengers leave.", lambda n: f"Then {n} people step off."],
     }
-    return chain_problem(rng, c, steps, "+-", texts, "How many passengers are on the bus now?")
+    questions = [f"How many passengers are on the {vehicle} now?", f"How many people are on the {vehicle} at the end?"]
+    return chain_problem(rng, Chain(v, opening), steps, texts, rng.choice(questions))
 
 
-def math_shelves(rng, steps):
-    rows, per = rng.randint(2, 9), rng.randint(3, 12)
-    v = rows * per
-    c = Chain(v, f"A library has {rows} shelves with {per} books on each shelf.", f"Books at first: {rows} x {per} = {v}")
+GROUPS = [  # (opening with {a} groups of {b}, the things)
+    ("A library has {a} shelves with {b} books on each shelf.", "books"),
+    ("A farmer has {a} pens with {b} sheep in each pen.", "sheep"),
+    ("A teacher has {a} boxes of {b} crayons.", "crayons"),
+    ("A store has {a} packs of {b} batteries.", "batteries"),
+    ("A school has {a} classes of {b} students.", "students"),
+    ("A garden has {a} rows of {b} tulips.", "tulips"),
+]
+
+
+def math_groups(rng, steps):
+    form, thing = rng.choice(GROUPS)
+    a, b = rng.randint(2, 9), rng.randint(3, 12)
+    v = a * b
     texts = {
-        "+": (lambda n: f"Then {n} new books arrive.", "{n} arrive"),
-        "-": (lambda n: f"Then {n} books are borrowed.", "{n} borrowed"),
-        "*": (lambda n: f"Then the library grows to {n} times as many books.", "{n} times as many"),
+        "+": [lambda n: f"Then {n} more {thing} are added.", lambda n: f"{cap(str(n))} new {thing} arrive."],
+        "-": [lambda n: f"Then {n} {thing} are taken away.", lambda n: f"{cap(str(n))} of the {thing} are removed."],
+        "*": [lambda n: f"Then the number of {thing} becomes {n} times as large."],
     }
+    c = Chain(v, form.format(a=a, b=b), f"{a} x {b} = {v}")
     steps = max(steps - 1, 0)  # the opening multiplication is one step
-    return chain_problem(rng, c, steps, "+-*", texts, "How many books does the library have now?")
+    return chain_problem(rng, c, steps, texts, rng.choice([f"How many {thing} are there now?", f"How many {thing} are there in the end?"]))
+
+
+def math_store(rng, steps):
+    item = rng.choice(["shirts", "bottles", "lamps", "chairs", "bags", "hats"])
+    v = rng.randint(20, 150)
+    opening = rng.choice([f"A shop has {v} {item} in stock.", f"A warehouse holds {v} {item}."])
+    texts = {
+        "+": [lambda n: f"It receives a delivery of {n} {item}.", lambda n: f"Customers return {n} {item}.", lambda n: f"The owner orders {n} more."],
+        "-": [lambda n: f"It sells {n} {item}.", lambda n: f"{cap(str(n))} {item} are sold in the morning.", lambda n: f"{cap(str(n))} are damaged and thrown away."],
+    }
+    return chain_problem(rng, Chain(v, opening), steps, texts, f"How many {item} are there now?")
+
+
+def math_score(rng, steps):
+    name, (he, _, his, _), _ = person(rng)
+    H = cap(he)
+    v = rng.randint(5, 90)
+    texts = {
+        "+": [lambda n: f"{H} scores {n} more points.", lambda n: f"{H} earns a bonus of {n} points."],
+        "-": [lambda n: f"{H} loses {n} points.", lambda n: f"A penalty takes away {n} points."],
+        "*": [lambda n: f"A power-up multiplies {his} points by {n}."],
+    }
+    return chain_problem(rng, Chain(v, f"{name} has {v} points in a game."), steps, texts, f"How many points does {name} have now?")
+
+
+def math_jar(rng, steps):
+    name = rng.choice(NAMES)
+    thing = rng.choice(["candies", "cookies", "buttons", "coins"])
+    v = rng.randint(8, 90)
+    texts = {
+        "+": [lambda n: f"{name} puts in {n} more.", lambda n: f"Mom adds {n} {thing}."],
+        "-": [lambda n: f"The kids eat {n} {thing}." if thing in {"candies", "cookies"} else f"The kids take {n} {thing}.",
+              lambda n: f"{name} takes out {n}."],
+        "/": [lambda n: f"The {thing} are shared equally among {n} jars, and one jar is kept."],
+    }
+    return chain_problem(rng, Chain(v, f"A jar holds {v} {thing}."), steps, texts, f"How many {thing} are in the jar now?")
 
 
 def math_bakery(rng, steps):  # held out
     trays, per = rng.randint(2, 8), rng.randint(4, 12)
     v = trays * per
-    c = Chain(v, f"A baker bakes {trays} trays of {per} muffins.", f"Muffins baked: {trays} x {per} = {v}")
+    c = Chain(v, f"A baker bakes {trays} trays of {per} muffins.", f"{trays} x {per} = {v}")
     texts = {
-        "+": (lambda n: f"She bakes {n} more muffins.", "Bakes {n} more"),
-        "-": (lambda n: f"She sells {n} muffins.", "Sells {n}"),
+        "+": [lambda n: f"She bakes {n} more muffins."],
+        "-": [lambda n: f"She sells {n} muffins."],
     }
     steps = max(steps - 1, 0)
-    return chain_problem(rng, c, steps, "+-", texts, "How many muffins does she have now?")
+    return chain_problem(rng, c, steps, texts, "How many muffins does she have now?")
 
 
 def math_tank(rng, steps):  # held out
     v = rng.randint(20, 300)
-    c = Chain(v, f"A water tank holds {v} liters.", f"The tank starts with {v} liters")
     texts = {
-        "+": (lambda n: f"A pipe adds {n} liters.", "Adds {n} liters"),
-        "-": (lambda n: f"The garden uses {n} liters.", "Uses {n} liters"),
-        "*": (lambda n: f"The water is then poured into a tank {n} times as full.", "{n} times as full"),
+        "+": [lambda n: f"A pipe adds {n} liters."],
+        "-": [lambda n: f"The garden uses {n} liters."],
+        "*": [lambda n: f"The water is then poured into a tank {n} times as full."],
     }
-    return chain_problem(rng, c, steps, "+-*", texts, "How many liters are in the tank now?")
+    return chain_problem(rng, Chain(v, f"A water tank holds {v} liters."), steps, texts, "How many liters are in the tank now?")
 
 
-def chain_problem(rng, c, steps, allowed, texts, question):
+def chain_problem(rng, c, steps, texts, question):
+    """`texts`: for each allowed operation, phrasings of one step (n -> sentence)."""
     for _ in range(steps):
-        choice = pick_op(rng, c.value, "".join(o for o in allowed if o in texts))
+        choice = pick_op(rng, c.value, "".join(texts))
         if choice is None:
             return None
         op, n = choice
-        story, label = texts[op]
-        c.apply(op, n, story(n), label.format(n=n))
+        c.apply(op, n, rng.choice(texts[op])(n))
     prompt = " ".join(c.story + [question])
     think = "\n".join(c.work)
     solution = f"<think>\n{think}\n</think>\n\nFinal answer: {c.value}"
@@ -218,10 +289,13 @@ def chain_problem(rng, c, steps, allowed, texts, question):
 
 
 MATH_TEMPLATES = {
-    "apples": math_apples,
+    "owner": math_owner,
     "money": math_money,
-    "bus": math_bus,
-    "shelves": math_shelves,
+    "vehicle": math_vehicle,
+    "groups": math_groups,
+    "store": math_store,
+    "score": math_score,
+    "jar": math_jar,
     "bakery": math_bakery,
     "tank": math_tank,
 }
@@ -448,7 +522,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--math-per-template", type=int, default=700)
+    ap.add_argument("--math-per-template", type=int, default=450)
     ap.add_argument("--switch-per-template", type=int, default=250)
     ap.add_argument("--held-out-per-template", type=int, default=150)
     args = ap.parse_args()

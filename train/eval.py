@@ -23,9 +23,11 @@ log-probability). The recount of all 8 is checked against the runtime's own vote
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -50,40 +52,78 @@ CONFIGS = {
                 ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
     "sft_b32": ("SFT adapter, runtime budget forcing at 32", "{prompt}",
                 ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
+    # The GRPO adapter (train/grpo.py) with its budget stated in the prompt, as trained,
+    # and the runtime forcing `</think>` at the same budget.
+    "grpo_b64": ("budget-trained adapter, budget 64 stated and forced", "{prompt}",
+                 ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0",
+                  "--budget-hint", "Think for at most {budget} tokens.", "--budget-buckets", "32,64,128"]),
+    "grpo_b32": ("budget-trained adapter, budget 32 stated and forced", "{prompt}",
+                 ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0",
+                  "--budget-hint", "Think for at most {budget} tokens.", "--budget-buckets", "32,64,128"]),
     "vote": ("SFT adapter, 8 candidates at temperature 0.7", "{prompt}",
              ["--mode", "reason", "--n", "8", "--budget", "256", "--answer-tokens", "16", "--temperature", "0.7",
               "--seed", "1", "--no-early-stop"]),
 }
 
+# The mixed set (auto mode): the same request three ways, the shipped heads loaded.
+MIXED = {
+    "mixed_never": ("never reason (chat mode)", "{prompt}",
+                    ["--mode", "chat", "--max-tokens", "64", "--temperature", "0"]),
+    "mixed_always": ("always reason (SFT adapter, greedy)", "{prompt}",
+                     ["--mode", "reason", "--n", "1", "--budget", "256", "--answer-tokens", "16", "--temperature", "0"]),
+    "mixed_auto": ("auto (the switcher decides)", "{prompt}",
+                   ["--mode", "auto", "--n", "1", "--budget", "256", "--answer-tokens", "16", "--max-tokens", "64",
+                    "--temperature", "0"]),
+}
 
-def problems(args):
+
+def problems(args, n=None):
+    """The first n test problems: half from the held-out templates, half in-template,
+    each half taken round robin over its templates."""
+    n = n or args.problems
     rows = [json.loads(line) for line in (args.data / "math_test.jsonl").open()]
-    held = [r for r in rows if r["held_out"]]
-    seen = [r for r in rows if not r["held_out"]]
-    # Held-out templates first, then in-template, interleaved to keep both in a prefix.
-    half = args.problems // 2
-    picked = held[:half] + seen[: args.problems - min(half, len(held))]
-    return picked[: args.problems]
+
+    def by_template(part):
+        groups = {}
+        for r in part:
+            groups.setdefault(r["template"], []).append(r)
+        return interleave(list(groups.values()), [len(g) for g in groups.values()])
+
+    held = by_template([r for r in rows if r["held_out"]])
+    seen = by_template([r for r in rows if not r["held_out"]])
+    half = n // 2
+    picked = held[:half] + seen[: n - min(half, len(held))]
+    return picked[:n]
+
+
+def key(r):
+    """A problem's id in the kept results: its id and a hash of its prompt, so results
+    kept from data generated differently are never reused."""
+    return f"{r['id']}:{hashlib.sha1(r['prompt'].encode()).hexdigest()[:10]}"
 
 
 def run_config(args, name, rows):
     """Per-problem result lines of one configuration (cached; resumed when cut short)."""
-    _, template, extra = CONFIGS[name]
+    _, template, extra = {**CONFIGS, **MIXED}[name]
     path = args.out / f"{name}.jsonl"
     done = {}
     if path.exists():
         for line in path.open():
             r = json.loads(line)
             done[r["id"]] = r
-    todo = [r for r in rows if r["id"] not in done]
+    todo = [r for r in rows if key(r) not in done]
     if todo:
         inputs = args.out / f"{name}.prompts.jsonl"
         with inputs.open("w") as f:
             for r in todo:
-                f.write(json.dumps({"id": r["id"], "prompt": template.format(prompt=r["prompt"])}) + "\n")
+                f.write(json.dumps({"id": key(r), "prompt": template.format(prompt=r["prompt"])}) + "\n")
         cmd = [str(args.bin), "reason", "--model", args.model, "--backend", "cpu", "--threads", str(args.threads),
                "--json", "--prompts", str(inputs), *extra]
-        if "--no-defaults" not in extra:
+        if name.startswith("grpo"):
+            if not args.grpo:
+                raise SystemExit(f"{name}: pass --grpo DIR (the budget-trained adapter: train/grpo.py, then export-adapter)")
+            cmd += ["--adapter", str(args.grpo)]
+        elif "--no-defaults" not in extra:
             if args.adapter:
                 cmd += ["--adapter", str(args.adapter)]
             elif not (SHIPPED / "adapter").is_dir():
@@ -100,7 +140,7 @@ def run_config(args, name, rows):
                 raise SystemExit(f"{name}: edge-reason failed (exit {proc.returncode})")
         print(json.dumps({"config": name, "problems": len(todo), "s": round(time.time() - t, 1)}), flush=True)
         inputs.unlink()
-    return [done[r["id"]] for r in rows]
+    return [done[key(r)] for r in rows]
 
 
 def recount(candidates, weighted):
@@ -135,6 +175,58 @@ def score(rows, results, answer_of, tokens_of):
     return out
 
 
+def mixed_set(args):
+    """Prompts with reference answers, half of them labelled reason (multi-step
+    arithmetic from the math test split, held-out templates included, and multi-hop
+    logic) and half chat (facts, one-step arithmetic and stories, one-fact lookups),
+    from the test splits only."""
+    hard = [r for r in problems(args, 10**6) if r["difficulty"] >= 2]
+    math = interleave([[r for r in hard if r["held_out"]], [r for r in hard if not r["held_out"]]], [len(hard)] * 2)
+    switch = [json.loads(line) for line in (args.data / "switch_test.jsonl").open()]
+    logic = [r for r in switch if r["family"] == "logic"]
+    chat = [r for r in switch if r["label"] == "chat" and r["answer"] is not None]
+    half = args.mixed // 2
+    reason = interleave([math, logic], [half - half // 3, half // 3])
+    by_template = {}
+    for r in chat:
+        by_template.setdefault(r["template"], []).append(r)
+    easy = interleave(list(by_template.values()), [half // len(by_template) + 1] * len(by_template))[:half]
+    return interleave([reason, easy], [len(reason), len(easy)])
+
+
+def interleave(lists, counts):
+    """Round robin over lists, taking at most counts[i] from list i."""
+    taken = [lst[:c] for lst, c in zip(lists, counts)]
+    out = []
+    for i in range(max((len(t) for t in taken), default=0)):
+        out += [t[i] for t in taken if i < len(t)]
+    return out
+
+
+def mixed_right(r, res):
+    """Numbers: the runtime's answer key equals the reference. Words (a name, a room, a
+    capital): the reference appears as a word in the final answer (after `</think>`)."""
+    answer = r["answer"]
+    if re.fullmatch(r"-?\d+", answer):
+        return res["vote"]["answer"] == normalize(answer)
+    final = (res["texts"][0] if res["texts"] else "").rsplit("</think>", 1)[-1].lower()
+    return re.search(rf"\b{re.escape(answer.lower())}\b", final) is not None
+
+
+def score_mixed(rows, results):
+    out = {}
+    for subset in ("all", "reason", "chat"):
+        pairs = [(r, res) for r, res in zip(rows, results) if subset == "all" or r["label"] == subset]
+        out[subset] = {
+            "n": len(pairs),
+            "acc": 100.0 * sum(mixed_right(r, res) for r, res in pairs) / len(pairs),
+            "tokens": sum(res["stats"]["tokens"] for _, res in pairs) / len(pairs),
+            "reasoned": 100.0 * sum(res["route"]["mode"] == "reason" for _, res in pairs) / len(pairs),
+        }
+    out["switcher"] = 100.0 * sum((res["route"]["mode"] == "reason") == (r["label"] == "reason") for r, res in zip(rows, results)) / len(rows)
+    return out
+
+
 def normalize(answer):
     """The runtime's key of an integer reference answer (every math answer is one)."""
     return str(int(answer))
@@ -148,8 +240,10 @@ def main():
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "edge-reason")
     ap.add_argument("--adapter", type=Path, help="the reasoning adapter (default: the shipped one)")
+    ap.add_argument("--grpo", type=Path, help="the budget-trained adapter (train/grpo.py), for the grpo_* rows")
     ap.add_argument("--problems", type=int, default=300)
-    ap.add_argument("--only", default="", help="comma-separated configurations to run (default: all)")
+    ap.add_argument("--mixed", type=int, default=120, help="prompts in the mixed set (auto mode)")
+    ap.add_argument("--only", default="", help="comma-separated configurations to run (default: all; 'mixed' for the three mixed-set ones)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--table-only", action="store_true", help="rewrite the table from the kept results")
     args = ap.parse_args()
@@ -157,6 +251,8 @@ def main():
 
     rows = problems(args)
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
+    if not args.grpo and not args.only:
+        names = [n for n in names if not n.startswith("grpo")]
     table = []
     for name in names:
         if args.table_only and not (args.out / f"{name}.jsonl").exists():
@@ -180,7 +276,17 @@ def main():
                     lambda r, n=n, w=weighted: recount(r["candidates"][:n], w),
                     lambda r, n=n: sum(c["tokens"] for c in r["candidates"][:n]),
                 )))
-    write_docs(args, table, len(rows))
+    mixed_rows = mixed_set(args)
+    mixed = []
+    for name in MIXED:
+        if args.only and name not in args.only.split(",") and "mixed" not in args.only.split(","):
+            continue
+        if args.table_only and not (args.out / f"{name}.jsonl").exists():
+            continue
+        results = run_config(args, name, mixed_rows) if not args.table_only else load_kept(args, name, mixed_rows)
+        if results is not None:
+            mixed.append((MIXED[name][0], score_mixed(mixed_rows, results)))
+    write_docs(args, table, len(rows), mixed, mixed_rows)
 
 
 def load_kept(args, name, rows):
@@ -188,13 +294,13 @@ def load_kept(args, name, rows):
     for line in (args.out / f"{name}.jsonl").open():
         r = json.loads(line)
         kept[r["id"]] = r
-    if not all(r["id"] in kept for r in rows):
-        print(f"{name}: only {sum(r['id'] in kept for r in rows)} of {len(rows)} problems kept; skipped", file=sys.stderr)
+    if not all(key(r) in kept for r in rows):
+        print(f"{name}: only {sum(key(r) in kept for r in rows)} of {len(rows)} problems kept; skipped", file=sys.stderr)
         return None
-    return [kept[r["id"]] for r in rows]
+    return [kept[key(r)] for r in rows]
 
 
-def write_docs(args, table, n):
+def write_docs(args, table, n, mixed, mixed_rows):
     args.docs.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Results",
@@ -213,6 +319,27 @@ def write_docs(args, table, n):
             f"| {what} | {a['acc']:.1f}% | {a['tokens']:.0f} | "
             + (f"{h['acc']:.1f}% (n={h['n']}) | {h['tokens']:.0f} |" if h else "| |")
         )
+    if mixed:
+        n_reason = sum(r["label"] == "reason" for r in mixed_rows)
+        lines += [
+            "",
+            f"Auto mode on a mixed set of {len(mixed_rows)} test prompts with answers: {n_reason} labelled reason",
+            "(multi-step arithmetic, held-out templates included, and multi-hop logic) and",
+            f"{len(mixed_rows) - n_reason} labelled chat (facts, capitals, one-step arithmetic and stories, one-fact",
+            "lookups). Right: numbers by the runtime's answer key; words when the reference appears as",
+            "a word in the final answer. The shipped switcher and adapter are loaded in all three.",
+            "",
+            "| mode | accuracy | mean tokens | routed to reasoning | reason-labelled: accuracy | chat-labelled: accuracy |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for what, m in mixed:
+            lines.append(
+                f"| {what} | {m['all']['acc']:.1f}% | {m['all']['tokens']:.0f} | {m['all']['reasoned']:.0f}% | "
+                f"{m['reason']['acc']:.1f}% | {m['chat']['acc']:.1f}% |"
+            )
+        auto = dict(mixed).get(MIXED["mixed_auto"][0])
+        if auto:
+            lines += ["", f"Switcher on this set: {auto['switcher']:.1f}% of the routes agree with the labels."]
     (args.docs / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     try:

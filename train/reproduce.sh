@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped reasoning adapter and switcher (www/reasoning/) from nothing
 # but the default model: data, masked-prompt SFT, INT8 export, switcher features and
-# head. About 1 h 30 on 2 CPU cores (SFT 80 min of it); a CUDA GPU is used when
+# head. About 2 h on 2 CPU cores (SFT 75 min of it, 315 steps); a CUDA GPU is used when
 # PyTorch sees one. Then `train/eval.py` measures them.
 #
 #   train/reproduce.sh            (MODEL=path/to.gguf to train for another file)
@@ -19,7 +19,7 @@ cargo build --release --bin edge-reason
 
 python3 train/data.py --out train/data
 "$PY" train/check_bridge.py --model "$MODEL"
-"$PY" train/sft.py --model "$MODEL" --out train/out/sft --epochs 1.5
+"$PY" train/sft.py --model "$MODEL" --out train/out/sft --epochs 1
 target/release/edge-reason export-adapter --peft train/out/sft --out www/reasoning/adapter
 "$PY" train/switcher.py --model "$MODEL" --out www/reasoning/switcher
 echo "reproduce: www/reasoning/adapter and www/reasoning/switcher written"

@@ -78,7 +78,8 @@ async function withPage(flags, { initScript } = {}, fn) {
       return {
         version: el('version').textContent.trim(),
         versionState: el('version').dataset.state,
-        backend: el('backend').textContent.trim(),
+        // The badge reads "WebGPU" or "CPU fallback"; data-backend holds the engine's name.
+        backend: el('backend').dataset.backend || el('backend').textContent.trim(),
         backendState: el('backend').dataset.state,
         adapter: el('backend').dataset.adapter || null,
         reason: el('backend-reason').textContent.trim(),
@@ -326,7 +327,7 @@ describe('dev server', () => {
 });
 
 // The CPU engine compiled to wasm, on the default model, against llama.cpp's fixtures
-// with the native parity test's rules (tests/parity.rs): the same token ids on the
+// with the native parity test's rules (tests/it/parity.rs): the same token ids on the
 // tokenizer corpus; last-position logits within 0.75 of llama.cpp's top 256 and the
 // same top-1 unless llama.cpp's own top-two margin is below that; and greedy decoding
 // through the KV cache equal, token for token, to re-running the whole sequence.
@@ -417,7 +418,7 @@ describe('wasm CPU engine', () => {
 
 // The WebGPU backend compiled to wasm, on SwiftShader, against the plain-f32 CPU
 // reference (tests/fixtures/smollm2_f32_reference.json, written and kept current by
-// tests/f32_reference.rs): the GPU computes in f32 like that reference, so its logits
+// tests/it/f32_reference.rs): the GPU computes in f32 like that reference, so its logits
 // agree to float reassociation, the top-1 is the same at every position of every
 // prompt (unless the reference's own top-two gap is under that noise), and greedy
 // decoding gives the same tokens.
@@ -426,12 +427,13 @@ describe('wasm WebGPU engine', () => {
     fs.readFileSync(path.join(root, 'tests', 'fixtures', 'smollm2_f32_reference.json'), 'utf8'),
   );
   const modelUrl = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
-  // Measured natively (tests/gpu.rs): GPU vs f32 CPU logits within 2e-2.
+  // Measured natively (tests/it/gpu.rs): GPU vs f32 CPU logits within 2e-2.
   const LOGIT_TOLERANCE = 2e-2;
-  // A decode step takes ~4 s on SwiftShader, so the whole greedy continuation (up to
-  // 32 tokens, to its end of generation) is checked for the chat prompt and the first
-  // 8 tokens for the others; the native test checks 32 for all of them.
-  const greedyChecked = (k) => (k === 1 ? 32 : 8);
+  // A decode step takes seconds on SwiftShader, so 8 greedy tokens are checked for
+  // the chat prompt and 2 for the others (what Tint's compiled kernels must get right
+  // shows in the first steps, and every prompt position is checked above them; the
+  // native test checks 32 tokens for all of them on lavapipe).
+  const greedyChecked = (k) => (k === 1 ? 8 : 2);
 
   test('matches the f32 reference at every position and for greedy tokens', { timeout: 1_200_000 }, async () => {
     assert.ok(fs.existsSync(path.join(root, modelUrl)), 'the default model is missing: run ./build.sh model');
@@ -462,7 +464,7 @@ describe('wasm WebGPU engine', () => {
           // shader-f16): greedy tokens, then tokens sampled on the GPU (sample.wgsl),
           // the same seed twice and another seed.
           const f16 = await m.Engine.load(bytes);
-          out.f16Greedy = (await f16.generate(prompts[0].text, { max_tokens: 8 })).ids;
+          out.f16Greedy = (await f16.generate(prompts[0].text, { max_tokens: 4 })).ids;
           const sampled = (seed) => ({ max_tokens: 4, temperature: 1.0, top_k: 40, top_p: 0.95, seed });
           out.sampled = [];
           for (const seed of [3, 3, 4]) out.sampled.push((await f16.generate(prompts[0].text, sampled(seed))).ids);
@@ -495,9 +497,9 @@ describe('wasm WebGPU engine', () => {
       });
       // The f16 cache keeps the greedy tokens (natively: 32 on every parity prompt).
       assert.equal(got.f16Bench.kv_cache, 'f16-packed');
-      assert.deepEqual(got.f16Greedy, reference.prompts[0].greedy.slice(0, 8), 'greedy tokens with the f16 cache');
+      assert.deepEqual(got.f16Greedy, reference.prompts[0].greedy.slice(0, 4), 'greedy tokens with the f16 cache');
       // Exactness of GPU sampling against the CPU sampler is tested natively
-      // (tests/gpu.rs); here: Tint runs it, a seed reproduces, and it is not greedy.
+      // (tests/it/gpu.rs); here: Tint runs it, a seed reproduces, and it is not greedy.
       const [a, again, other] = got.sampled;
       assert.equal(a.length, 4);
       assert.deepEqual(again, a, 'the same seed samples the same tokens');

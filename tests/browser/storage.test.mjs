@@ -398,11 +398,11 @@ describe('the default model through the worker, then offline', { timeout: 900_00
       const gen = (prompt) =>
         page.evaluate(async (prompt) => {
           const pieces = [];
-          const g = await window.engine.generate(prompt, { max_tokens: 8, onText: (t) => pieces.push(t) });
+          const g = await window.engine.generate(prompt, { max_tokens: 4, onText: (t) => pieces.push(t) });
           return { ids: g.ids, text: g.text, streamed: pieces.join('') };
         }, prompt);
       const online = await gen('The capital of France is');
-      assert.equal(online.ids.length, 8);
+      assert.equal(online.ids.length, 4);
       assert.equal(online.streamed, online.text);
 
       await browser.context.setOffline(true);
@@ -471,7 +471,7 @@ describe('the Cache API store (where OPFS is missing)', { timeout: 900_000 }, ()
         const run = async (storage) => {
           const e = await m.createEngine({ storage });
           const loaded = await e.load({ url });
-          const g = await e.generate('The capital of France is', { max_tokens: 8 });
+          const g = await e.generate('The capital of France is', { max_tokens: 3 });
           e.terminate();
           return { storage: loaded.storage, ids: g.ids, memory: loaded.memoryBytes };
         };
@@ -481,40 +481,6 @@ describe('the Cache API store (where OPFS is missing)', { timeout: 900_000 }, ()
       assert.equal(out.opfs.storage, 'opfs');
       assert.deepEqual(out.cache.ids, out.opfs.ids);
       assert.ok(out.cache.memory < WASM_MEMORY_BUDGET, `wasm memory ${out.cache.memory} bytes`);
-    });
-  });
-});
-
-describe('the demo page', { timeout: 900_000 }, () => {
-  test('loads the model with progress, generates streamed text, and deletes it', async (t) => {
-    if (!fs.existsSync(modelPath)) return t.skip('no default model (./build.sh model)');
-    await withBrowser([...BASE_FLAGS, ...WEBGPU_FLAGS], async (browser) => {
-      const { page } = browser;
-      const errors = [];
-      page.on('pageerror', (e) => errors.push(String(e)));
-      await page.goto(`${server.url}?max_tokens=8`, { waitUntil: 'load' });
-      const phases = new Set();
-      await page.exposeFunction('notePhase', (p) => phases.add(p));
-      await page.evaluate(() => {
-        new MutationObserver(() => window.notePhase(document.querySelector('[data-testid="status"]').textContent.split(':')[0])).observe(
-          document.querySelector('[data-testid="status"]'),
-          { childList: true, characterData: true, subtree: true },
-        );
-      });
-      await page.click('[data-testid="load"]');
-      await page.waitForSelector('[data-testid="status"][data-state="ready"]', { timeout: 300_000 });
-      assert.match(await page.textContent('[data-testid="status"]'), /^Ready on webgpu/);
-      assert.ok(phases.has('Downloading') && phases.has('Verifying'), [...phases].join(', '));
-      // The shipped reasoning adapter and switcher load with the model by default.
-      await page.waitForSelector('[data-testid="heads"][data-state]', { timeout: 300_000 });
-      assert.match(await page.textContent('[data-testid="heads"]'), /^Reasoning adapter \(rank 16, [\d.]+ MB\) and switcher loaded\.$/);
-      await page.fill('[data-testid="prompt"]', 'Say hello.');
-      await page.click('[data-testid="send"]');
-      await page.waitForSelector('[data-testid="output"][data-state="done"]', { timeout: 300_000 });
-      assert.ok((await page.textContent('[data-testid="output"]')).trim().length > 0);
-      await page.click('[data-testid="forget"]');
-      await page.waitForFunction(() => document.querySelector('[data-testid="status"]').textContent === 'Deleted from storage.');
-      assert.deepEqual(errors, []);
     });
   });
 });

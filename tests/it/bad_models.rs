@@ -1,6 +1,6 @@
 //! Broken model files get a clear error that names the problem, never a panic.
 
-mod common;
+use crate::common;
 
 use common::{tiny_llama, Meta};
 use edge_reason::engine::Engine;

@@ -3,7 +3,7 @@
 //! whole models. `EDGE_REASON_REQUIRE_GPU=1` (set by `./build.sh test`) turns a missing
 //! adapter into a failure instead of a skip.
 
-mod common;
+use crate::common;
 
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType};
 use common::{default_model, fixture, tiny_llama, Dequantize, GgufWriter, PARITY_PROMPTS};
@@ -609,7 +609,7 @@ fn generation_sampled_on_the_gpu_equals_sampling_the_read_back_logits() {
 }
 
 /// Logit gap under which the CPU engine's Q8 activations may flip a top-1 (see
-/// tests/parity.rs, which justifies the same figure against llama.cpp).
+/// tests/it/parity.rs, which justifies the same figure against llama.cpp).
 const NEAR_TIE: f32 = 0.75;
 
 /// Largest logit difference the f16 KV cache may make on the default model (measured:
@@ -685,7 +685,7 @@ fn default_model_matches_the_cpu_at_every_position_and_for_32_greedy_tokens() {
 
         // 2. Top-1 equal at every position, against the f32 CPU and against the CPU
         // engine. The engine quantizes activations to Q8 as ggml does (the GPU keeps
-        // them f32), which moves logits by up to ~0.75 (tests/parity.rs measures the
+        // them f32), which moves logits by up to ~0.75 (tests/it/parity.rs measures the
         // same spread against llama.cpp): a different top-1 there must be such a tie.
         let mut cache = cpu.new_cache(ids.len());
         let cpu_logits = cpu.model.forward(&ids, &mut cache, Logits::All).unwrap();

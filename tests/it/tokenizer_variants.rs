@@ -3,7 +3,7 @@
 //! `tokenizer.json` equivalent to SmolLM2's. Fixtures come from
 //! tests/fixtures/make_fixtures.py (`--only tokenizers` regenerates just these).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

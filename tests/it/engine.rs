@@ -1,6 +1,6 @@
 //! Engine behaviour independent of a reference: chunking, cache limits, bad arguments.
 
-mod common;
+use crate::common;
 
 use common::{fixture, tiny_llama, Meta};
 use edge_reason::engine::Engine;

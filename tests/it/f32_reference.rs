@@ -6,12 +6,12 @@
 //! The browser cannot run this reference itself (the f32 weights are 540 MB), so it is
 //! committed as `tests/fixtures/smollm2_f32_reference.json`, written by
 //!
-//!   cargo test --release --test f32_reference -- --ignored write_f32_reference_fixture
+//!   cargo test --release --test it -- --ignored f32_reference::write_f32_reference_fixture
 //!
 //! and `f32_reference_fixture_is_current` fails when the committed file no longer
 //! matches what the code computes.
 
-mod common;
+use crate::common;
 
 use common::{default_model, fixture, Dequantize, PARITY_PROMPTS};
 use edge_reason::gguf::Gguf;
@@ -61,7 +61,7 @@ fn compute() -> Value {
     json!({
         "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "reference": "edge-reason CPU ops, weights dequantized to f32, f32 activations",
-        "written_by": "cargo test --release --test f32_reference -- --ignored write_f32_reference_fixture",
+        "written_by": "cargo test --release --test it -- --ignored f32_reference::write_f32_reference_fixture",
         "prompts": prompts,
     })
 }

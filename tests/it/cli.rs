@@ -1,6 +1,6 @@
 //! The `edge-reason` binary: every subcommand's JSON on the default model.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! here: routing, budget forcing at exactly B, candidates equal to single runs with
 //! the same seeds, early consensus, and chat mode equal to plain generation.
 
-mod common;
+use crate::common;
 
 use common::{random_peft_adapter, tiny_llama};
 use edge_reason::engine::{generate, CpuSequence, Engine};

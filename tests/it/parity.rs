@@ -2,7 +2,7 @@
 //! against fixtures produced by tests/fixtures/make_fixtures.py (llama-cpp-python,
 //! F32 KV cache, no flash attention, so the reference is the plain math).
 
-mod common;
+use crate::common;
 
 use std::sync::OnceLock;
 

@@ -1,7 +1,7 @@
 //! The switcher's features come from the prompt's own prefill: the pooled final hidden
 //! states, with no extra forward pass.
 
-mod common;
+use crate::common;
 
 use common::tiny_llama;
 use edge_reason::gguf::Gguf;

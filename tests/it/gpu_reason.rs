@@ -1,11 +1,11 @@
 //! The reasoning runtime on the GPU backend, against the CPU backend (whose LoRA
-//! forward is itself checked against merged dense weights in tests/lora.rs), on a tiny
+//! forward is itself checked against merged dense weights in tests/it/lora.rs), on a tiny
 //! model with a random adapter and switcher made here: LoRA kernels with per-row on/off,
 //! the switcher's pooled features, picked tokens' log-probabilities, and whole requests
 //! (candidates batched in one step equal to single runs, the same events as the CPU).
 //! Explicit tolerances; runs on lavapipe in CI.
 
-mod common;
+use crate::common;
 
 use common::{gpu_or_skip as gpu, random_peft_adapter, tiny_llama};
 use edge_reason::engine::Engine;

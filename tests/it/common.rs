@@ -1,5 +1,4 @@
 //! Test helpers: a tiny GGUF writer, fixture paths.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -78,7 +77,6 @@ pub const PARITY_PROMPTS: [&str; 4] = [
 pub enum Meta {
     U32(u32),
     F32(f32),
-    Bool(bool),
     Str(String),
     Strs(Vec<String>),
     I32s(Vec<i32>),
@@ -126,10 +124,6 @@ impl GgufWriter {
                 Meta::F32(x) => {
                     out.extend(6u32.to_le_bytes());
                     out.extend(x.to_le_bytes());
-                }
-                Meta::Bool(x) => {
-                    out.extend(7u32.to_le_bytes());
-                    out.push(*x as u8);
                 }
                 Meta::Str(s) => {
                     out.extend(8u32.to_le_bytes());

@@ -2,7 +2,7 @@
 //! layers with the right scale, in f32/f16/bf16 and our INT8 form, and adapters that do
 //! not fit the model are refused with a clear error.
 
-mod common;
+use crate::common;
 
 use common::tiny_llama;
 use edge_reason::cpu::ops::RopeStyle;

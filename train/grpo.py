@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Budget forcing learned by RL: GRPO (TRL) on the SFT reasoning adapter, masked-prompt,
+on the INT4 base model.
+
+    .venv-train/bin/python train/grpo.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        --sft train/out/sft --out train/out/grpo [--steps 60 --generations 8]
+
+- The prompts are the training problems with a thinking budget B stated at the end of
+  the user's message, exactly as the runtime states it (`edge-reason reason
+  --budget-hint`, `BudgetHint` in src/reason/budget.rs): "Think for at most B tokens.",
+  B drawn from the buckets (BUCKETS).
+- Reward = correct x R_budget(L), L = the completion's tokens (thinking and answer):
+  R is 1 up to (1 - m) B, falls linearly to 0 at (1 + m) B, 0 beyond (the method's soft
+  barrier, m = --margin). Correct: the `Final answer:` after `</think>` equals the
+  reference.
+- Masked LoRA, as in SFT and as the runtime runs it: the prompt without the adapter,
+  then the think prefix (`<think>\n`, which the runtime feeds when it reasons) and the
+  completion with it (GenerationMask). `check_masking` verifies at start that TRL's
+  scoring then gives the logits of the runtime's prefill-then-decode.
+- On the CPU it runs where the SFT runs (2 cores: about 25 s a step with 8
+  generations); a CUDA GPU is used when PyTorch sees one.
+
+Writes a PEFT directory (the trained adapter, for `edge-reason export-adapter`),
+budget_hint.json (the template and buckets the adapter was trained with, for the CLI's
+`--budget-hint`) and train_log.json (reward, length and accuracy per step, wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from sft import TARGETS, PromptMask, chat_renderer  # noqa: E402
+
+HINT = "Think for at most {budget} tokens."
+THINK_PREFIX = "<think>\n"  # what the runtime feeds first when it reasons (ReasonOptions::think_prefix)
+BUCKETS = [32, 64, 128]
+FINAL = re.compile(r"</think>.*?Final answer:\s*(-?[\d,]+)", re.S)
+
+
+def budget_reward(tokens: int, budget: int, margin: float) -> float:
+    """The soft barrier: 1 up to (1 - m) B, linear to 0 at (1 + m) B."""
+    lo, hi = (1 - margin) * budget, (1 + margin) * budget
+    if tokens <= lo:
+        return 1.0
+    if tokens >= hi:
+        return 0.0
+    return (hi - tokens) / (hi - lo)
+
+
+def final_answer(text: str) -> int | None:
+    m = FINAL.search(text)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def with_hint(prompt: str, budget: int) -> str:
+    """The user's message with its budget stated, as `BudgetHint::apply` does."""
+    return f"{prompt.rstrip()}\n\n{HINT.format(budget=budget)}"
+
+
+def prompts(path: Path, render, rng: random.Random, limit: int):
+    rows = [json.loads(line) for line in path.open()]
+    rows = [r for r in rows if r.get("solution")]
+    rng.shuffle(rows)
+    if limit:
+        rows = rows[:limit]
+    out = []
+    for r in rows:
+        b = rng.choice(BUCKETS)
+        prompt = render(with_hint(r["prompt"], b)) + THINK_PREFIX
+        out.append({"prompt": prompt, "answer": int(r["answer"]), "budget": b})
+    return out
+
+
+class GenerationMask:
+    """A forward pre-hook on the causal LM that sets PromptMask.value (what every LoRA
+    output is multiplied by) the way the runtime runs the adapter. The runtime prefills
+    the prompt with the base model, then feeds the think prefix (`<think>\n`, the last
+    `prefix` tokens of the prompts given to TRL) and everything after with the adapter on:
+    - TRL scoring a completion (labels given): 1 on the completion (where a label is)
+      and on the prefix before it, 0 on the prompt;
+    - a prefill (no or an empty cache): 0, except 1 on the prefix at its end;
+    - a decode step: the adapter on everywhere (no mask)."""
+
+    def __init__(self, prefix: int):
+        self.prefix = prefix
+        self.enabled = True
+
+    def __call__(self, _module, args, kwargs):
+        if not self.enabled:
+            return None
+        import torch
+
+        labels = kwargs.get("labels")
+        cache = kwargs.get("past_key_values")
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if labels is not None:
+            on = labels != -100
+            first = int(on.any(0).nonzero()[0])  # prompts are left-padded: one column
+            on[:, max(0, first - self.prefix) : first] = True
+            PromptMask.value = on.unsqueeze(-1).to(ids.device, dtype=torch.float32)
+        elif cache is not None and cache.get_seq_length() > 0:
+            PromptMask.value = None
+        else:
+            mask = ids.new_zeros((*ids.shape, 1), dtype=torch.float32)
+            mask[:, -self.prefix :] = 1.0
+            PromptMask.value = mask
+        return None
+
+
+def check_masking(model, tok, hook: GenerationMask, prompt: str, completion: str, tolerance: float = 1e-3):
+    """The logits TRL scores a completion with (one forward over the prompt, the think
+    prefix and the completion; the mask from the labels) equal the runtime's way: the
+    prompt prefilled without the adapter, then the prefix and the completion decoded
+    with it from that cache. Returns that difference and the one without the mask."""
+    import torch
+
+    def ids(text):
+        return tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+
+    p, k, c = ids(prompt), ids(THINK_PREFIX), ids(completion)
+    full = torch.cat([p, k, c], dim=1)
+    start = p.shape[1] + k.shape[1]  # the first completion token's position
+    labels = full.clone()
+    labels[:, :start] = -100
+    with torch.no_grad():
+        scored = model(input_ids=full, labels=labels).logits[0, start - 1 : -1]
+        hook.enabled = False
+        PromptMask.value = torch.zeros((*p.shape, 1))
+        pre = model(input_ids=p, use_cache=True)
+        PromptMask.value = None
+        dec = model(input_ids=torch.cat([k, c], dim=1), past_key_values=pre.past_key_values, use_cache=True)
+        runtime = dec.logits[0, k.shape[1] - 1 : -1]
+        # Without the mask the prompt's keys and values would carry the adapter.
+        everywhere = model(input_ids=full).logits[0, start - 1 : -1]
+        hook.enabled = True
+    diff = (scored - runtime).abs().max().item()
+    unmasked = (everywhere - runtime).abs().max().item()
+    if diff > tolerance:
+        raise SystemExit(f"masked LoRA check failed: the scored logits differ from prefill-then-decode by {diff:.2e}")
+    return diff, unmasked
+
+
+def as_peft(adapter: Path, scratch: Path) -> Path:
+    """A PEFT directory PyTorch can train: `adapter` itself, or for the runtime's INT8
+    form (`edge-reason export-adapter`: int8 weights with a `.scale` per row, as shipped
+    in www/reasoning/adapter) a dequantized f32 copy in `scratch`."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    if not any(t.dtype == np.int8 for t in tensors.values()):
+        return adapter
+    out = {k: (t.astype(np.float32) * tensors[f"{k}.scale"]) for k, t in tensors.items() if not k.endswith(".scale")}
+    scratch.mkdir(parents=True, exist_ok=True)
+    shutil.copy(adapter / "adapter_config.json", scratch / "adapter_config.json")
+    save_file(out, str(scratch / "adapter_model.safetensors"))
+    return scratch
+
+
+def hf_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    from sft import tokenizer
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer())
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|im_end|>"
+    tok.padding_side = "left"
+    return tok
+
+
+def main():
+    ap = argparse.ArgumentParser(description="GRPO budget forcing of the reasoning LoRA")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--sft", type=Path, help="the SFT adapter (PEFT or the runtime's INT8 directory); without it a fresh LoRA")
+    ap.add_argument("--data", type=Path, default=HERE / "data")
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "grpo")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--prompts-per-step", type=int, default=2)
+    ap.add_argument("--generations", type=int, default=8, help="completions per prompt (the group)")
+    ap.add_argument("--max-completion", type=int, default=192)
+    ap.add_argument("--margin", type=float, default=0.25)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=0, help="use at most this many training problems")
+    args = ap.parse_args()
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from trl import GRPOConfig, GRPOTrainer
+
+    from gguf_hf import hf_llama, read_gguf_llama
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    t_start = time.time()
+
+    hp, tensors = read_gguf_llama(args.model)
+    base = hf_llama(hp, tensors)
+    tok = hf_tokenizer()
+    base.generation_config.eos_token_id = tok.eos_token_id
+    base.generation_config.pad_token_id = tok.pad_token_id
+    if args.sft:
+        sft = as_peft(args.sft, args.out / "sft-f32")
+        model = PeftModel.from_pretrained(base, str(sft), is_trainable=True)
+    else:
+        model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, bias="none"))
+    n_masked = PromptMask.install(model)
+    # (The prefix tokenizes the same alone as after the chat template's last newline.)
+    hook = GenerationMask(len(tok(THINK_PREFIX, add_special_tokens=False).input_ids))
+    model.base_model.model.register_forward_pre_hook(hook, with_kwargs=True)
+
+    render = chat_renderer(args.model)
+    rows = prompts(args.data / "math_train.jsonl", render, rng, args.limit)
+    bare = rows[0]["prompt"][: -len(THINK_PREFIX)]
+    diff, unmasked = check_masking(model, tok, hook, bare, "Start: 12.\n</think>\n\nFinal answer: 12")
+    # (A fresh LoRA is zero, so both are 0 there; from the SFT adapter the second is not.)
+    print(json.dumps({"masked_lora_check": f"{diff:.1e}", "without_the_mask": f"{unmasked:.1e}"}), flush=True)
+    log = []
+
+    def reward(prompts, completions, completion_ids, answer, budget, **_):
+        out = []
+        for text, ids, want, b in zip(completions, completion_ids, answer, budget):
+            right = final_answer(text) == want
+            out.append(float(right) * budget_reward(len(ids), b, args.margin))
+        log.append({
+            "s": round(time.time() - t_start, 1),
+            "reward": round(sum(out) / len(out), 4),
+            "correct": round(sum(final_answer(t) == w for t, w in zip(completions, answer)) / len(out), 4),
+            "tokens": round(sum(len(i) for i in completion_ids) / len(out), 1),
+            "budget": round(sum(budget) / len(budget), 1),
+        })
+        print(json.dumps({"step": len(log), **log[-1]}), flush=True)
+        return out
+
+    batch = args.prompts_per_step * args.generations
+    config = GRPOConfig(
+        output_dir=str(args.out / "trainer"),
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        per_device_train_batch_size=batch,
+        num_generations=args.generations,
+        max_completion_length=args.max_completion,
+        temperature=args.temperature,
+        beta=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        gradient_checkpointing=False,
+        remove_unused_columns=False,
+    )
+    print(json.dumps({"problems": len(rows), "steps": args.steps, "batch": batch, "masked_lora_modules": n_masked}), flush=True)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+    )
+    trainer.train()
+    PromptMask.value = None
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(str(args.out))
+    (args.out / "budget_hint.json").write_text(json.dumps({"template": HINT, "buckets": BUCKETS}) + "\n")
+    with (args.out / "train_log.json").open("w") as f:
+        json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": round(time.time() - t_start, 1), "log": log}, f)
+    print(json.dumps({"saved": str(args.out), "wall_s": round(time.time() - t_start, 1)}))
+
+
+if __name__ == "__main__":
+    main()
