@@ -121,7 +121,7 @@ def run_config(args, name, rows):
                "--json", "--prompts", str(inputs), *extra]
         if name.startswith("grpo"):
             if not args.grpo:
-                raise SystemExit(f"{name}: pass --grpo DIR (the budget-trained adapter: train/grpo.py, then export-adapter)")
+                raise SystemExit(f"{name}: pass --grpo DIR (the budget-trained adapter train/grpo.py writes, or its export-adapter INT8 form)")
             cmd += ["--adapter", str(args.grpo)]
         elif "--no-defaults" not in extra:
             if args.adapter:
