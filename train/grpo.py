@@ -17,8 +17,9 @@ on the INT4 base model.
   then the think prefix (`<think>\n`, which the runtime feeds when it reasons) and the
   completion with it (GenerationMask). `check_masking` verifies at start that TRL's
   scoring then gives the logits of the runtime's prefill-then-decode.
-- On the CPU it runs where the SFT runs (2 cores: about 25 s a step with 8
-  generations); a CUDA GPU is used when PyTorch sees one.
+- It runs on the CPU (a smoke step of 4 completions of up to 160 tokens took 65 s on
+  one thread with other work on the machine; a full run is not timed yet); a CUDA GPU
+  is used when PyTorch sees one.
 
 Writes a PEFT directory (the trained adapter, for `edge-reason export-adapter`),
 budget_hint.json (the template and buckets the adapter was trained with, for the CLI's
