@@ -261,7 +261,11 @@ export async function checkQuota(need, size) {
   }
 }
 
-/** Runs `fn` over `items`, at most `n` at a time; the first failure stops new work. */
+/**
+ * Runs `fn` over `items`, at most `n` at a time; the first failure stops new work and
+ * is thrown once the running ones end. A full quota wins over any other failure: the
+ * other writers' errors (a manifest that cannot be rewritten) follow from it.
+ */
 async function pool(items, n, fn) {
   let next = 0;
   let failed = null;
@@ -271,7 +275,7 @@ async function pool(items, n, fn) {
       try {
         await fn(item);
       } catch (err) {
-        failed ??= err;
+        if (!failed || (err?.code === 'QUOTA_EXCEEDED' && failed.code !== 'QUOTA_EXCEEDED')) failed = err;
       }
     }
   };
@@ -432,21 +436,22 @@ class ChunkedFile {
   /** Writes chunk i at its offset, flushes, then records it in the manifest. */
   async save(i, buf, hash) {
     const { start } = this.range(i);
+    const full = (cause) =>
+      new EngineError(
+        'QUOTA_EXCEEDED',
+        `browser storage ran out after ${mib(storedBytes(this.local))} of ${mib(this.local.size)} (the stored chunks are kept): ` +
+          'delete cached models (deleteModel), free disk space, or use a smaller model',
+        { cause },
+      );
     let written;
     try {
       written = await this.writer.writeAt(start, buf);
     } catch (err) {
-      if (err?.name === 'QuotaExceededError') {
-        throw new EngineError(
-          'QUOTA_EXCEEDED',
-          `browser storage ran out after ${mib(storedBytes(this.local))} of ${mib(this.local.size)} (the stored chunks are kept): ` +
-            'delete cached models (deleteModel), free disk space, or use a smaller model',
-          { cause: err },
-        );
-      }
-      throw asEngineError(err, 'STORAGE');
+      throw err?.name === 'QuotaExceededError' ? full(err) : asEngineError(err, 'STORAGE');
     }
-    if (written !== buf.length) throw new EngineError('STORAGE', `wrote ${written} of ${buf.length} bytes of chunk ${i}: storage is full or failing`);
+    // Out of quota, browsers may return a count instead of throwing: Chromium the
+    // error code as a huge unsigned number (-8, "no space"), Firefox a short write.
+    if (written !== buf.length) throw full(new Error(`wrote ${written} of ${buf.length} bytes of chunk ${i}`));
     this.local.chunks[i] = hash;
     this.manifestWrite = this.manifestWrite.then(() => this.store.writeManifest(this.local.id, this.local));
     await this.manifestWrite;

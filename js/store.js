@@ -109,24 +109,43 @@ const handleReader = (handle) => ({
   readInto: (offset, target) => handle.read(target, { at: offset }),
 });
 
+/**
+ * The subdirectory `name` of `dir`, created when missing and `create` is set. An
+ * existing one is opened without `create`: Chromium refuses even that with a full quota.
+ */
+async function subdir(dir, name, create) {
+  try {
+    return await dir.getDirectoryHandle(name);
+  } catch (err) {
+    if (err?.name !== 'NotFoundError' || !create) throw err;
+    return await dir.getDirectoryHandle(name, { create: true });
+  }
+}
+
 class OpfsStore {
   kind = 'opfs';
 
-  async #models() {
+  /**
+   * The models directory, or null when it does not exist and `create` is false (so
+   * that listing and deleting work, and create nothing, when the quota is full).
+   */
+  async #models(create = false) {
     try {
       const root = await navigator.storage.getDirectory();
-      const top = await root.getDirectoryHandle('edge-reason', { create: true });
-      return await top.getDirectoryHandle('models', { create: true });
+      return await subdir(await subdir(root, 'edge-reason', create), 'models', create);
     } catch (err) {
+      if (err?.name === 'NotFoundError') return null;
+      if (err?.name === 'QuotaExceededError') throw asEngineError(err);
       throw new EngineError('STORAGE', `cannot open browser storage: ${err?.message ?? err}`, { cause: err });
     }
   }
 
   /** The directory of model `id`, or null when it does not exist and `create` is false. */
   async #dir(id, create = false) {
-    const models = await this.#models();
+    const models = await this.#models(create);
+    if (!models) return null;
     try {
-      return await models.getDirectoryHandle(checkId(id), { create });
+      return await subdir(models, checkId(id), create);
     } catch (err) {
       if (err?.name === 'NotFoundError') return null;
       throw asEngineError(err, 'STORAGE');
@@ -199,7 +218,9 @@ class OpfsStore {
 
   async list() {
     const out = [];
-    for await (const [id, handle] of (await this.#models()).entries()) {
+    const models = await this.#models();
+    if (!models) return out;
+    for await (const [id, handle] of models.entries()) {
       if (handle.kind === 'directory') out.push(summary(id, await this.readManifest(id)));
     }
     return out;
@@ -207,7 +228,9 @@ class OpfsStore {
 
   async remove(id) {
     try {
-      await (await this.#models()).removeEntry(checkId(id), { recursive: true });
+      const models = await this.#models();
+      if (!models) return false;
+      await models.removeEntry(checkId(id), { recursive: true });
       return true;
     } catch (err) {
       if (err?.name === 'NotFoundError') return false;

@@ -354,8 +354,14 @@ describe('model storage across reloads, tabs and quota', { timeout: 600_000 }, (
     await withBrowser(BASE_FLAGS, async (browser) => {
       const { page } = browser;
       await openEngine(page);
+      // Room for 4 MiB of the model beside what the origin already holds: the demo
+      // page's service worker caches the app (6 MB) once it installs.
+      const usage = await page.evaluate(async () => {
+        await navigator.serviceWorker.ready;
+        return (await navigator.storage.estimate()).usage;
+      });
       const cdp = await browser.context.newCDPSession(page);
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(server.url).origin, quotaSize: 4 * MiB });
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(server.url).origin, quotaSize: usage + 4 * MiB });
       // Chromium enforces the override on writes (navigator.storage.estimate() still
       // shows the real quota), so this exercises the write-time check.
       const r = await call(page, 'download', blob('quota'));
@@ -371,6 +377,27 @@ describe('model storage across reloads, tabs and quota', { timeout: 600_000 }, (
       const again = await call(page, 'download', blob('quota', { sha256: fixtureSha }));
       assert.ok(again.ok, JSON.stringify(again));
       assert.equal(faults.count(FIXTURE).bytes, SIZE - kept + 1);
+    });
+  });
+  test('with no room at all, a download is QUOTA_EXCEEDED and listing and deleting still work', async () => {
+    fresh();
+    await withBrowser(BASE_FLAGS, async (browser) => {
+      const { page } = browser;
+      await openEngine(page);
+      const usage = await page.evaluate(async () => {
+        await navigator.serviceWorker.ready;
+        return (await navigator.storage.estimate()).usage;
+      });
+      const cdp = await browser.context.newCDPSession(page);
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(server.url).origin, quotaSize: usage });
+      const r = await call(page, 'download', blob('noroom'));
+      assert.equal(r.code, 'QUOTA_EXCEEDED', JSON.stringify(r));
+      assert.match(r.message, /delete cached models/);
+      const listed = await call(page, 'listModels');
+      assert.ok(listed.ok, JSON.stringify(listed));
+      assert.equal(listed.value.find((m) => m.id === 'noroom')?.complete ?? false, false);
+      const removed = await call(page, 'deleteModel', { id: 'noroom' });
+      assert.ok(removed.ok, JSON.stringify(removed));
     });
   });
 });
