@@ -76,6 +76,23 @@ async function openEngine(page, options = {}) {
   }, options);
 }
 
+/**
+ * Lets the page's origin store only `room` more bytes than it holds now (the demo
+ * page's service worker caches the app, 6 MB, once it installs: that is waited for).
+ * Returns {lift} to give the real quota back.
+ */
+async function limitRoom(browser, room) {
+  const { page } = browser;
+  const usage = await page.evaluate(async () => {
+    await navigator.serviceWorker.ready;
+    return (await navigator.storage.estimate()).usage;
+  });
+  const origin = new URL(server.url).origin;
+  const cdp = await browser.context.newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: usage + room });
+  return { lift: () => cdp.send('Storage.overrideQuotaForOrigin', { origin }) };
+}
+
 /** Runs `engine[method](source)` in the page; resolves to {ok, value} or {ok: false, code, message}. */
 function call(page, method, source = {}) {
   return page.evaluate(
@@ -354,14 +371,7 @@ describe('model storage across reloads, tabs and quota', { timeout: 600_000 }, (
     await withBrowser(BASE_FLAGS, async (browser) => {
       const { page } = browser;
       await openEngine(page);
-      // Room for 4 MiB of the model beside what the origin already holds: the demo
-      // page's service worker caches the app (6 MB) once it installs.
-      const usage = await page.evaluate(async () => {
-        await navigator.serviceWorker.ready;
-        return (await navigator.storage.estimate()).usage;
-      });
-      const cdp = await browser.context.newCDPSession(page);
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(server.url).origin, quotaSize: usage + 4 * MiB });
+      const quota = await limitRoom(browser, 4 * MiB);
       // Chromium enforces the override on writes (navigator.storage.estimate() still
       // shows the real quota), so this exercises the write-time check.
       const r = await call(page, 'download', blob('quota'));
@@ -371,7 +381,7 @@ describe('model storage across reloads, tabs and quota', { timeout: 600_000 }, (
       assert.equal(entry?.complete ?? false, false, JSON.stringify(entry));
       assert.ok((entry?.storedBytes ?? 0) <= 4 * MiB, JSON.stringify(entry));
       // With room again, the download resumes from what was kept.
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(server.url).origin });
+      await quota.lift();
       const kept = entry?.storedBytes ?? 0;
       fresh();
       const again = await call(page, 'download', blob('quota', { sha256: fixtureSha }));
@@ -379,17 +389,13 @@ describe('model storage across reloads, tabs and quota', { timeout: 600_000 }, (
       assert.equal(faults.count(FIXTURE).bytes, SIZE - kept + 1);
     });
   });
+
   test('with no room at all, a download is QUOTA_EXCEEDED and listing and deleting still work', async () => {
     fresh();
     await withBrowser(BASE_FLAGS, async (browser) => {
       const { page } = browser;
       await openEngine(page);
-      const usage = await page.evaluate(async () => {
-        await navigator.serviceWorker.ready;
-        return (await navigator.storage.estimate()).usage;
-      });
-      const cdp = await browser.context.newCDPSession(page);
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(server.url).origin, quotaSize: usage });
+      await limitRoom(browser, 0);
       const r = await call(page, 'download', blob('noroom'));
       assert.equal(r.code, 'QUOTA_EXCEEDED', JSON.stringify(r));
       assert.match(r.message, /delete cached models/);
