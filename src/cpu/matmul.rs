@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::activations;
 use super::q4_1::{self, BlockQ4_1, BlockQ8_1};
+use super::{q8_0, ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
 
@@ -225,7 +226,18 @@ impl Matrix {
             ),
             Blocks::Q5_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
             Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
-            Blocks::Q8_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
+            Blocks::Q8_0(b) => blocked_matmul(
+                q8_0_blocks(b),
+                x,
+                m,
+                self.cols,
+                y,
+                q8_0::BLOCK,
+                q8_0::BlockQ8_0::ZERO,
+                q8_0::quantize_q8_0,
+                q8_0::dot,
+                Some(q8_0::dot4),
+            ),
             Blocks::Q2K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
             Blocks::Q3K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
             Blocks::Q4K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
@@ -274,6 +286,12 @@ fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     out.clone_from_slice(src);
 }
 
+/// candle's Q8_0 blocks (how the weights are stored) as ours (what our kernel reads).
+fn q8_0_blocks(b: &[BlockQ8_0]) -> &[q8_0::BlockQ8_0] {
+    // SAFETY: both are repr(C) { f16, [i8; 32] } (sizes checked in q4_1's tests).
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const q8_0::BlockQ8_0, b.len()) }
+}
+
 /// ggml's `quantize_row_q8_0`: 32 values to one `d` (f16) and 32 `i8`.
 fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     let mut ours = vec![activations::BlockQ8_0::ZERO; out.len()];
@@ -283,9 +301,9 @@ fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     out.clone_from_slice(src);
 }
 
-/// A kernel computing one weight row against [`q4_1::ROWS`] activation rows at once,
+/// A kernel computing one weight row against [`ROWS`] activation rows at once,
 /// bit-identical to that many single dots.
-type Dot4<W, A> = fn(&[W], [&[A]; q4_1::ROWS]) -> [f32; q4_1::ROWS];
+type Dot4<W, A> = fn(&[W], [&[A]; ROWS]) -> [f32; ROWS];
 
 /// The one matmul loop: quantize each activation row with `quantize`, then compute
 /// output columns in parallel tasks; each task reads its weight rows once for all `m`
@@ -333,10 +351,10 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
                 let xr = |r: usize| &xq[r * per_row..(r + 1) * per_row];
                 let mut r = 0;
                 if let Some(dot4) = dot4 {
-                    while r + q4_1::ROWS <= m {
+                    while r + ROWS <= m {
                         let four = dot4(wr, std::array::from_fn(|i| xr(r + i)));
-                        col[r..r + q4_1::ROWS].copy_from_slice(&four);
-                        r += q4_1::ROWS;
+                        col[r..r + ROWS].copy_from_slice(&four);
+                        r += ROWS;
                     }
                 }
                 for (i, out) in col.iter_mut().enumerate().skip(r) {

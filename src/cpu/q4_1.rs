@@ -36,8 +36,7 @@ pub fn dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     dot_rows(w, [x])[0]
 }
 
-/// Rows of activations [`dot4`] takes at once.
-pub const ROWS: usize = 4;
+pub use super::ROWS;
 
 /// [`dot`] of one weight row with [`ROWS`] activation rows, unpacking each weight block
 /// once. Both are the same kernel, so each result is bit-identical to `dot(w, x[r])`
@@ -59,14 +58,90 @@ fn dot_rows<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
         // SAFETY: the target features this function needs are enabled at compile time.
         unsafe { dot_rows_avx2(w, x) }
     }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        dot_rows_simd128(w, x)
+    }
+    #[cfg(not(any(
+        all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ),
+        all(target_arch = "wasm32", target_feature = "simd128")
     )))]
     {
         x.map(|xr| dot_scalar(w, xr))
     }
+}
+
+/// The browser's CPU kernel (wasm SIMD128, which every browser with WebAssembly SIMD
+/// runs as SSE or NEON): 16 weight bytes give 32 nibbles, multiplied by the i8
+/// activations as i16 and summed into four i32 lanes per block.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline]
+fn dot_rows_simd128<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+    use core::arch::wasm32::*;
+    let low_nibbles = u8x16_splat(0x0F);
+    let mut acc = [f32x4_splat(0.0); R];
+    let mut sum_m = [0f32; R];
+    for (b, wb) in w.iter().enumerate() {
+        let (dw, mw) = (f16_to_f32_finite(wb.d), f16_to_f32_finite(wb.m));
+        // SAFETY: `qs` is 16 bytes; v128_load has no alignment requirement.
+        let packed = unsafe { v128_load(wb.qs.as_ptr() as *const v128) };
+        let lo = v128_and(packed, low_nibbles); // elements 0..16
+        let hi = u8x16_shr(packed, 4); // elements 16..32
+        for r in 0..R {
+            let xb = &x[r][b];
+            sum_m[r] += mw * f16_to_f32_finite(xb.s);
+            // SAFETY: `qs` is 32 bytes: two unaligned 16-byte loads.
+            let (a0, a1) = unsafe {
+                let p = xb.qs.as_ptr() as *const v128;
+                (v128_load(p), v128_load(p.add(1)))
+            };
+            // A nibble times an i8 is at most 15 * 127 in magnitude, so four such
+            // products still fit an i16 (7620) before widening to i32.
+            let products = i16x8_add(
+                i16x8_add(
+                    i16x8_extmul_low_i8x16(lo, a0),
+                    i16x8_extmul_high_i8x16(lo, a0),
+                ),
+                i16x8_add(
+                    i16x8_extmul_low_i8x16(hi, a1),
+                    i16x8_extmul_high_i8x16(hi, a1),
+                ),
+            );
+            let sums = i32x4_extadd_pairwise_i16x8(products);
+            let scale = f32x4_splat(dw * f16_to_f32_finite(xb.d));
+            acc[r] = f32x4_add(acc[r], f32x4_mul(scale, f32x4_convert_i32x4(sums)));
+        }
+    }
+    std::array::from_fn(|r| hsum_simd128(acc[r]) + sum_m[r])
+}
+
+/// Horizontal sum of 4 lanes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline]
+pub(super) fn hsum_simd128(a: core::arch::wasm32::v128) -> f32 {
+    use core::arch::wasm32::f32x4_extract_lane;
+    f32x4_extract_lane::<0>(a)
+        + f32x4_extract_lane::<1>(a)
+        + f32x4_extract_lane::<2>(a)
+        + f32x4_extract_lane::<3>(a)
+}
+
+/// An f16 scale as f32 without branches: exponent and mantissa moved into an f32 and
+/// rescaled by 2^112, which is exact for normal and subnormal values alike (scales are
+/// finite; an inf or NaN would come out finite). Without F16C, `half`'s conversion
+/// branches on the value class, and four conversions per block would cost more than
+/// the block's SIMD arithmetic.
+#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
+#[inline]
+pub(super) fn f16_to_f32_finite(h: f16) -> f32 {
+    const TWO_POW_112: f32 = f32::from_bits(0x7780_0000);
+    let h = h.to_bits() as u32;
+    let magnitude = f32::from_bits((h & 0x7FFF) << 13) * TWO_POW_112;
+    f32::from_bits(magnitude.to_bits() | ((h & 0x8000) << 16))
 }
 
 #[cfg(all(
@@ -109,7 +184,7 @@ unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -
     target_feature = "fma"
 ))]
 #[inline]
-unsafe fn hsum_avx(acc: std::arch::x86_64::__m256) -> f32 {
+pub(super) unsafe fn hsum_avx(acc: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let hi = _mm256_extractf128_ps(acc, 1);
     let s4 = _mm_add_ps(_mm256_castps256_ps128(acc), hi);
@@ -162,6 +237,21 @@ mod tests {
                 (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
                 "{n_blocks} blocks: simd {fast} vs scalar {slow}"
             );
+        }
+    }
+
+    #[test]
+    fn branch_free_f16_conversion_is_exact_for_every_finite_value() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            if h.is_finite() {
+                let (got, want) = (f16_to_f32_finite(h), h.to_f32());
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{bits:#06x}: {got} vs {want}"
+                );
+            }
         }
     }
 

@@ -416,6 +416,53 @@ describe('wasm CPU engine', () => {
   });
 });
 
+// The browser's SIMD128 kernels (src/cpu/q4_1.rs, q8_0.rs) against llama.cpp on the
+// tiny random-weight qwen2 fixture, whose Q8_0 embedding and attention and Q4_1 FFN
+// output run through them: natively that model matches llama.cpp to float noise (no
+// activation sits on a rounding boundary), so the wasm path must too, at every prompt
+// and for every teacher-forced greedy token. A kernel off by one nibble is off by far
+// more than 1e-3 here, where the default model's 0.75 above could hide it.
+describe('wasm CPU kernels', () => {
+  const EXACT = 1e-3;
+  test('match llama.cpp to float noise on the tiny fixture model', { timeout: 120_000 }, async () => {
+    const fx = JSON.parse(fs.readFileSync(path.join(root, 'tests', 'fixtures', 'tiny_qwen2_logits.json'), 'utf8'));
+    const model = fs.readFileSync(path.join(root, 'tests', 'fixtures', 'tiny_qwen2.gguf')).toString('base64');
+    await withPage(BASE_FLAGS, {}, async ({ page, logs, errors }) => {
+      const got = await page.evaluate(
+        async ({ model, prompts }) => {
+          const m = await import('/pkg/edge_reason.js');
+          await m.default();
+          const bytes = Uint8Array.from(atob(model), (c) => c.charCodeAt(0));
+          const engine = await m.Engine.load(bytes, { backend: 'cpu' });
+          const argmax = (l) => l.reduce((b, v, i) => (v > l[b] ? i : b), 0);
+          const out = [];
+          for (const p of prompts) {
+            const l = await engine.logits(Uint32Array.from(p.ids));
+            // Teacher-forced greedy: the argmax after the prompt plus the reference's tokens so far.
+            const greedy = [];
+            for (let i = 0; i < Math.min(8, p.greedy.length); i++) {
+              greedy.push(argmax(await engine.logits(Uint32Array.from([...p.ids, ...p.greedy.slice(0, i)]))));
+            }
+            out.push({ top: p.top.map(([id]) => l[id]), greedy });
+          }
+          return out;
+        },
+        { model, prompts: fx.prompts.map((p) => ({ ids: p.ids, top: p.top, greedy: p.greedy })) },
+      );
+      assertClean({ logs, errors });
+      assert.ok(got.length >= 6, 'the fixture has prompts');
+      got.forEach((g, k) => {
+        const p = fx.prompts[k];
+        const diff = Math.max(...p.top.map(([, want], j) => Math.abs(g.top[j] - want)));
+        assert.ok(diff <= EXACT, `prompt ${k}: max |logit diff| ${diff} over llama.cpp's top 256`);
+        g.greedy.forEach((t, i) =>
+          assert.ok(t === p.greedy[i] || p.greedy_margins[i] < EXACT, `prompt ${k}, greedy token ${i}: ${t} vs llama.cpp ${p.greedy[i]}`),
+        );
+      });
+    });
+  });
+});
+
 // The WebGPU backend compiled to wasm, on SwiftShader, against the plain-f32 CPU
 // reference (tests/fixtures/smollm2_f32_reference.json, written and kept current by
 // tests/it/f32_reference.rs): the GPU computes in f32 like that reference, so its logits

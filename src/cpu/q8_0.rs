@@ -1,0 +1,224 @@
+//! Q8_0 weights times Q8_0-quantized activations, as ggml defines them: the default
+//! model's token embedding, which is also its output head (tied), so every decode step
+//! runs it over the whole vocabulary.
+//!
+//! Q8_0 block (34 bytes, 32 values): `x[j] = d * qs[j]`, `qs` in -127..=127.
+//! `dot(w, x) = dw * dx * sum(qw * qx)`.
+//!
+//! candle has Q8_0 dot products too, but one activation row at a time: with several
+//! candidates decoding together, [`dot4`] reads each 28 MB head row once for four of them.
+
+pub use super::activations::{quantize_q8_0, BlockQ8_0, BLOCK};
+use super::ROWS;
+
+/// `sum_j w[j] * x[j]` over matching blocks.
+#[inline]
+pub fn dot(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(w.len(), x.len());
+    dot_rows(w, [x])[0]
+}
+
+/// [`dot`] of one weight row with [`ROWS`] activation rows; each result is
+/// bit-identical to `dot(w, x[r])` (one kernel for both).
+#[inline]
+pub fn dot4(w: &[BlockQ8_0], x: [&[BlockQ8_0]; ROWS]) -> [f32; ROWS] {
+    dot_rows(w, x)
+}
+
+#[inline]
+fn dot_rows<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: the target features this function needs are enabled at compile time.
+        unsafe { dot_rows_avx2(w, x) }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        dot_rows_simd128(w, x)
+    }
+    #[cfg(not(any(
+        all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
+    {
+        x.map(|xr| dot_scalar(w, xr))
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+#[inline]
+unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (b, wb) in w.iter().enumerate() {
+        let dw = wb.d.to_f32();
+        let q = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
+        // maddubs multiplies unsigned by signed: |w| times x with w's sign moved onto x.
+        let q_abs = _mm256_sign_epi8(q, q);
+        for r in 0..R {
+            let xb = &x[r][b];
+            let a = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
+            // Pairs summed to i16 (at most 2 * 127 * 127 < 32767: quants are -127..=127,
+            // as ggml's quantizer writes them), then to i32.
+            let products =
+                _mm256_madd_epi16(_mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(a, q)), ones);
+            let scale = _mm256_set1_ps(dw * xb.d.to_f32());
+            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[r]);
+        }
+    }
+    std::array::from_fn(|r| super::q4_1::hsum_avx(acc[r]))
+}
+
+/// The browser's kernel (wasm SIMD128): i8 widened to i16, then pairwise dot products
+/// into four i32 lanes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline]
+fn dot_rows_simd128<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+    use core::arch::wasm32::*;
+    let mut acc = [f32x4_splat(0.0); R];
+    for (b, wb) in w.iter().enumerate() {
+        let dw = super::q4_1::f16_to_f32_finite(wb.d);
+        // SAFETY: `qs` is 32 bytes: two unaligned 16-byte loads.
+        let (q0, q1) = unsafe {
+            let p = wb.qs.as_ptr() as *const v128;
+            (v128_load(p), v128_load(p.add(1)))
+        };
+        let q = [
+            i16x8_extend_low_i8x16(q0),
+            i16x8_extend_high_i8x16(q0),
+            i16x8_extend_low_i8x16(q1),
+            i16x8_extend_high_i8x16(q1),
+        ];
+        for r in 0..R {
+            let xb = &x[r][b];
+            // SAFETY: as above.
+            let (a0, a1) = unsafe {
+                let p = xb.qs.as_ptr() as *const v128;
+                (v128_load(p), v128_load(p.add(1)))
+            };
+            let sums = i32x4_add(
+                i32x4_add(
+                    i32x4_dot_i16x8(q[0], i16x8_extend_low_i8x16(a0)),
+                    i32x4_dot_i16x8(q[1], i16x8_extend_high_i8x16(a0)),
+                ),
+                i32x4_add(
+                    i32x4_dot_i16x8(q[2], i16x8_extend_low_i8x16(a1)),
+                    i32x4_dot_i16x8(q[3], i16x8_extend_high_i8x16(a1)),
+                ),
+            );
+            let scale = f32x4_splat(dw * super::q4_1::f16_to_f32_finite(xb.d));
+            acc[r] = f32x4_add(acc[r], f32x4_mul(scale, f32x4_convert_i32x4(sums)));
+        }
+    }
+    std::array::from_fn(|r| super::q4_1::hsum_simd128(acc[r]))
+}
+
+/// The plain reference implementation (also what targets without SIMD run).
+pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    w.iter()
+        .zip(x)
+        .map(|(wb, xb)| {
+            let sumi: i32 = wb
+                .qs
+                .iter()
+                .zip(&xb.qs)
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum();
+            wb.d.to_f32() * xb.d.to_f32() * sumi as f32
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    fn quantized(rng: &mut SmallRng, n_blocks: usize, range: f32) -> Vec<BlockQ8_0> {
+        let x: Vec<f32> = (0..n_blocks * BLOCK)
+            .map(|_| rng.random_range(-range..range))
+            .collect();
+        let mut q = vec![BlockQ8_0::ZERO; n_blocks];
+        quantize_q8_0(&x, &mut q);
+        q
+    }
+
+    #[test]
+    fn simd_dot_matches_scalar_reference() {
+        let mut rng = SmallRng::seed_from_u64(9);
+        for n_blocks in [1, 2, 18, 48] {
+            let w = quantized(&mut rng, n_blocks, 0.1);
+            let x = quantized(&mut rng, n_blocks, 3.0);
+            let (fast, slow) = (dot(&w, &x), dot_scalar(&w, &x));
+            assert!(
+                (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
+                "{n_blocks} blocks: simd {fast} vs scalar {slow}"
+            );
+        }
+    }
+
+    #[test]
+    fn extreme_quants_do_not_overflow() {
+        // Two products of 127 * 127 fill an i16 pair sum almost to the top (32258).
+        let w = vec![
+            BlockQ8_0 {
+                d: f16::ONE,
+                qs: std::array::from_fn(|j| if j % 2 == 0 { 127 } else { -127 })
+            };
+            4
+        ];
+        let x = vec![
+            BlockQ8_0 {
+                d: f16::ONE,
+                qs: std::array::from_fn(|j| if j % 2 == 0 { 127 } else { -127 })
+            };
+            4
+        ];
+        let want = 4.0 * 32.0 * 127.0 * 127.0;
+        assert_eq!(dot(&w, &x), want);
+        assert_eq!(dot_scalar(&w, &x), want);
+    }
+
+    #[test]
+    fn dot4_is_bit_identical_to_four_dots() {
+        let mut rng = SmallRng::seed_from_u64(4);
+        let w = quantized(&mut rng, 18, 0.1);
+        let rows: Vec<Vec<BlockQ8_0>> = (0..ROWS).map(|_| quantized(&mut rng, 18, 2.0)).collect();
+        let four = dot4(&w, std::array::from_fn(|r| rows[r].as_slice()));
+        for r in 0..ROWS {
+            assert_eq!(four[r].to_bits(), dot(&w, &rows[r]).to_bits(), "row {r}");
+        }
+    }
+
+    #[test]
+    fn matches_candle_q8_0() {
+        use candle_core::quantized::k_quants::{BlockQ8_0 as CQ8_0, GgmlType};
+        let mut rng = SmallRng::seed_from_u64(8);
+        let w = quantized(&mut rng, 18, 0.1);
+        let x = quantized(&mut rng, 18, 2.0);
+        // SAFETY: both are repr(C) { f16, [i8; 32] } (sizes checked in q4_1's tests).
+        let view = |b: &[BlockQ8_0]| unsafe {
+            std::slice::from_raw_parts(b.as_ptr() as *const CQ8_0, b.len())
+        };
+        let theirs = CQ8_0::vec_dot(18 * BLOCK, view(&w), view(&x));
+        let got = dot(&w, &x);
+        assert!(
+            (got - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
+            "{got} vs candle {theirs}"
+        );
+    }
+}
