@@ -23,6 +23,10 @@ export PATH="$CARGO_HOME/bin:$PATH"
 WASM_TARGET=wasm32-unknown-unknown
 WASM_TARGET_DIR=${WASM_TARGET_DIR:-$ROOT/target/wasm}
 WASM_RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"'
+# The multi-threaded build (pkg/threads/): shared memory (up to 4 GiB) for a rayon pool
+# of Web Workers; std has to be rebuilt with atomics, so it has its own target dir.
+WASM_MT_TARGET_DIR=${WASM_MT_TARGET_DIR:-$ROOT/target/wasm-mt}
+WASM_MT_RUSTFLAGS='-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals -C link-arg=--max-memory=4294967296 --cfg getrandom_backend="wasm_js"'
 VERBOSE=${VERBOSE:-0}
 
 MODEL_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
@@ -203,18 +207,26 @@ write_model_manifest() {
 
 # ---------------------------------------------------------------------------- wasm
 
+# wasm_cargo_build RUSTFLAGS TARGET_DIR [cargo args...]
 wasm_cargo_build() {
+    local flags=$1 dir=$2
+    shift 2
     export CARGO_PROFILE_RELEASE_LTO=thin
-    if have_rustup_wasm; then
-        RUSTFLAGS="$WASM_RUSTFLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
-            cargo build $(cargo_q) --release --lib --target "$WASM_TARGET"
+    if have_rustup_wasm && [[ $flags != *atomics* ]]; then
+        RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" \
+            cargo build $(cargo_q) --release --lib --target "$WASM_TARGET" "$@"
+    elif have_rustup_wasm; then
+        # Atomics need std rebuilt: the toolchain's rust-src and RUSTC_BOOTSTRAP.
+        RUSTC_BOOTSTRAP=1 RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" \
+            cargo build $(cargo_q) --release --lib --target "$WASM_TARGET" \
+            -Zbuild-std=std,panic_abort "$@"
     else
         # Debian route: rustc-web/cargo-web (1.96) rebuild std for wasm32 from rust-web-src.
         PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 \
             CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-22 \
-            RUSTFLAGS="$WASM_RUSTFLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+            RUSTFLAGS="$flags" CARGO_TARGET_DIR="$dir" \
             cargo build $(cargo_q) --release --lib --target "$WASM_TARGET" \
-            -Zbuild-std=std,panic_abort
+            -Zbuild-std=std,panic_abort "$@"
     fi
 }
 
@@ -257,7 +269,7 @@ JS
 cmd_wasm() {
     local t0=$SECONDS
     [ -d "$WASM_TARGET_DIR/$WASM_TARGET/release" ] || say "building wasm (cold: a few minutes)"
-    wasm_cargo_build
+    wasm_cargo_build "$WASM_RUSTFLAGS" "$WASM_TARGET_DIR"
     local wasm="$WASM_TARGET_DIR/$WASM_TARGET/release/edge_reason.wasm"
     [ -f "$wasm" ] || die "cargo produced no $wasm"
     local out
@@ -265,7 +277,17 @@ cmd_wasm() {
     out=$(make_tmp "$ROOT/target/pkg.XXXXXX")
     TMP_DIRS+=("$out")
     wasm-bindgen --target web --out-dir "$out" --out-name edge_reason "$wasm"
-    rm -f "$out/.gitignore"
+    # The multi-threaded build next to it (js/worker.js picks one at run time). Without
+    # it the package still works, on one CPU thread.
+    say "building the multi-threaded wasm"
+    if wasm_cargo_build "$WASM_MT_RUSTFLAGS" "$WASM_MT_TARGET_DIR" --features threads; then
+        wasm-bindgen --target web --out-dir "$out/threads" --out-name edge_reason \
+            "$WASM_MT_TARGET_DIR/$WASM_TARGET/release/edge_reason.wasm"
+    else
+        [ "${CI:-}" = true ] && die "the multi-threaded wasm build failed"
+        say "warning: the multi-threaded wasm build failed: pkg/ has the single-threaded one only"
+    fi
+    rm -f "$out/.gitignore" "$out/threads/.gitignore"
     # The main-thread wrapper and the worker around the wasm module (js/).
     cp js/*.js js/*.d.ts "$out/"
     [ -f README.md ] && cp README.md "$out/"

@@ -27,8 +27,7 @@ if (!fs.existsSync(wllamaDir)) {
 }
 
 const threads = args.threads.split(',').map(Number);
-// edge-reason's wasm is single-threaded for now: one configuration.
-const configs = [{ engine: 'edge', threads: 1 }, ...threads.map((t) => ({ engine: 'wllama', threads: t }))];
+const configs = threads.flatMap((t) => [{ engine: 'edge', threads: t }, { engine: 'wllama', threads: t }]);
 
 const server = await start({
   port: 0,
@@ -65,7 +64,7 @@ try {
   for (let round = 0; round < Number(args.rounds); round++) {
     for (const r of results) {
       const out = await measure(r);
-      r.info = { engine: out.engine, multithread: out.multithread, threads: out.threads ?? r.threads, webgpu_supported: out.webgpu_supported, cross_origin_isolated: out.cross_origin_isolated };
+      r.info = { engine: out.engine, threads: out.threads, threads_reason: out.threads_reason, multithread: out.multithread, webgpu_supported: out.webgpu_supported, cross_origin_isolated: out.cross_origin_isolated };
       r.samples.push({ load_s: out.load_s, ...out.runs[0] });
       console.error(`round ${round + 1}: ${r.engine} x${r.threads}: prefill ${out.runs[0].prefill_tok_s.toFixed(1)} tok/s, decode ${out.runs[0].decode_tok_s.toFixed(1)} tok/s`);
     }
@@ -85,10 +84,11 @@ const summary = results.map((r) => ({
   decode_tok_s: median(r.samples.map((s) => s.decode_tok_s)),
   samples: r.samples,
 }));
-const edge = summary.find((s) => s.engine === 'edge');
-for (const s of summary) {
-  s.decode_vs_edge = s.decode_tok_s / edge.decode_tok_s;
-  s.prefill_vs_edge = s.prefill_tok_s / edge.prefill_tok_s;
+// edge-reason over wllama at the same thread count.
+for (const s of summary.filter((s) => s.engine === 'edge')) {
+  const w = summary.find((x) => x.engine === 'wllama' && x.threads === s.threads);
+  s.decode_vs_wllama = s.decode_tok_s / w.decode_tok_s;
+  s.prefill_vs_wllama = s.prefill_tok_s / w.prefill_tok_s;
 }
 const report = { rounds: Number(args.rounds), date: new Date().toISOString(), results: summary };
 if (args.json) fs.writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');

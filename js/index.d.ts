@@ -77,6 +77,9 @@ export interface Loaded extends Stored {
   uploadMs: number;
   /** wasm memory after loading (its peak so far). */
   memoryBytes: number;
+  /** CPU threads the CPU path computes on, and why it is one when it is (else null). */
+  threads: number;
+  threadsReason: string | null;
 }
 
 export interface StoredModel {
@@ -185,6 +188,10 @@ export interface ChatCompletionChunk {
 export class EdgeEngine extends EventTarget {
   readonly ready: Promise<EdgeEngine>;
   readonly version: string;
+  /** CPU threads the CPU path computes on (the multi-threaded build when above 1). */
+  readonly threads: number;
+  /** Why the CPU path has one thread (not cross-origin isolated, asked, ...), else null. */
+  readonly threadsReason: string | null;
   load(options: ModelSource & LoadOptions): Promise<Loaded>;
   download(options: ModelSource): Promise<Stored>;
   listModels(): Promise<StoredModel[]>;
@@ -206,7 +213,7 @@ export class EdgeEngine extends EventTarget {
       create(params: ChatCompletionParams & { stream: true }): Promise<AsyncIterable<ChatCompletionChunk>>;
     };
   };
-  info(): Promise<{ version: string; memoryBytes: number; model: { id: string; size: number; sha256: string } | null; backend: EngineBackend | null }>;
+  info(): Promise<{ version: string; memoryBytes: number; model: { id: string; size: number; sha256: string } | null; backend: EngineBackend | null; threads: number; threadsReason: string | null }>;
   detectBackend(): Promise<EngineBackend>;
   unload(): Promise<void>;
   terminate(): void;
@@ -217,4 +224,11 @@ export function createEngine(options?: {
   workerUrl?: string | URL;
   /** Where models are stored: "auto" (default: OPFS, else the Cache API), "opfs" or "cache". */
   storage?: 'auto' | 'opfs' | 'cache';
+  /**
+   * CPU threads for the CPU path (WebGPU does not need them): "auto" (default: every
+   * core up to 8 when the page is cross-origin isolated, else 1) or a number. Threads
+   * need COOP: same-origin and COEP: require-corp; without them the engine runs on one
+   * thread and `threadsReason` says so.
+   */
+  threads?: 'auto' | number;
 }): Promise<EdgeEngine>;

@@ -33,6 +33,18 @@ async function withPersist(call) {
   return { ...result, persisted };
 }
 
+/** The CPU threads to ask the worker for. */
+function threadCount(threads) {
+  if (threads === 'auto') {
+    return globalThis.crossOriginIsolated ? Math.max(1, Math.min(8, navigator.hardwareConcurrency || 1)) : 1;
+  }
+  const n = Number(threads);
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new EngineError('INVALID_ARGUMENT', `threads ${JSON.stringify(threads)}: use "auto" or a whole number from 1 to 64`);
+  }
+  return n;
+}
+
 /** `url` resolved against the page (the worker lives elsewhere), when it is a string. */
 function absolute(url) {
   return typeof url === 'string' ? new URL(url, globalThis.location?.href).href : url;
@@ -45,16 +57,24 @@ export class EdgeEngine extends EventTarget {
 
   #storage;
 
-  /** `storage`: "auto" (OPFS, else the Cache API), "opfs" or "cache". */
-  constructor({ workerUrl, storage = 'auto' } = {}) {
+  /**
+   * `storage`: "auto" (OPFS, else the Cache API), "opfs" or "cache".
+   * `threads`: CPU threads for the CPU path, "auto" (every core, up to 8, when the page
+   * is cross-origin isolated; else 1) or a number (1 is the single-threaded build).
+   */
+  constructor({ workerUrl, storage = 'auto', threads = 'auto' } = {}) {
     super();
     this.#storage = storage;
-    this.#worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module', name: 'edge-reason' });
+    const url = new URL(workerUrl ?? new URL('./worker.js', import.meta.url), globalThis.location?.href);
+    url.searchParams.set('threads', String(threadCount(threads)));
+    this.#worker = new Worker(url, { type: 'module', name: 'edge-reason' });
     this.ready = new Promise((resolve, reject) => {
       this.#worker.addEventListener('message', (e) => {
         const msg = e.data;
         if (msg?.ready === true) {
           this.version = msg.version;
+          this.threads = msg.threads;
+          this.threadsReason = msg.threadsReason;
           resolve(this);
         } else if (msg?.ready === false) {
           reject(fromPlain(msg.error));

@@ -8,12 +8,42 @@
 // runtime's events). {op: "abort", args:
 // {target}} aborts request `target`.
 
-import init, { Engine, detectBackend, sha256OfReader, version, wasmMemoryBytes } from './edge_reason.js';
 import { EngineError, asEngineError, toPlain } from './errors.js';
 import { deleteModel, listModels, lockName, openStore } from './store.js';
 import { ensureModel } from './download.js';
 
-const wasmReady = init();
+/**
+ * The wasm build this worker runs, once ready: the multi-threaded one (threads/, a
+ * rayon pool of `threads` Web Workers sharing its memory) when more than one thread is
+ * asked for (index.js passes `?threads=N`) and the page is cross-origin isolated, else
+ * the single-threaded one. `threadsReason` says why it is one thread when it is.
+ */
+async function loadWasm() {
+  const asked = Number(new URL(self.location.href).searchParams.get('threads') ?? 1);
+  let threadsReason = null;
+  if (asked > 1 && !self.crossOriginIsolated) {
+    threadsReason = 'one CPU thread: the page is not cross-origin isolated (serve it with COOP: same-origin and COEP: require-corp for threads)';
+  } else if (asked > 1) {
+    try {
+      const wasm = await import('./threads/edge_reason.js');
+      await wasm.default();
+      await wasm.initThreadPool(asked);
+      return { wasm, threads: wasm.cpuThreads(), threadsReason };
+    } catch (err) {
+      threadsReason = `one CPU thread: the multi-threaded build failed to start (${err?.message ?? err})`;
+    }
+  } else {
+    threadsReason = 'one CPU thread, as asked';
+  }
+  const wasm = await import('./edge_reason.js');
+  await wasm.default();
+  return { wasm, threads: 1, threadsReason };
+}
+
+const wasmReady = loadWasm();
+/** The wasm module's exports (set once `wasmReady` resolves). */
+let wasm = null;
+let cpu = { threads: 1, threadsReason: null };
 /** The loaded engine (one per worker) and what it was loaded from. */
 let engine = null;
 let loaded = null;
@@ -65,13 +95,13 @@ async function openStored(store, id, onProgress) {
 
 const ops = {
   async info() {
-    return { version: version(), memoryBytes: wasmMemoryBytes(), model: loaded, backend: engine ? engine.backend : null };
+    return { version: wasm.version(), memoryBytes: wasm.wasmMemoryBytes(), model: loaded, backend: engine ? engine.backend : null, ...cpu };
   },
 
-  detectBackend: () => detectBackend(),
+  detectBackend: () => wasm.detectBackend(),
 
   download: ({ storage, ...source }, { signal, onProgress }) =>
-    ensureModel(source, { store: openStore(storage), signal, onProgress, hashReader: sha256OfReader }),
+    ensureModel(source, { store: openStore(storage), signal, onProgress, hashReader: wasm.sha256OfReader }),
 
   listModels: ({ storage }) => listModels(openStore(storage)),
 
@@ -90,13 +120,13 @@ const ops = {
       const t0 = performance.now();
       const { backend, kv_cache, storage, ...source } = args;
       const store = openStore(storage);
-      const stored = await ensureModel(source, { store, signal, onProgress, hashReader: sha256OfReader });
+      const stored = await ensureModel(source, { store, signal, onProgress, hashReader: wasm.sha256OfReader });
       if (signal.aborted) throw new EngineError('ABORTED', 'the load was aborted');
       const tUpload = performance.now();
       const next = await navigator.locks.request(lockName(stored.id), { mode: 'shared' }, async () => {
         const { reader, close } = await openStored(store, stored.id, onProgress);
         try {
-          return await Engine.loadFromReader(reader, { backend, kv_cache });
+          return await wasm.Engine.loadFromReader(reader, { backend, kv_cache });
         } finally {
           close();
         }
@@ -112,7 +142,8 @@ const ops = {
         backend: engine.backend,
         loadMs: now - t0,
         uploadMs: now - tUpload,
-        memoryBytes: wasmMemoryBytes(),
+        memoryBytes: wasm.wasmMemoryBytes(),
+        ...cpu,
       };
     }),
 
@@ -229,6 +260,10 @@ self.onmessage = async (event) => {
 };
 
 wasmReady.then(
-  () => self.postMessage({ ready: true, version: version() }),
+  (ready) => {
+    wasm = ready.wasm;
+    cpu = { threads: ready.threads, threadsReason: ready.threadsReason };
+    self.postMessage({ ready: true, version: wasm.version(), ...cpu });
+  },
   (err) => self.postMessage({ ready: false, error: toPlain(new EngineError('INTERNAL', `the engine's wasm failed to load: ${err?.message ?? err}`)) }),
 );

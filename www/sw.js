@@ -6,7 +6,7 @@
 // Online, every request goes to the network first (a new deploy shows at once) and the
 // answer refreshes the cache; offline, the cache answers.
 
-const VERSION = 1;
+const VERSION = 2;
 const CACHE = `edge-reason-app-v${VERSION}`;
 
 // What the page needs, relative to this worker's scope. The JS module graph below
@@ -29,6 +29,9 @@ const SEEDS = [
   '/reasoning/switcher/switcher.json',
   '/reasoning/switcher/switcher.safetensors',
 ];
+// The multi-threaded build, which worker.js imports dynamically (so it is not followed
+// from the seeds), and which a package may lack (the engine then runs on one thread).
+const OPTIONAL = ['/pkg/threads/edge_reason.js', '/pkg/threads/edge_reason_bg.wasm'];
 
 // The requests this worker answers: the app's own files. Everything else (the model
 // weights, large and ranged, which the engine stores itself; other pages on the origin)
@@ -41,12 +44,15 @@ const IMPORT = /(?:^|[;\s])(?:import|export)\s*(?:[^'";]*?\sfrom\s*)?['"]([^'"]+
 async function precache() {
   const cache = await caches.open(CACHE);
   const seen = new Set();
-  const queue = SEEDS.map((p) => new URL(p, self.registration.scope).href);
+  const href = (p) => new URL(p, self.registration.scope).href;
+  const optional = new Set(OPTIONAL.map(href));
+  const queue = [...SEEDS, ...OPTIONAL].map(href);
   while (queue.length) {
     const url = queue.shift();
     if (seen.has(url)) continue;
     seen.add(url);
     const response = await fetch(url, { cache: 'no-cache' });
+    if (!response.ok && optional.has(url)) continue;
     if (!response.ok) throw new Error(`precaching ${url}: HTTP ${response.status}`);
     if (url.endsWith('.js')) {
       const text = await response.clone().text();

@@ -24,19 +24,18 @@ function promptText(n, k) {
 }
 
 async function edge() {
-  const m = await import('/pkg/edge_reason.js');
-  await m.default();
+  const m = await import('/pkg/index.js');
+  const engine = await m.createEngine({ threads: opt.threads });
   const t0 = performance.now();
-  const bytes = new Uint8Array(await (await fetch(MODEL)).arrayBuffer());
-  const engine = await m.Engine.load(bytes, { backend: 'cpu' });
+  const loaded = await engine.load({ url: MODEL, backend: 'cpu' });
   const load_s = (performance.now() - t0) / 1000;
   const runs = [];
   for (let k = 0; k < opt.runs; k++) {
     const r = await engine.bench({ prefill_tokens: opt.prefill, decode_tokens: opt.decode, runs: 1, streams: [1] });
     runs.push({ prefill_tokens: opt.prefill, prefill_tok_s: r.prefill_tok_s, decode_tokens: opt.decode, decode_tok_s: r.decode_tok_s });
   }
-  engine.free();
-  return { engine: `edge-reason ${m.version()}`, backend: 'cpu', threads: 1, simd: true, load_s, runs };
+  engine.terminate();
+  return { engine: `edge-reason ${engine.version}`, backend: loaded.backend.backend, threads: engine.threads, threads_reason: engine.threadsReason, memory_bytes: loaded.memoryBytes, load_s, runs };
 }
 
 async function wllama() {

@@ -37,6 +37,12 @@ use detect::{detect, BackendChoice};
 use js::{crate_error as js_error, internal, invalid};
 use reader::{JsReader, ReaderSource};
 
+/// Threads the CPU path computes on: rayon's pool (1 in the single-threaded build).
+#[wasm_bindgen(js_name = cpuThreads)]
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 #[wasm_bindgen(typescript_custom_section)]
 const TS_BACKEND: &'static str = r#"
 /** What `detectBackend()` resolves to. */

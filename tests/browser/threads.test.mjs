@@ -1,0 +1,100 @@
+// The CPU path on several threads (pkg/threads/: shared wasm memory and a rayon pool of
+// Web Workers) against one thread, through the engine's worker on the default model:
+// the matmuls split output columns between threads and each column is one kernel call,
+// so logits and greedy tokens must be bit-identical. A page that is not cross-origin
+// isolated cannot share memory: it gets one thread and the reason.
+
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BASE_FLAGS, launch } from './chromium.mjs';
+import { start } from '../../www/serve.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const MODEL_URL = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
+const modelPath = path.join(root, MODEL_URL);
+const PLAIN = '/not-isolated.html';
+
+let server;
+before(async () => {
+  // One page served without COOP/COEP: the only way a page here is not isolated.
+  const control = async (req, res, url) => {
+    if (url.pathname !== PLAIN) return false;
+    res.writeHead(200, { 'Content-Type': 'text/html' });
+    res.end('<!doctype html><title>not isolated</title>');
+    return true;
+  };
+  server = await start({ port: 0, host: '127.0.0.1', control });
+});
+after(async () => {
+  await server?.close();
+});
+
+describe('CPU threads', { timeout: 600_000 }, () => {
+  let browser;
+  before(async () => {
+    browser = await launch(BASE_FLAGS);
+  });
+  after(async () => {
+    await browser?.close();
+  });
+
+  test('two threads give the logits and tokens of one, bit for bit', async (t) => {
+    if (!fs.existsSync(modelPath)) return t.skip('no default model (./build.sh model)');
+    const { page } = browser;
+    await page.goto(server.url, { waitUntil: 'load' });
+    const got = await page.evaluate(async (url) => {
+      const m = await import('/pkg/index.js');
+      const run = async (threads) => {
+        const engine = await m.createEngine({ threads });
+        const loaded = await engine.load({ url, backend: 'cpu' });
+        const ids = await engine.tokenize('Tom has 12 apples and buys 30 more.', { special: true });
+        const logits = Array.from(await engine.logits(ids));
+        const g = await engine.generate('The capital of France is', { max_tokens: 12 });
+        const info = await engine.info();
+        engine.terminate();
+        return { isolated: self.crossOriginIsolated, threads: engine.threads, reason: engine.threadsReason, loaded: loaded.threads, info: info.threads, logits, ids: g.ids };
+      };
+      return { one: await run(1), two: await run(2) };
+    }, MODEL_URL);
+    assert.equal(got.two.isolated, true);
+    assert.deepEqual([got.one.threads, got.one.loaded, got.one.info], [1, 1, 1]);
+    assert.match(got.one.reason, /one CPU thread, as asked/);
+    assert.deepEqual([got.two.threads, got.two.loaded, got.two.info], [2, 2, 2], got.two.reason);
+    assert.equal(got.two.reason, null);
+    assert.equal(got.two.logits.length, 49152);
+    const differ = got.one.logits.findIndex((v, i) => !Object.is(v, got.two.logits[i]));
+    assert.equal(differ, -1, `logit ${differ}: ${got.one.logits[differ]} vs ${got.two.logits[differ]}`);
+    assert.equal(got.one.ids.length, 12);
+    assert.deepEqual(got.two.ids, got.one.ids);
+  });
+
+  test('a page that is not cross-origin isolated runs on one thread and says why', async () => {
+    const { page } = browser;
+    await page.goto(`${server.url}${PLAIN.slice(1)}`, { waitUntil: 'load' });
+    const got = await page.evaluate(async () => {
+      const m = await import('/pkg/index.js');
+      const engine = await m.createEngine({ threads: 4 });
+      const auto = await m.createEngine();
+      const out = { isolated: self.crossOriginIsolated, threads: engine.threads, reason: engine.threadsReason, auto: auto.threads };
+      let bad;
+      try {
+        await m.createEngine({ threads: 0 });
+      } catch (e) {
+        bad = { code: e.code, message: e.message };
+      }
+      engine.terminate();
+      auto.terminate();
+      return { ...out, bad };
+    });
+    assert.equal(got.isolated, false);
+    assert.equal(got.threads, 1);
+    assert.equal(got.auto, 1);
+    assert.match(got.reason, /not cross-origin isolated.*COOP: same-origin and COEP: require-corp/);
+    assert.equal(got.bad.code, 'INVALID_ARGUMENT');
+    assert.match(got.bad.message, /threads 0: use "auto" or a whole number/);
+  });
+});
