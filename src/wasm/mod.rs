@@ -18,6 +18,9 @@
 //!   `loadVerifier`, `reason`, `benchReason`.
 //! - `sha256OfReader(reader, onProgress)`: the whole file's SHA-256 (verification).
 //! - `wasmMemoryBytes()`: the size of wasm memory now (it never shrinks: the peak).
+//! - `cpuThreads()`: threads the CPU path computes on; in the multi-threaded build
+//!   (`--features threads`), `initThreadPool(n)` (from wasm-bindgen-rayon, re-exported in
+//!   lib.rs) starts them.
 
 mod detect;
 mod js;
