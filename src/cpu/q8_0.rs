@@ -6,7 +6,8 @@
 //! `dot(w, x) = dw * dx * sum(qw * qx)`.
 //!
 //! candle has Q8_0 dot products too, but one activation row at a time: with several
-//! candidates decoding together, [`dot4`] reads each 28 MB head row once for four of them.
+//! candidates decoding together, [`dot4`] reads each row of the 30 MB head once for four
+//! of them.
 
 pub use super::activations::{quantize_q8_0, BlockQ8_0, BLOCK};
 use super::ROWS;
