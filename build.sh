@@ -9,9 +9,10 @@
 #   ./build.sh wasm      build pkg/ (ES module + .d.ts + wasm + package.json)
 #   ./build.sh serve     start the dev server (foreground)
 #   ./build.sh native    cargo build --release (the `edge-reason` CLI)
+#   ./build.sh bench     every benchmark side by side, then docs/benchmarks.md + .png
 #
 # Environment: PORT / HOST (serve), VERBOSE=1 (show full cargo/npm/pip output),
-# WASM_TARGET_DIR (default target/wasm).
+# WASM_TARGET_DIR (default target/wasm), WASM_MT_TARGET_DIR (default target/wasm-mt).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -391,6 +392,7 @@ main() {
         serve) cmd_serve "$@" ;;
         native) cmd_native ;;
         test) cmd_test ;;
+        bench) cmd_setup; cmd_model; cmd_native; cmd_wasm; bench/run.sh ;;
         -h | --help | help) usage ;;
         *) usage >&2; die "unknown command: $cmd" ;;
     esac

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every benchmark of bench/, side by side on this machine, then docs/benchmarks.md and
+# docs/benchmarks.png (bench/report.py). Called by `./build.sh bench`, after the native
+# binary, pkg/ and the model are built; installs what only the benchmarks need:
+#   bench/node_modules   wllama (npm ci in bench/)
+#   .venv-bench          llama-cpp-python built as ../shared/TOOLCHAIN.md says, numpy, matplotlib
+# Takes about an hour on 2 cores (the llama.cpp build is 10 minutes of it, once).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=bench/out
+M=models/SmolLM2-135M-Instruct.Q4_1.gguf
+BIN=target/release/edge-reason
+say() { printf '==> %s\n' "$*" >&2; }
+mkdir -p "$OUT"
+
+[ -d bench/node_modules/@wllama/wllama ] || (say "installing wllama (npm ci in bench/)" && cd bench && npm ci --no-audit --no-fund)
+if [ ! -x .venv-bench/bin/python ] || ! .venv-bench/bin/python -c 'import llama_cpp, matplotlib' 2>/dev/null; then
+    say "building llama-cpp-python into .venv-bench (about 10 minutes)"
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install -q numpy matplotlib
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DGGML_OPENMP=OFF" \
+        .venv-bench/bin/pip install -q llama-cpp-python
+fi
+
+say "native CPU vs llama.cpp"
+.venv-bench/bin/python bench/compare_llama_cpp.py --model "$M" --runs 5 --out "$OUT/cpu_vs_llama_cpp.json" >/dev/null
+say "browser CPU vs wllama"
+node bench/compare_browser.mjs --rounds 3 --json "$OUT/browser_compare.json" >/dev/null
+say "parallel candidates on the CPU (N = 2, 4, 8)"
+for n in 2 4 8; do
+    "$BIN" bench-reason --model "$M" --backend cpu --threads 2 --json --prompt-tokens 200 \
+        --n "$n" --steps 16 --runs 3 > "$OUT/reason_n$n.json"
+done
+say "time to the first reasoning token (100 and 1000-token prompts)"
+for p in 100 1000; do
+    "$BIN" bench-reason --model "$M" --backend cpu --threads 2 --json --prompt-tokens "$p" \
+        --n 8 --steps 2 --runs 3 > "$OUT/ttft_$p.json"
+done
+say "parallel streams on WebGPU (SwiftShader here)"
+node bench/browser_bench.mjs --backend webgpu --prefill-tokens 16 --decode-tokens 2 --runs 3 \
+    --streams 1,2,4,8 > "$OUT/webgpu_streams.json"
+.venv-bench/bin/python bench/report.py
