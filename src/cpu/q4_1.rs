@@ -29,51 +29,9 @@ pub fn dequantize(blocks: &[BlockQ4_1], out: &mut [f32]) {
     }
 }
 
-/// `sum_j w[j] * x[j]` over matching blocks.
-#[inline]
-pub fn dot(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    dot_rows(w, [x])[0]
-}
-
 pub use super::ROWS;
 
-/// [`dot`] of one weight row with [`ROWS`] activation rows, unpacking each weight block
-/// once. Both are the same kernel, so each result is bit-identical to `dot(w, x[r])`
-/// and batched and one-at-a-time evaluation agree exactly.
-#[inline]
-pub fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; ROWS]) -> [f32; ROWS] {
-    dot_rows(w, x)
-}
-
-/// One weight row against `R` activation rows.
-#[inline]
-fn dot_rows<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: the target features this function needs are enabled at compile time.
-        unsafe { dot_rows_avx2(w, x) }
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        dot_rows_simd128(w, x)
-    }
-    #[cfg(not(any(
-        all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        ),
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
-    {
-        x.map(|xr| dot_scalar(w, xr))
-    }
-}
+dot_kernels!(BlockQ4_1, BlockQ8_1);
 
 /// The browser's CPU kernel (wasm SIMD128, which every browser with WebAssembly SIMD
 /// runs as SSE or NEON): 16 weight bytes give 32 nibbles, multiplied by the i8

@@ -10,49 +10,8 @@
 //! of them.
 
 pub use super::activations::{quantize_q8_0, BlockQ8_0, BLOCK};
-use super::ROWS;
 
-/// `sum_j w[j] * x[j]` over matching blocks.
-#[inline]
-pub fn dot(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    dot_rows(w, [x])[0]
-}
-
-/// [`dot`] of one weight row with [`ROWS`] activation rows; each result is
-/// bit-identical to `dot(w, x[r])` (one kernel for both).
-#[inline]
-pub fn dot4(w: &[BlockQ8_0], x: [&[BlockQ8_0]; ROWS]) -> [f32; ROWS] {
-    dot_rows(w, x)
-}
-
-#[inline]
-fn dot_rows<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        // SAFETY: the target features this function needs are enabled at compile time.
-        unsafe { dot_rows_avx2(w, x) }
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        dot_rows_simd128(w, x)
-    }
-    #[cfg(not(any(
-        all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        ),
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
-    {
-        x.map(|xr| dot_scalar(w, xr))
-    }
-}
+dot_kernels!(BlockQ8_0, BlockQ8_0);
 
 #[cfg(all(
     target_arch = "x86_64",
@@ -146,6 +105,7 @@ pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::ROWS;
     use half::f16;
     use rand::{rngs::SmallRng, Rng, SeedableRng};
 
