@@ -136,11 +136,19 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
         } else {
             None
         };
+        // One prefill of the shared prefix serves every width and run: forking resets
+        // the streams and keeps the prefix.
+        let widest = o.streams.iter().copied().max().unwrap_or(0);
+        let mut shared = match widest {
+            0 => None,
+            m => Some(prefixed_session(&g.gm, m, steps + 1).await?),
+        };
         for &m in &o.streams {
-            let ms = stream_step_ms_median(&g.gm, m, steps, runs).await?;
+            let s = shared.as_mut().expect("a session for the widest width");
+            let ms = stream_step_ms_median(&g.gm, s, m, steps, runs).await?;
             stream_step_ms.insert(m.to_string(), ms);
             if let Some(p) = profiler.as_mut() {
-                let kernels = profile_step(&g.gm, m, p).await?;
+                let kernels = profile_step(&g.gm, s, m, p).await?;
                 let overhead = (ms - kernels.kernel_ms) / kernels.dispatches.max(1) as f64;
                 let step = StepProfile {
                     step_ms: ms,
@@ -176,16 +184,23 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
     })
 }
 
-/// Median milliseconds of one decode step for `m` streams over a shared prefix, over
-/// `steps` steps; the first run compiles the pipelines for this width and is not timed.
-async fn stream_step_ms_median(gm: &GpuModel, m: usize, steps: usize, runs: usize) -> Result<f64> {
+/// Median milliseconds of one decode step for `m` streams forked from `s`'s prefix,
+/// over `steps` steps; the first run compiles the pipelines for this width and is not
+/// timed.
+async fn stream_step_ms_median(
+    gm: &GpuModel,
+    s: &mut GpuSession,
+    m: usize,
+    steps: usize,
+    runs: usize,
+) -> Result<f64> {
     let mut times = Vec::new();
     for run in 0..runs + 1 {
-        let (mut s, mut tokens) = forked_session(gm, m, steps + 1).await?;
+        let mut tokens = fork_streams(s, m)?;
         let t0 = now_seconds();
         for _ in 0..steps {
-            gm.step_streams(&mut s, &tokens, &[])?;
-            tokens = gm.read_ids(&s).await?;
+            gm.step_streams(s, &tokens, &[])?;
+            tokens = gm.read_ids(s).await?;
         }
         if run > 0 {
             times.push((now_seconds() - t0) * 1000.0 / steps as f64);
@@ -194,28 +209,38 @@ async fn stream_step_ms_median(gm: &GpuModel, m: usize, steps: usize, runs: usiz
     Ok(median(times))
 }
 
-/// The per-kernel time of one decode step of `m` streams over the shared prefix.
-async fn profile_step(gm: &GpuModel, m: usize, profiler: &mut Profiler) -> Result<ProfileReport> {
-    let (mut s, tokens) = forked_session(gm, m, 2).await?;
+/// The per-kernel time of one decode step of `m` streams forked from `s`'s prefix.
+async fn profile_step(
+    gm: &GpuModel,
+    s: &mut GpuSession,
+    m: usize,
+    profiler: &mut Profiler,
+) -> Result<ProfileReport> {
+    let tokens = fork_streams(s, m)?;
     let rows = s.stream_rows(&tokens)?;
-    gm.forward_with(&mut s, &rows, Logits::All, &[], Some(profiler))?;
-    gm.read_ids(&s).await?;
+    gm.forward_with(s, &rows, Logits::All, &[], Some(profiler))?;
+    gm.read_ids(s).await?;
     profiler.report(&gm.ctx).await
 }
 
-/// A session whose shared [`STREAM_PREFIX`]-token prefix is prefilled and forked into
-/// `m` streams of up to `stream_capacity` tokens, with each stream's first token.
-async fn forked_session(
+/// A session with the shared [`STREAM_PREFIX`]-token prefix prefilled, room for up to
+/// `max_streams` streams of `stream_capacity` tokens each.
+async fn prefixed_session(
     gm: &GpuModel,
-    m: usize,
+    max_streams: usize,
     stream_capacity: usize,
-) -> Result<(GpuSession, Vec<u32>)> {
+) -> Result<GpuSession> {
     let prefix: Vec<u32> = (0..STREAM_PREFIX as u32).map(|i| 100 + 7 * i).collect();
-    let mut s = GpuSession::new(gm, prefix.len(), m, stream_capacity)?;
+    let mut s = GpuSession::new(gm, prefix.len(), max_streams, stream_capacity)?;
     gm.append(&mut s, &prefix, Logits::Last, &[])?;
     gm.read_ids(&s).await?;
+    Ok(s)
+}
+
+/// Forks `m` fresh streams (each empty, after the prefix) and returns their first tokens.
+fn fork_streams(s: &mut GpuSession, m: usize) -> Result<Vec<u32>> {
     s.fork(m)?;
-    Ok((s, (0..m as u32).map(|i| 200 + i).collect()))
+    Ok((0..m as u32).map(|i| 200 + i).collect())
 }
 
 /// `n` tokens from a fixed LCG: the same prompt every run and on every machine.

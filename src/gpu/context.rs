@@ -23,6 +23,16 @@ pub struct AdapterSummary {
 }
 
 impl AdapterSummary {
+    /// Whether the adapter runs on the CPU (lavapipe, SwiftShader: Chrome's WebGPU
+    /// fallback, which a page sees only by name).
+    pub fn is_software(&self) -> bool {
+        let name = self.name.to_lowercase();
+        self.device_type == "cpu"
+            || ["swiftshader", "llvmpipe", "lavapipe"]
+                .iter()
+                .any(|s| name.contains(s))
+    }
+
     /// Its name and API, e.g. "NVIDIA H100 (vulkan)".
     pub fn describe(&self) -> String {
         let name = if self.name.trim().is_empty() {

@@ -19,9 +19,9 @@ override M: u32 = 1u;        // activation rows per workgroup, 1..MAX_M
 const MAX_M: u32 = 16u;
 const WG: u32 = 64u;
 // Threads sharing one output row: 16, or with subgroups the adapter's smallest
-// subgroup size when that is less (so a row's lanes sit in one subgroup).
+// subgroup size when that is less (so a row's lanes sit in one subgroup); 1 on a
+// software adapter (a CPU).
 override LANES: u32 = 16u;
-const ROWS_MAX: u32 = 16u;   // WG / the smallest LANES (4)
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>,
@@ -29,6 +29,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
     let out_row = (wg.x + wg.y * nwg.x) * (WG / LANES) + tid / LANES;
     let lane = tid % LANES;
+    if (M == 1u) {
+        one_row(out_row, lane, wg.z, tid);
+        return;
+    }
     let m0 = wg.z * M;
 
     // 1. Each lane takes every LANES-th unit of its output row.
@@ -75,6 +79,37 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>,
                 y[(m0 + m) * dims.y_stride + dims.y_offset + out_row] = sums[m] + b;
             }
         }
+    }
+}
+
+// M = 1 (one decode stream, and row tiles of one): the same with one scalar sum per
+// thread. An array indexed in loops is what compilers without full unrolling (such as
+// SwiftShader's, Chrome's WebGPU on the CPU) keep in memory, at 5x the step time.
+fn one_row(out_row: u32, lane: u32, m: u32, tid: u32) {
+    var acc = 0.0;
+    if (out_row < dims.n_out && m < count.n) {
+        let xb0 = m * dims.k_units * 8u;
+        for (var u = lane; u < dims.k_units; u += LANES) {
+            let unit = out_row * dims.k_units + u;
+            if (is_packed_format()) {
+                acc += packed_dot(load_packed(unit), xb0 + u * 8u);
+            } else {
+                let w = unit_weights(unit);
+                var s = 0.0;
+                for (var i = 0u; i < 8u; i++) {
+                    s += dot(w[i], x[xb0 + u * 8u + i]);
+                }
+                acc += s;
+            }
+        }
+    }
+    let sum = reduce_lane(acc, tid, lane);
+    if (lane == 0u && out_row < dims.n_out && m < count.n) {
+        var b = 0.0;
+        if (dims.has_bias != 0u) {
+            b = bias[dims.y_offset + out_row];
+        }
+        y[m * dims.y_stride + dims.y_offset + out_row] = sum + b;
     }
 }
 

@@ -22,3 +22,16 @@ fn reduce_lanes(acc: array<f32, MAX_M>, tid: u32, lane: u32) -> array<f32, MAX_M
     }
     return out;
 }
+
+// One sum per thread (M = 1).
+fn reduce_lane(v: f32, tid: u32, lane: u32) -> f32 {
+    partial[tid] = v;
+    workgroupBarrier();
+    for (var stride = LANES / 2u; stride > 0u; stride >>= 1u) {
+        if (lane < stride) {
+            partial[tid] += partial[tid + stride];
+        }
+        workgroupBarrier();
+    }
+    return partial[tid];
+}

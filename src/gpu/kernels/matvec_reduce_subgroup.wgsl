@@ -13,3 +13,12 @@ fn reduce_lanes(acc: array<f32, MAX_M>, tid: u32, lane: u32) -> array<f32, MAX_M
     }
     return out;
 }
+
+// One sum per thread (M = 1).
+fn reduce_lane(v: f32, tid: u32, lane: u32) -> f32 {
+    var s = v;
+    for (var stride = LANES / 2u; stride > 0u; stride >>= 1u) {
+        s += subgroupShuffleXor(s, stride);
+    }
+    return s;
+}
