@@ -65,7 +65,7 @@ pub async fn choose(request: BackendRequest) -> Result<Choice> {
             })
         }
         BackendRequest::Auto => match GpuContext::new().await {
-            Ok(ctx) if !ctx.adapter.is_software() => {
+            Ok(ctx) if !ctx.adapter.software => {
                 let reason = format!("GPU adapter available: {}", ctx.adapter.describe());
                 Ok(Choice {
                     ctx: Some(ctx),

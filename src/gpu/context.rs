@@ -20,19 +20,13 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     /// Whether the adapter offers timestamp queries (used only to profile).
     pub timestamps: bool,
+    /// Whether the adapter runs on the CPU (lavapipe; SwiftShader, Chrome's WebGPU
+    /// fallback, which a page knows only by name). The kernels take shapes that suit a
+    /// CPU; set it to false before loading a model to force the GPU shapes.
+    pub software: bool,
 }
 
 impl AdapterSummary {
-    /// Whether the adapter runs on the CPU (lavapipe, SwiftShader: Chrome's WebGPU
-    /// fallback, which a page sees only by name).
-    pub fn is_software(&self) -> bool {
-        let name = self.name.to_lowercase();
-        self.device_type == "cpu"
-            || ["swiftshader", "llvmpipe", "lavapipe"]
-                .iter()
-                .any(|s| name.contains(s))
-    }
-
     /// Its name and API, e.g. "NVIDIA H100 (vulkan)".
     pub fn describe(&self) -> String {
         let name = if self.name.trim().is_empty() {
@@ -104,6 +98,10 @@ impl GpuContext {
             subgroup_min_size: info.subgroup_min_size,
             shader_f16: offered.contains(wgpu::Features::SHADER_F16),
             timestamps: offered.contains(wgpu::Features::TIMESTAMP_QUERY),
+            software: info.device_type == wgpu::DeviceType::Cpu
+                || ["swiftshader", "llvmpipe", "lavapipe"]
+                    .iter()
+                    .any(|s| info.name.to_lowercase().contains(s)),
         };
         Ok(GpuContext {
             device,

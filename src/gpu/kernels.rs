@@ -230,7 +230,7 @@ impl Kernels {
         // A CPU runs a row best on one thread: no reduction, and 64 rows a workgroup
         // (measured: the decode step at a third of 16 lanes' time on SwiftShader, and
         // 20-30% less on lavapipe).
-        let matvec_lanes = if ctx.adapter.is_software() {
+        let matvec_lanes = if ctx.adapter.software {
             1
         } else if subgroups {
             ctx.adapter.subgroup_min_size.clamp(4, 16)

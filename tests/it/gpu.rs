@@ -171,7 +171,8 @@ fn reference_matvec(w: &Matrix, x: &[f32], n: usize) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn matvec_matches_the_dequantized_weights_in_every_format_and_row_count() {
     let Some(mut ctx) = gpu() else { return };
-    // Both row reductions: subgroup shuffles (where offered) and workgroup memory.
+    // Every row shape: one thread a row (software adapters), and 4-16 threads a row
+    // summed by subgroup shuffles (where offered) or through workgroup memory.
     let offered = ctx.adapter.subgroups;
     if !offered {
         eprintln!(
@@ -179,7 +180,7 @@ fn matvec_matches_the_dequantized_weights_in_every_format_and_row_count() {
             ctx.adapter.describe()
         );
     }
-    for subgroups in [true, false] {
+    for (software, subgroups) in [(true, offered), (false, true), (false, false)] {
         if subgroups && !offered {
             continue;
         }
@@ -193,6 +194,7 @@ fn matvec_matches_the_dequantized_weights_in_every_format_and_row_count() {
             TensorType::Q4K,
         ] {
             ctx.adapter.subgroups = subgroups;
+            ctx.adapter.software = software;
             let d = if ttype == TensorType::Q4K { 256 } else { 64 };
             let (gm, cpu) = both(&tiny_model(ttype, d), ctx);
             assert_eq!(gm.kernels.subgroups(), subgroups);
@@ -208,7 +210,8 @@ fn matvec_matches_the_dequantized_weights_in_every_format_and_row_count() {
                 .unwrap();
                 let got = read(&gm, &s, Act::Up, n);
                 let (want, mag) = reference_matvec(&cpu_ffn.ffn_up.weight, &x, n);
-                let what = format!("{ttype} matvec, {n} rows, subgroups {subgroups}");
+                let what =
+                    format!("{ttype} matvec, {n} rows, software {software}, subgroups {subgroups}");
                 assert_close(&what, &got, &want, |i| 1e-5 * mag[i] + 1e-6);
             }
             ctx = gm.ctx;
