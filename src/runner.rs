@@ -4,8 +4,8 @@
 //! Choosing ([`choose`], native): `cpu` and `gpu` are taken as asked; `auto` takes a
 //! hardware GPU when one is offered and falls back to the CPU with the reason (a
 //! software adapter such as lavapipe is slower than our CPU path). The browser chooses
-//! in `wasm.rs` from what `navigator.gpu` says, taking any WebGPU adapter, since a
-//! page cannot tell a software one reliably.
+//! in `wasm/detect.rs` from what `navigator.gpu` says, passing over a software adapter
+//! the same way (SwiftShader: `info.isFallbackAdapter`, or its name).
 
 use crate::engine::{CpuSequence, Engine, Sequence};
 use crate::error::{Error, Result};

@@ -17,6 +17,8 @@ const HEADS = { adapter: '/reasoning/adapter/', switcher: '/reasoning/switcher/'
 const params = new URLSearchParams(location.search);
 const MAX_TOKENS = Number(params.get('max_tokens')) || 256;
 const ANSWER_TOKENS = Number(params.get('answer_tokens')) || 32;
+// ?backend=webgpu | cpu overrides the engine's choice (auto passes over a software GPU).
+const BACKEND = params.get('backend') || 'auto';
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const el = (tag, props = {}, ...children) => {
@@ -49,19 +51,23 @@ async function showEngine() {
   $('version').textContent = version();
   $('version').dataset.state = 'ready';
   try {
-    const choice = await detectBackend();
-    const badge = $('backend');
-    badge.textContent = choice.backend === 'webgpu' ? 'WebGPU' : 'CPU fallback';
-    badge.dataset.backend = choice.backend;
-    badge.dataset.adapter = choice.adapter ?? '';
-    badge.title = choice.reason;
-    badge.dataset.state = 'ready';
-    $('backend-reason').textContent = choice.reason;
+    showBackend(await detectBackend());
   } catch (err) {
     $('backend').textContent = 'unknown';
     $('backend').dataset.state = 'error';
     fail('detecting the backend failed', err);
   }
+}
+
+/** The backend badge: what the engine would use (or, once loaded, uses) and why. */
+function showBackend(choice) {
+  const badge = $('backend');
+  badge.textContent = choice.backend === 'webgpu' ? 'WebGPU' : 'CPU fallback';
+  badge.dataset.backend = choice.backend;
+  badge.dataset.adapter = choice.adapter ?? '';
+  badge.title = choice.reason;
+  badge.dataset.state = 'ready';
+  $('backend-reason').textContent = choice.reason;
 }
 
 // Caches the page and the wasm for offline use (the weights live in OPFS, not here).
@@ -114,6 +120,7 @@ async function loadModel() {
     const resumedFrom = partial ? partial.storedBytes / partial.size : 0;
     const r = await e.load({
       ...MODEL,
+      backend: BACKEND,
       onProgress: (p) => {
         bar.hidden = false;
         bar.value = p.totalBytes ? p.loadedBytes / p.totalBytes : 0;
@@ -122,6 +129,7 @@ async function loadModel() {
     });
     bar.value = 1;
     bar.dataset.state = 'done';
+    showBackend(r.backend);
     $('status').textContent =
       `Ready on ${r.backend.backend === 'webgpu' ? 'WebGPU' : 'the CPU'} in ${(r.loadMs / 1000).toFixed(1)} s` +
       (r.fromCache ? ' (from storage)' : ` (downloaded ${mb(r.fetchedBytes)})`);

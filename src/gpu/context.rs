@@ -38,6 +38,14 @@ impl AdapterSummary {
     }
 }
 
+/// Whether an adapter's name is that of a CPU implementation (lavapipe, SwiftShader).
+pub fn is_software_name(name: &str) -> bool {
+    let name = name.to_lowercase();
+    ["swiftshader", "llvmpipe", "lavapipe"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
 /// A device and its queue, with the adapter's limits.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -98,10 +106,7 @@ impl GpuContext {
             subgroup_min_size: info.subgroup_min_size,
             shader_f16: offered.contains(wgpu::Features::SHADER_F16),
             timestamps: offered.contains(wgpu::Features::TIMESTAMP_QUERY),
-            software: info.device_type == wgpu::DeviceType::Cpu
-                || ["swiftshader", "llvmpipe", "lavapipe"]
-                    .iter()
-                    .any(|s| info.name.to_lowercase().contains(s)),
+            software: info.device_type == wgpu::DeviceType::Cpu || is_software_name(&info.name),
         };
         Ok(GpuContext {
             device,

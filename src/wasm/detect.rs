@@ -1,5 +1,5 @@
-//! Which backend a browser offers: WebGPU when `navigator.gpu` hands out an adapter,
-//! else the CPU engine, with the reason in words.
+//! Which backend a browser offers: WebGPU when `navigator.gpu` hands out a hardware
+//! adapter, else the CPU engine, with the reason in words.
 
 use js_sys::{Function, Object, Promise};
 use wasm_bindgen::prelude::*;
@@ -7,12 +7,17 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use super::js::{describe_error, get, internal, set};
+use crate::gpu::context::is_software_name;
 
 /// The outcome of [`detect`], before it becomes a JS object.
 pub(super) struct BackendChoice {
     pub webgpu: bool,
     pub reason: String,
     pub adapter: Option<String>,
+    /// The adapter offered is a software one (SwiftShader, Chrome's fallback when it
+    /// has no usable GPU): slower than the CPU engine, so `auto` passes it over, and
+    /// it is used only when WebGPU is asked for.
+    pub software: bool,
 }
 
 impl BackendChoice {
@@ -21,6 +26,7 @@ impl BackendChoice {
             webgpu: false,
             reason: reason.into(),
             adapter: None,
+            software: false,
         }
     }
 
@@ -81,17 +87,33 @@ pub(super) async fn detect() -> Result<BackendChoice, JsValue> {
     if adapter.is_null() || adapter.is_undefined() {
         return Ok(BackendChoice::cpu("no WebGPU adapter was offered"));
     }
-    let name = adapter_name(&adapter).await;
+    let (name, fallback) = adapter_name(&adapter).await;
+    if fallback || is_software_name(&name) {
+        return Ok(BackendChoice {
+            webgpu: false,
+            reason: format!(
+                "the only WebGPU adapter is a software one ({name}), slower than the CPU \
+                 engine; load with backend \"webgpu\" to use it anyway"
+            ),
+            adapter: Some(name),
+            software: true,
+        });
+    }
     Ok(BackendChoice {
         webgpu: true,
         reason: format!("WebGPU adapter available: {name}"),
         adapter: Some(name),
+        software: false,
     })
 }
 
 /// A readable name for a GPUAdapter: `adapter.info` (current spec), else the older
-/// `requestAdapterInfo()`; its description, else vendor / architecture / device.
-async fn adapter_name(adapter: &JsValue) -> String {
+/// `requestAdapterInfo()`; its description, else vendor / architecture / device. With
+/// whether it is a fallback adapter (`info.isFallbackAdapter`, or the older
+/// `adapter.isFallbackAdapter`).
+async fn adapter_name(adapter: &JsValue) -> (String, bool) {
+    let flag = |o: &JsValue| get(o, "isFallbackAdapter").ok().and_then(|v| v.as_bool());
+    let old_flag = flag(adapter).unwrap_or(false);
     let mut info = get(adapter, "info").unwrap_or(JsValue::UNDEFINED);
     if info.is_undefined() || info.is_null() {
         if let Ok(f) = get(adapter, "requestAdapterInfo").and_then(|f| {
@@ -106,8 +128,9 @@ async fn adapter_name(adapter: &JsValue) -> String {
         }
     }
     if info.is_undefined() || info.is_null() {
-        return "WebGPU adapter".to_string();
+        return ("WebGPU adapter".to_string(), old_flag);
     }
+    let fallback = flag(&info).unwrap_or(old_flag);
     let field = |k: &str| -> String {
         get(&info, k)
             .ok()
@@ -122,10 +145,11 @@ async fn adapter_name(adapter: &JsValue) -> String {
         .map(|k| field(k))
         .filter(|s| !s.is_empty())
         .collect();
-    match (description.is_empty(), parts.is_empty()) {
+    let name = match (description.is_empty(), parts.is_empty()) {
         (false, true) => description,
         (false, false) => format!("{description} ({})", parts.join(" / ")),
         (true, false) => parts.join(" / "),
         (true, true) => "WebGPU adapter".to_string(),
-    }
+    };
+    (name, fallback)
 }

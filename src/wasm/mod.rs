@@ -33,6 +33,7 @@ use wasm_bindgen::JsCast;
 
 use crate::engine::Sequence;
 use crate::gguf::Gguf;
+use crate::gpu::context::is_software_name;
 use crate::gpu::{GpuContext, KvPrecision};
 use crate::model::{BytesSource, TensorSource};
 use crate::runner::{BackendRequest, Runner};
@@ -54,7 +55,8 @@ export interface BackendChoice {
   backend: "webgpu" | "cpu";
   /** Why: a sentence for people (shown on the page). */
   reason: string;
-  /** The WebGPU adapter's description when `backend` is "webgpu", else null. */
+  /** The WebGPU adapter's description when there is one (also when `backend` is
+   *  "cpu" because the adapter is a software one, such as SwiftShader), else null. */
   adapter: string | null;
 }
 "#;
@@ -69,8 +71,10 @@ extern "C" {
 const TS_ENGINE: &'static str = r#"
 /** Options of `Engine.load()`. */
 export interface LoadOptions {
-  /** "auto" (default): WebGPU when an adapter is offered, else the CPU with the reason;
-   *  "webgpu" (or "gpu"): WebGPU or an error; "cpu": the CPU engine (wasm SIMD). */
+  /** "auto" (default): WebGPU when a hardware adapter is offered, else the CPU with
+   *  the reason (a software adapter such as SwiftShader, Chrome's fallback, is slower
+   *  than the CPU engine); "webgpu" (or "gpu"): WebGPU, on any adapter, or an error;
+   *  "cpu": the CPU engine (wasm SIMD). */
   backend?: "auto" | "webgpu" | "gpu" | "cpu";
   /** Precision of the WebGPU KV cache: "f16" (default: half the memory, as
    *  llama.cpp's default) or "f32" (exact). The CPU's cache is f32. */
@@ -402,8 +406,10 @@ async fn load_on_backend(
         BackendRequest::Auto => Ok(BackendChoice::cpu(format!("CPU backend: {why}"))),
         _ => Err(js_error(err)),
     };
-    let detected = detect().await?;
-    let opened = if detected.webgpu {
+    let mut detected = detect().await?;
+    // A software adapter only when WebGPU is asked for.
+    let use_webgpu = detected.webgpu || (detected.software && request != BackendRequest::Auto);
+    let opened = if use_webgpu {
         GpuContext::new().await
     } else {
         Err(crate::Error::NoGpu(detected.reason.clone()))
@@ -414,9 +420,17 @@ async fn load_on_backend(
             if ctx.adapter.name.trim().is_empty() {
                 ctx.adapter.name = detected.adapter.clone().unwrap_or_default();
             }
+            // ...and reports no device type: SwiftShader is known by its name here.
+            ctx.adapter.software |= detected.software || is_software_name(&ctx.adapter.name);
+            let ctx_name = ctx.adapter.name.clone();
             match Runner::load(gguf, source, Some(ctx)).await {
                 Ok(mut runner) => {
                     runner.set_kv_precision(options.kv_cache.unwrap_or(KvPrecision::F16));
+                    if detected.software {
+                        detected.webgpu = true;
+                        detected.reason =
+                            format!("WebGPU, as asked, on a software adapter ({})", ctx_name);
+                    }
                     return Ok(WasmEngine::new(runner, detected));
                 }
                 Err(e @ (crate::Error::GpuMemory { .. } | crate::Error::Gpu(_))) => {

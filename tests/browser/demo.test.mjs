@@ -56,10 +56,10 @@ async function waitLoaded(page) {
 }
 
 /** Opens the page, records page errors, and clicks "Load"; resolves once loaded. */
-async function openAndLoad(page, errors) {
+async function openAndLoad(page, errors, query = '') {
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-  await page.goto(`${server.url}${QUERY}`, { waitUntil: 'load' });
+  await page.goto(`${server.url}${QUERY}${query}`, { waitUntil: 'load' });
   await page.waitForSelector(`${testid('backend')}:not([data-state="loading"])`);
   await page.click(testid('load'));
   await waitLoaded(page);
@@ -131,7 +131,7 @@ function assertReasoned(shown, n) {
  * the reasoned answer: SwiftShader takes minutes a load, so the WebGPU visit leaves
  * the backend-independent rest (chat routing, storage, offline) to the CPU visit.
  */
-async function wholeVisit(flags, viewport, { backend, status, screenshot, between, reasonOnly }) {
+async function wholeVisit(flags, viewport, { backend, status, screenshot, between, reasonOnly, query }) {
   const browser = await launch(flags);
   try {
     const { page, context } = browser;
@@ -146,7 +146,7 @@ async function wholeVisit(flags, viewport, { backend, status, screenshot, betwee
       });
     });
     faults.resetCounts();
-    await openAndLoad(page, errors);
+    await openAndLoad(page, errors, query);
     assert.equal(await page.textContent(testid('backend')), backend);
     assert.ok((await page.getAttribute(testid('backend'), 'title')).length > 0, 'the badge says why this backend');
     const mb = `${(fs.statSync(modelPath).size / 1e6).toFixed(1)} MB`;
@@ -244,6 +244,8 @@ describe('the demo page', { timeout: 1_800_000 }, () => {
       screenshot: 'demo-desktop-webgpu.png',
       between: desktopLayout,
       reasonOnly: true,
+      // SwiftShader, Chrome's software WebGPU, is taken only when asked for.
+      query: '&backend=webgpu',
     });
   });
 

@@ -427,7 +427,7 @@ describe('the default model through the worker, then offline', { timeout: 900_00
     await withBrowser([...BASE_FLAGS, ...WEBGPU_FLAGS], async (browser) => {
       const { page } = browser;
       await openEngine(page);
-      const source = { url: MODEL_URL, manifestUrl: `${MODEL_URL}.manifest.json` };
+      const source = { url: MODEL_URL, manifestUrl: `${MODEL_URL}.manifest.json`, backend: 'webgpu' };
       const first = await call(page, 'load', source);
       assert.ok(first.ok, JSON.stringify(first));
       assert.equal(first.value.fromCache, false);
@@ -457,8 +457,11 @@ describe('the default model through the worker, then offline', { timeout: 900_00
       assert.equal(warm.value.fromCache, true);
       const offline = await gen('The capital of France is');
       assert.deepEqual(offline.ids, online.ids);
+      // By id, and with auto: the CPU, since this WebGPU is a software one.
       const byId = await call(page, 'load', { id: MODEL_NAME });
       assert.ok(byId.ok, JSON.stringify(byId));
+      assert.equal(byId.value.backend.backend, 'cpu', JSON.stringify(byId.value.backend));
+      assert.match(byId.value.backend.reason, /software/);
       assert.equal(faults.count(MODEL_URL).requests, before, 'nothing fetched while offline');
       t.diagnostic(
         `default model: cold load ${first.value.loadMs.toFixed(0)} ms (download ${first.value.seconds.toFixed(2)} s), ` +
@@ -515,7 +518,7 @@ describe('the Cache API store (where OPFS is missing)', { timeout: 900_000 }, ()
         const m = await import('/pkg/index.js');
         const run = async (storage) => {
           const e = await m.createEngine({ storage });
-          const loaded = await e.load({ url });
+          const loaded = await e.load({ url, backend: 'webgpu' });
           const g = await e.generate('The capital of France is', { max_tokens: 3 });
           e.terminate();
           return { storage: loaded.storage, ids: g.ids, memory: loaded.memoryBytes };
