@@ -408,8 +408,11 @@ async fn load_on_backend(
     };
     let mut detected = detect().await?;
     // A software adapter only when WebGPU is asked for.
-    let use_webgpu = detected.webgpu || (detected.software && request != BackendRequest::Auto);
-    let opened = if use_webgpu {
+    if detected.software && request == BackendRequest::Auto {
+        detected.reason = format!("CPU backend: {}", detected.reason);
+        return load_on_cpu(gguf, source, detected).await;
+    }
+    let opened = if detected.webgpu || detected.software {
         GpuContext::new().await
     } else {
         Err(crate::Error::NoGpu(detected.reason.clone()))
