@@ -119,16 +119,20 @@ def ttft_section(docs):
 
 def webgpu_section(doc):
     steps = doc.get("stream_step_ms", {})
+    memory = doc.get("gpu_buffer_bytes", {})
     one = steps.get("1")
-    rows = [[n, f"{ms:.0f}", f"{int(n) * one / ms:.2f}x" if one else "-"]
+    rows = [[n, f"{ms:.0f}", f"{int(n) * one / ms:.2f}x" if one else "-",
+             f"{memory[n] / 2**20:.1f}" if n in memory else "-"]
             for n, ms in sorted(steps.items(), key=lambda kv: int(kv[0]))]
     return (
         "## Parallel streams on WebGPU\n\n"
         f"`node bench/browser_bench.mjs --streams 1,2,4,8` on `{doc.get('adapter', '?')}`: decode "
         "step time per number of streams over a shared prefix; the gain is N x step(1) / "
         "step(N), total tokens/s over one stream (target ≥ 4x at N = 8 on a hardware GPU; "
-        "SwiftShader is a CPU).\n\n"
-        + table(["streams", "step (ms)", "total tok/s vs 1 stream"], rows)
+        "SwiftShader is a CPU). GPU memory: the weights plus every buffer of a session with "
+        f"a {doc.get('prefill_tokens', '?')}-token prompt and N candidates of "
+        f"{doc.get('decode_tokens', '?')} tokens.\n\n"
+        + table(["streams", "step (ms)", "total tok/s vs 1 stream", "GPU buffers (MiB)"], rows)
     )
 
 

@@ -5,7 +5,8 @@
 //!   pp test);
 //! - decode: `decode_tokens` single-token steps after a one-token prompt (its tg test);
 //! - on a GPU, the decode step time of M streams over a shared 32-token prefix for each
-//!   M in `streams`: one pass, one submission, M ids read back.
+//!   M in `streams`: one pass, one submission, M ids read back; and the device bytes of
+//!   the weights and of a session of a `prefill_tokens` prompt with M candidates.
 //!
 //! Every figure is the median of `runs`, after an untimed warm-up (page faults, thread
 //! start-up and pipeline compilation are not timed).
@@ -65,6 +66,11 @@ pub struct BenchReport {
     /// Milliseconds of one decode step per stream count (GPU only; keys are M).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub stream_step_ms: BTreeMap<String, f64>,
+    /// Device bytes per stream count M (GPU only; keys are M): the weights plus every
+    /// buffer of a session with a `prefill_tokens` prompt and M candidates of
+    /// `decode_tokens` each (KV cache, activations, logits, attention partials).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpu_buffer_bytes: BTreeMap<String, u64>,
     /// Whether the kernels use subgroup operations (GPU only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subgroups: Option<bool>,
@@ -126,6 +132,7 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
 
     let decode_tok_s = median(dec);
     let mut stream_step_ms = BTreeMap::new();
+    let mut gpu_buffer_bytes = BTreeMap::new();
     let mut profile = BTreeMap::new();
     let (mut decode_bytes_per_token, mut decode_gb_s, mut subgroups) = (None, None, None);
     let mut kv_cache = "f32";
@@ -144,6 +151,9 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
             m => Some(prefixed_session(&g.gm, m, steps + 1).await?),
         };
         for &m in &o.streams {
+            let sized = GpuSession::new(&g.gm, o.prefill_tokens.max(1), m, o.decode_tokens.max(1))?;
+            gpu_buffer_bytes.insert(m.to_string(), g.gm.weight_bytes + sized.buffer_bytes());
+            drop(sized);
             let s = shared.as_mut().expect("a session for the widest width");
             let ms = stream_step_ms_median(&g.gm, s, m, steps, runs).await?;
             stream_step_ms.insert(m.to_string(), ms);
@@ -177,6 +187,7 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
         decode_tokens: o.decode_tokens,
         decode_tok_s,
         stream_step_ms,
+        gpu_buffer_bytes,
         subgroups,
         decode_bytes_per_token,
         decode_gb_s,

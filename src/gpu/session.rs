@@ -117,6 +117,21 @@ struct Params {
     vocab: wgpu::Buffer,
 }
 
+impl Params {
+    fn buffers(&self) -> [&wgpu::Buffer; 8] {
+        [
+            &self.norm,
+            &self.rope_q,
+            &self.rope_k,
+            &self.kv_dim,
+            &self.attn,
+            &self.width_d,
+            &self.width_ff,
+            &self.vocab,
+        ]
+    }
+}
+
 /// What a cached bind group binds (weights by address: the model never moves or
 /// changes while a session lives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -215,6 +230,33 @@ fn storage(device: &wgpu::Device, label: &str, bytes: u64) -> wgpu::Buffer {
 }
 
 impl GpuSession {
+    /// Device bytes of every buffer the session holds: its KV cache, activations,
+    /// logits, attention partials and the small ones (the model's weights are
+    /// [`GpuModel::weight_bytes`]).
+    pub fn buffer_bytes(&self) -> u64 {
+        let single = [
+            &self.logits,
+            &self.draws,
+            &self.ids,
+            &self.ids_staging,
+            &self.rows,
+            &self.counts,
+            &self.cos_sin,
+            &self.lora_t,
+            &self.pooled,
+            &self.partials,
+            &self.dummy,
+        ];
+        self.acts
+            .iter()
+            .chain(single)
+            .chain(&self.k_cache)
+            .chain(&self.v_cache)
+            .chain(self.params.buffers())
+            .map(|b| b.size())
+            .sum()
+    }
+
     /// Buffers for a main sequence of up to `main_capacity` tokens and up to
     /// `n_streams` parallel streams of `stream_capacity` tokens each.
     pub fn new(

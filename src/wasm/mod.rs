@@ -139,6 +139,9 @@ export interface BenchReport {
   decode_tok_s: number;
   /** Milliseconds of one decode step for M streams, keyed by M (WebGPU only). */
   stream_step_ms?: Record<string, number>;
+  /** Device bytes keyed by M: the weights plus a session of a `prefill_tokens` prompt
+   *  with M candidates of `decode_tokens` each (WebGPU only). */
+  gpu_buffer_bytes?: Record<string, number>;
   /** Whether the kernels use subgroup operations (WebGPU only). */
   subgroups?: boolean;
   /** Bytes one decode token reads: the weights plus the KV cache (WebGPU only). */

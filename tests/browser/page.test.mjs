@@ -585,10 +585,15 @@ describe('benchmark page', () => {
       }
       assert.deepEqual(Object.keys(r.stream_step_ms).sort(), ['1', '2']);
       for (const ms of Object.values(r.stream_step_ms)) assert.ok(ms > 0);
+      // The weights and the session's buffers; a second candidate adds its own.
+      assert.deepEqual(Object.keys(r.gpu_buffer_bytes).sort(), ['1', '2']);
+      assert.ok(r.gpu_buffer_bytes['1'] > 50e6, JSON.stringify(r.gpu_buffer_bytes));
+      assert.ok(r.gpu_buffer_bytes['2'] > r.gpu_buffer_bytes['1'], JSON.stringify(r.gpu_buffer_bytes));
       assert.equal(typeof r.subgroups, 'boolean');
       t.diagnostic(
         `SwiftShader: prefill ${r.prefill_tok_s.toFixed(2)} tok/s, decode ${r.decode_tok_s.toFixed(2)} tok/s, ` +
-          `step of 2 streams ${r.stream_step_ms['2'].toFixed(0)} ms, subgroups ${r.subgroups}`,
+          `step of 2 streams ${r.stream_step_ms['2'].toFixed(0)} ms, subgroups ${r.subgroups}, ` +
+          `GPU buffers ${(r.gpu_buffer_bytes['1'] / 2 ** 20).toFixed(1)} MiB`,
       );
     });
   });

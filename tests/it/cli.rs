@@ -267,6 +267,18 @@ fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
             "step time for {m} streams: {b}"
         );
     }
+    // Device memory: at least the weights (Q4_1: over half the file), and 7 more
+    // candidates hold at least their own 4 positions of f16 keys and values (30 layers,
+    // kv_dim 192) each.
+    let bytes = |m: &str| b["gpu_buffer_bytes"][m].as_u64().unwrap();
+    let file = std::fs::metadata(m).unwrap().len();
+    assert!(bytes("1") > file / 2, "{b}");
+    assert!(
+        bytes("8") >= bytes("1") + 7 * 4 * 30 * 2 * 192 * 2,
+        "{} vs {}",
+        bytes("8"),
+        bytes("1")
+    );
 }
 
 #[test]

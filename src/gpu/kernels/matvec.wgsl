@@ -84,7 +84,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>,
 
 // M = 1 (one decode stream, and row tiles of one): the same with one scalar sum per
 // thread. An array indexed in loops is what compilers without full unrolling (such as
-// SwiftShader's, Chrome's WebGPU on the CPU) keep in memory, at 5x the step time.
+// SwiftShader's, Chrome's WebGPU on the CPU) keep in memory: there this path makes
+// the matvec 2.4x faster.
 fn one_row(out_row: u32, lane: u32, m: u32, tid: u32) {
     var acc = 0.0;
     if (out_row < dims.n_out && m < count.n) {
