@@ -33,7 +33,6 @@ use wasm_bindgen::JsCast;
 
 use crate::engine::Sequence;
 use crate::gguf::Gguf;
-use crate::gpu::context::is_software_name;
 use crate::gpu::{GpuContext, KvPrecision};
 use crate::model::{BytesSource, TensorSource};
 use crate::runner::{BackendRequest, Runner};
@@ -426,8 +425,8 @@ async fn load_on_backend(
             if ctx.adapter.name.trim().is_empty() {
                 ctx.adapter.name = detected.adapter.clone().unwrap_or_default();
             }
-            // ...and reports no device type: SwiftShader is known by its name here.
-            ctx.adapter.software |= detected.software || is_software_name(&ctx.adapter.name);
+            // ...and reports no device type: detect() knew SwiftShader by its flag or name.
+            ctx.adapter.software |= detected.software;
             let ctx_name = ctx.adapter.name.clone();
             match Runner::load(gguf, source, Some(ctx)).await {
                 Ok(mut runner) => {
@@ -435,7 +434,7 @@ async fn load_on_backend(
                     if detected.software {
                         detected.webgpu = true;
                         detected.reason =
-                            format!("WebGPU, as asked, on a software adapter ({})", ctx_name);
+                            format!("WebGPU, as asked, on a software adapter ({ctx_name})");
                     }
                     return Ok(WasmEngine::new(runner, detected));
                 }
