@@ -12,7 +12,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::activations;
-use super::q4_1::{self, BlockQ4_1, BlockQ8_1};
+use super::q4_1::{self, BlockQ4_1};
 use super::{q8_0, ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
@@ -203,13 +203,12 @@ impl Matrix {
                         .zip(x)
                         .for_each(|(q, &v)| *q = bf16::from_f32(v))
                 },
-                |wr: &[bf16], xr: &[bf16]| {
+                Kernel::one(|wr: &[bf16], xr: &[bf16]| {
                     wr.iter()
                         .zip(xr)
                         .map(|(a, b)| a.to_f32() * b.to_f32())
                         .sum()
-                },
-                None,
+                }),
             ),
             Blocks::Q4_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
             Blocks::Q4_1(b) => blocked_matmul(
@@ -219,10 +218,12 @@ impl Matrix {
                 self.cols,
                 y,
                 q4_1::BLOCK,
-                BlockQ8_1::ZERO,
-                q4_1::quantize_q8_1,
-                q4_1::dot,
-                Some(q4_1::dot4),
+                q4_1::Act::ZERO,
+                q4_1::quantize,
+                Kernel {
+                    dot: q4_1::dot,
+                    dot4: Some(q4_1::dot4),
+                },
             ),
             Blocks::Q5_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
             Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
@@ -233,10 +234,12 @@ impl Matrix {
                 self.cols,
                 y,
                 q8_0::BLOCK,
-                q8_0::BlockQ8_0::ZERO,
-                q8_0::quantize_q8_0,
-                q8_0::dot,
-                Some(q8_0::dot4),
+                q8_0::Act::ZERO,
+                q8_0::quantize,
+                Kernel {
+                    dot: q8_0::dot,
+                    dot4: Some(q8_0::dot4),
+                },
             ),
             Blocks::Q2K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
             Blocks::Q3K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
@@ -267,8 +270,7 @@ fn candle_matmul<T: GgmlType>(
         T::BLCK_SIZE,
         T::VecDotType::zeros(),
         quantize,
-        |wr: &[T], xr: &[T::VecDotType]| T::vec_dot(k, wr, xr),
-        None,
+        Kernel::one(|wr: &[T], xr: &[T::VecDotType]| T::vec_dot(wr.len() * T::BLCK_SIZE, wr, xr)),
     );
 }
 
@@ -301,9 +303,23 @@ fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     out.clone_from_slice(src);
 }
 
-/// A kernel computing one weight row against [`ROWS`] activation rows at once,
-/// bit-identical to that many single dots.
+/// One weight row against [`ROWS`] activation rows, bit-identical to that many dots.
 type Dot4<W, A> = fn(&[W], [&[A]; ROWS]) -> [f32; ROWS];
+
+/// The dot products of one weight format against its activation format.
+struct Kernel<W, A> {
+    /// One weight row against one activation row.
+    dot: fn(&[W], &[A]) -> f32,
+    /// The batched dot, where the format has one.
+    dot4: Option<Dot4<W, A>>,
+}
+
+impl<W, A> Kernel<W, A> {
+    /// A format with only the one-row dot.
+    fn one(dot: fn(&[W], &[A]) -> f32) -> Self {
+        Kernel { dot, dot4: None }
+    }
+}
 
 /// The one matmul loop: quantize each activation row with `quantize`, then compute
 /// output columns in parallel tasks; each task reads its weight rows once for all `m`
@@ -318,9 +334,9 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
     block: usize,
     zero: A,
     quantize: impl Fn(&[f32], &mut [A]),
-    dot: impl Fn(&[W], &[A]) -> f32 + Sync,
-    dot4: Option<Dot4<W, A>>,
+    kernel: Kernel<W, A>,
 ) {
+    let Kernel { dot, dot4 } = kernel;
     let per_row = k / block; // blocks per weight row and per activation row
     let n = w.len() / per_row; // output columns
     let mut xq = vec![zero; m * per_row]; // (m, per_row)

@@ -62,6 +62,7 @@ pub mod ops;
 mod pass;
 pub mod q4_1;
 pub mod q8_0;
+pub mod wide;
 
 /// Activation rows the kernels' `dot4` takes at once (batched candidates).
 pub const ROWS: usize = 4;

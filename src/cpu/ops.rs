@@ -33,8 +33,63 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
 
 /// SwiGLU: `gate = silu(gate) * up`.
 pub fn swiglu_in_place(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    for (g, u) in gate.chunks_mut(EXP_LANES).zip(up.chunks(EXP_LANES)) {
+        let mut e = [0f32; EXP_LANES];
+        for (e, &g) in e.iter_mut().zip(g.iter()) {
+            *e = -g;
+        }
+        let e = exp_lanes(e);
+        for ((g, &u), e) in g.iter_mut().zip(u).zip(e) {
+            *g = *g / (1.0 + e) * u;
+        }
+    }
+}
+
+/// Lanes [`exp_lanes`] computes at once (one SIMD128 or SSE register).
+const EXP_LANES: usize = 4;
+
+/// `e^x` of each lane, within 2 ulp of the correctly rounded value, in plain lane
+/// arithmetic the compiler turns into SIMD (wasm SIMD128, SSE/AVX): the scalar `exp`
+/// of wasm's libm is a branchy call, a tenth of an attention step's time there.
+///
+/// `x = n ln2 + r` with `n = round(x / ln2)` and `|r| <= ln2 / 2` (ln2 split in two so
+/// `n ln2` is exact), `e^r = 1 + r + r^2 P(r)` with Cephes' degree-5 `P`, and `2^n` put
+/// into the exponent bits. Inputs are clamped to `[-87, 88]`: below, `e^x` is under
+/// 1.7e-38, nothing next to the softmax's `e^0 = 1`; above, it would overflow.
+#[inline]
+fn exp_lanes(x: [f32; EXP_LANES]) -> [f32; EXP_LANES] {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4; // 355 / 512: exact times any n here
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln2 - LN2_HI
+    const P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    // Lane by lane in one loop, which the compiler turns into vector instructions.
+    let mut out = [0f32; EXP_LANES];
+    for (o, &x) in out.iter_mut().zip(&x) {
+        let x = x.clamp(-87.0, 88.0);
+        let n = (x * LOG2_E).round_ties_even();
+        let r = (x - n * LN2_HI) - n * LN2_LO;
+        let p = P.iter().fold(0f32, |acc, &c| acc * r + c);
+        let e = 1.0 + r + r * r * p;
+        // 2^n for n in -126..=127: the exponent field n + 127.
+        *o = e * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    }
+    out
+}
+
+/// `x = e^x` in place (see [`exp_lanes`]).
+pub fn exp_in_place(xs: &mut [f32]) {
+    for chunk in xs.chunks_mut(EXP_LANES) {
+        let mut x = [0f32; EXP_LANES];
+        x[..chunk.len()].copy_from_slice(chunk);
+        let e = exp_lanes(x);
+        chunk.copy_from_slice(&e[..chunk.len()]);
     }
 }
 
@@ -146,6 +201,28 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// Calls `f` with `cols` of the key rows (or the value rows, with `values`) of the first
+/// `n_pos` positions of `kv`, in order across its segments (shared prefix, then own).
+#[inline(always)]
+fn for_each_kv_row(
+    kv: KvView<'_>,
+    n_pos: usize,
+    row_len: usize,
+    cols: std::ops::Range<usize>,
+    values: bool,
+    mut f: impl FnMut(&[f32]),
+) {
+    let mut left = n_pos;
+    for (k, v) in kv.segments {
+        let data = if values { v } else { k };
+        let n = (data.len() / row_len).min(left);
+        left -= n;
+        for row in data[..n * row_len].chunks_exact(row_len) {
+            f(&row[cols.clone()]);
+        }
+    }
+}
+
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
@@ -179,17 +256,6 @@ pub fn attention(
     let group = n_heads / n_kv_heads;
     let kv_stride = n_kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    // Positions in order across the segments (shared prefix, then own): each
-    // segment's rows of kv head `kvh`, up to `n_pos` positions in all.
-    let rows = |n_pos: usize, kvh: usize, values: bool| {
-        let mut left = n_pos;
-        kv.segments.into_iter().flat_map(move |(k, v)| {
-            let data = if values { v } else { k };
-            let n = (data.len() / kv_stride).min(left);
-            left -= n;
-            (0..n).map(move |p| &data[p * kv_stride + kvh * hd..][..hd])
-        })
-    };
 
     // One task per (query, head): each writes its own head_dim slice of `out`.
     out.par_chunks_mut(hd)
@@ -201,24 +267,22 @@ pub fn attention(
             let qh = &q[t * n_heads * hd + h * hd..][..hd];
             let n_pos = first_pos + t + 1;
             let mut scores = Vec::with_capacity(n_pos);
-            let mut max = f32::NEG_INFINITY;
-            for kp in rows(n_pos, kvh, false) {
-                let s = dot(qh, kp) * scale;
-                max = max.max(s);
-                scores.push(s);
-            }
-            let mut total = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
+            let head = kvh * hd..(kvh + 1) * hd;
+            for_each_kv_row(kv, n_pos, kv_stride, head.clone(), false, |kp| {
+                scores.push(dot(qh, kp) * scale)
+            });
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+            scores.iter_mut().for_each(|s| *s -= max);
+            exp_in_place(&mut scores);
+            let total: f32 = scores.iter().sum();
             o.fill(0.0);
-            for (&s, vp) in scores.iter().zip(rows(n_pos, kvh, true)) {
-                let w = s / total;
+            let mut weights = scores.iter();
+            for_each_kv_row(kv, n_pos, kv_stride, head, true, |vp| {
+                let w = weights.next().expect("one score per position") / total;
                 for (a, &b) in o.iter_mut().zip(vp) {
                     *a += w * b;
                 }
-            }
+            });
         });
     debug_assert_eq!(out.len(), n_q * n_heads * hd);
 }
@@ -246,6 +310,38 @@ mod tests {
         let n1: f32 = x[4..].iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-4);
         assert_ne!(&x[4..], &x[..4]);
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_exact_value() {
+        // Every 97th f32 bit pattern between -87 and 88, and the ends.
+        let mut xs: Vec<f32> = (0..u32::MAX / 97)
+            .map(|i| f32::from_bits(i * 97))
+            .flat_map(|x| [x, -x])
+            .filter(|x| (-87.0..=88.0).contains(x))
+            .chain([0.0, -87.0, 88.0, 1.0, -1.0])
+            .collect();
+        let want: Vec<f64> = xs.iter().map(|&x| (x as f64).exp()).collect();
+        exp_in_place(&mut xs);
+        for (got, want) in xs.iter().zip(&want) {
+            let ulp = (*want as f32).abs() * f32::EPSILON;
+            assert!(
+                (*got as f64 - want).abs() <= 2.0 * ulp as f64,
+                "e^x = {want}: got {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn exp_clamps_to_zero_and_stays_finite() {
+        let mut xs = [-1000.0, -88.5, 89.0, 1000.0, -0.0];
+        exp_in_place(&mut xs);
+        assert!(xs[0] < 1e-37 && xs[1] < 1e-37, "{xs:?}");
+        assert!(
+            xs[2].is_finite() && xs[3].is_finite() && xs[3] > 1e38,
+            "{xs:?}"
+        );
+        assert_eq!(xs[4], 1.0);
     }
 
     #[test]

@@ -31,76 +31,92 @@ pub fn dequantize(blocks: &[BlockQ4_1], out: &mut [f32]) {
 
 pub use super::ROWS;
 
-dot_kernels!(BlockQ4_1, BlockQ8_1);
+dot_kernels!(BlockQ4_1, Act);
 
-/// The browser's CPU kernel (wasm SIMD128, which every browser with WebAssembly SIMD
-/// runs as SSE or NEON): 16 weight bytes give 32 nibbles, multiplied by the i8
-/// activations as i16 and summed into four i32 lanes per block.
+/// What the kernels read for one block of activations: ggml's Q8_1, widened to `i16`
+/// in nibble-lane order for the wasm SIMD128 kernel.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline]
-fn dot_rows_simd128<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
-    use core::arch::wasm32::*;
-    let low_nibbles = u8x16_splat(0x0F);
-    let mut acc = [f32x4_splat(0.0); R];
-    let mut sum_m = [0f32; R];
-    for (b, wb) in w.iter().enumerate() {
-        let (dw, mw) = (f16_to_f32_finite(wb.d), f16_to_f32_finite(wb.m));
-        // SAFETY: `qs` is 16 bytes; v128_load has no alignment requirement.
-        let packed = unsafe { v128_load(wb.qs.as_ptr() as *const v128) };
-        let lo = v128_and(packed, low_nibbles); // elements 0..16
-        let hi = u8x16_shr(packed, 4); // elements 16..32
-        for r in 0..R {
-            let xb = &x[r][b];
-            sum_m[r] += mw * f16_to_f32_finite(xb.s);
-            // SAFETY: `qs` is 32 bytes: two unaligned 16-byte loads.
-            let (a0, a1) = unsafe {
-                let p = xb.qs.as_ptr() as *const v128;
-                (v128_load(p), v128_load(p.add(1)))
-            };
-            // A nibble times an i8 is at most 15 * 127 in magnitude, so four such
-            // products still fit an i16 (7620) before widening to i32.
-            let products = i16x8_add(
-                i16x8_add(
-                    i16x8_extmul_low_i8x16(lo, a0),
-                    i16x8_extmul_high_i8x16(lo, a0),
-                ),
-                i16x8_add(
-                    i16x8_extmul_low_i8x16(hi, a1),
-                    i16x8_extmul_high_i8x16(hi, a1),
-                ),
-            );
-            let sums = i32x4_extadd_pairwise_i16x8(products);
-            let scale = f32x4_splat(dw * f16_to_f32_finite(xb.d));
-            acc[r] = f32x4_add(acc[r], f32x4_mul(scale, f32x4_convert_i32x4(sums)));
+pub type Act = super::wide::Q8_1Wide;
+/// What the kernels read for one block of activations: ggml's Q8_1.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub type Act = BlockQ8_1;
+
+/// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks: ggml's Q8_1 rounding.
+pub fn quantize(x: &[f32], out: &mut [Act]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let mut q = [BlockQ8_1::ZERO];
+        for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+            quantize_q8_1(xb, &mut q);
+            *ob = Act::new(&q[0]);
         }
     }
-    std::array::from_fn(|r| hsum_simd128(acc[r]) + sum_m[r])
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    quantize_q8_1(x, out)
 }
 
-/// Horizontal sum of 4 lanes.
+/// The browser's CPU kernels (wasm SIMD128, which browsers run as SSE or NEON). Each
+/// weight block is read as eight `u16` lanes of four nibbles, which shifts and masks
+/// split into four `i16` vectors; the activations come widened in the same lane order
+/// ([`super::wide::Q8_1Wide`]), so four `i32x4.dot_i16x8_s` give the block's integer
+/// sum. The block's `d` and `m` are converted together and multiplied by the
+/// activation's f32 `d` and `s` in one vector: `[dw * dx, m * s, _, _]`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline]
-pub(super) fn hsum_simd128(a: core::arch::wasm32::v128) -> f32 {
-    use core::arch::wasm32::f32x4_extract_lane;
-    f32x4_extract_lane::<0>(a)
-        + f32x4_extract_lane::<1>(a)
-        + f32x4_extract_lane::<2>(a)
-        + f32x4_extract_lane::<3>(a)
+mod simd128 {
+    use super::{Act, BlockQ4_1};
+    use crate::cpu::wide::simd::{dot32, f16x4_to_f32x4, hsum};
+    use core::arch::wasm32::*;
+
+    /// A block's 32 nibbles as four `i16` vectors in [`crate::cpu::wide::NIBBLE_LANES`] order.
+    #[inline]
+    fn nibbles(wb: &BlockQ4_1) -> [v128; 4] {
+        let nibble = u16x8_splat(0x000F);
+        // SAFETY: `qs` is 16 bytes; the load is unaligned.
+        let packed = unsafe { v128_load(wb.qs.as_ptr() as *const v128) };
+        [
+            v128_and(packed, nibble),
+            v128_and(u16x8_shr(packed, 4), nibble),
+            v128_and(u16x8_shr(packed, 8), nibble),
+            u16x8_shr(packed, 12),
+        ]
+    }
+
+    /// A block's `d` and `m` as the u16 lanes 0 and 1 of a vector.
+    #[inline]
+    fn scales(wb: &BlockQ4_1) -> v128 {
+        // SAFETY: `d` and `m` are the block's first 4 bytes; the load is unaligned.
+        unsafe { v128_load32_zero(wb as *const BlockQ4_1 as *const u32) }
+    }
+
+    /// The activation block's `[d, s, 0, 0]` (adjacent f32s).
+    #[inline]
+    fn act_scales(xb: &Act) -> v128 {
+        // SAFETY: `d` and `s` are adjacent f32s: one unaligned 8-byte load.
+        unsafe { v128_load64_zero(&xb.d as *const f32 as *const u64) }
+    }
+
+    #[inline]
+    pub fn dot_rows<const R: usize>(w: &[BlockQ4_1], x: [&[Act]; R]) -> [f32; R] {
+        let mut acc = [f32x4_splat(0.0); R]; // sums of dw * dx * sum(q * qs), by lane
+        let mut acc_m = [f32x4_splat(0.0); R]; // lane 1: sum of m * s
+        for (b, wb) in w.iter().enumerate() {
+            let q = nibbles(wb);
+            let dm = f16x4_to_f32x4(u32x4_extend_low_u16x8(scales(wb))); // [dw, m, 0, 0]
+            for r in 0..R {
+                let xb = &x[r][b];
+                let s = f32x4_mul(dm, act_scales(xb)); // [dw * dx, m * s, 0, 0]
+                acc_m[r] = f32x4_add(acc_m[r], s);
+                let scale = i32x4_shuffle::<0, 0, 0, 0>(s, s);
+                let sums = f32x4_convert_i32x4(dot32(q, &xb.qs));
+                acc[r] = f32x4_add(acc[r], f32x4_mul(scale, sums));
+            }
+        }
+        std::array::from_fn(|r| hsum(acc[r]) + f32x4_extract_lane::<1>(acc_m[r]))
+    }
 }
 
-/// An f16 scale as f32 without branches: exponent and mantissa moved into an f32 and
-/// rescaled by 2^112, which is exact for normal and subnormal values alike (scales are
-/// finite; an inf or NaN would come out finite). Without F16C, `half`'s conversion
-/// branches on the value class, and four conversions per block would cost more than
-/// the block's SIMD arithmetic.
-#[cfg(any(test, all(target_arch = "wasm32", target_feature = "simd128")))]
-#[inline]
-pub(super) fn f16_to_f32_finite(h: f16) -> f32 {
-    const TWO_POW_112: f32 = f32::from_bits(0x7780_0000);
-    let h = h.to_bits() as u32;
-    let magnitude = f32::from_bits((h & 0x7FFF) << 13) * TWO_POW_112;
-    f32::from_bits(magnitude.to_bits() | ((h & 0x8000) << 16))
-}
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use simd128::dot_rows as dot_rows_simd128;
 
 #[cfg(all(
     target_arch = "x86_64",
@@ -195,21 +211,6 @@ mod tests {
                 (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
                 "{n_blocks} blocks: simd {fast} vs scalar {slow}"
             );
-        }
-    }
-
-    #[test]
-    fn branch_free_f16_conversion_is_exact_for_every_finite_value() {
-        for bits in 0..=u16::MAX {
-            let h = f16::from_bits(bits);
-            if h.is_finite() {
-                let (got, want) = (f16_to_f32_finite(h), h.to_f32());
-                assert_eq!(
-                    got.to_bits(),
-                    want.to_bits(),
-                    "{bits:#06x}: {got} vs {want}"
-                );
-            }
         }
     }
 

@@ -11,7 +11,29 @@
 
 pub use super::activations::{quantize_q8_0, BlockQ8_0, BLOCK};
 
-dot_kernels!(BlockQ8_0, BlockQ8_0);
+/// What the kernels read for one block of activations: ggml's Q8_0, widened to `i16`
+/// for the wasm SIMD128 kernel.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub type Act = super::wide::Q8_0Wide;
+/// What the kernels read for one block of activations: ggml's Q8_0.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub type Act = BlockQ8_0;
+
+/// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks: ggml's Q8_0 rounding.
+pub fn quantize(x: &[f32], out: &mut [Act]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let mut q = [BlockQ8_0::ZERO];
+        for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+            quantize_q8_0(xb, &mut q);
+            *ob = Act::new(&q[0]);
+        }
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    quantize_q8_0(x, out)
+}
+
+dot_kernels!(BlockQ8_0, Act);
 
 #[cfg(all(
     target_arch = "x86_64",
@@ -42,49 +64,54 @@ unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -
     std::array::from_fn(|r| super::q4_1::hsum_avx(acc[r]))
 }
 
-/// The browser's kernel (wasm SIMD128): i8 widened to i16, then pairwise dot products
-/// into four i32 lanes.
+/// The browser's kernels (wasm SIMD128): each weight block's quants widened to `i16`
+/// once, then pairwise dot products with the activations, which come widened
+/// ([`super::wide::Q8_0Wide`]), into four `i32` lanes.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline]
-fn dot_rows_simd128<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+mod simd128 {
+    use super::{Act, BlockQ8_0};
+    use crate::cpu::wide::{f16_to_f32_finite, simd};
     use core::arch::wasm32::*;
-    let mut acc = [f32x4_splat(0.0); R];
-    for (b, wb) in w.iter().enumerate() {
-        let dw = super::q4_1::f16_to_f32_finite(wb.d);
+
+    /// A block's 32 quants as four `i16` vectors.
+    #[inline]
+    fn widened(wb: &BlockQ8_0) -> [v128; 4] {
         // SAFETY: `qs` is 32 bytes: two unaligned 16-byte loads.
         let (q0, q1) = unsafe {
             let p = wb.qs.as_ptr() as *const v128;
             (v128_load(p), v128_load(p.add(1)))
         };
-        let q = [
+        [
             i16x8_extend_low_i8x16(q0),
             i16x8_extend_high_i8x16(q0),
             i16x8_extend_low_i8x16(q1),
             i16x8_extend_high_i8x16(q1),
-        ];
-        for r in 0..R {
-            let xb = &x[r][b];
-            // SAFETY: as above.
-            let (a0, a1) = unsafe {
-                let p = xb.qs.as_ptr() as *const v128;
-                (v128_load(p), v128_load(p.add(1)))
-            };
-            let sums = i32x4_add(
-                i32x4_add(
-                    i32x4_dot_i16x8(q[0], i16x8_extend_low_i8x16(a0)),
-                    i32x4_dot_i16x8(q[1], i16x8_extend_high_i8x16(a0)),
-                ),
-                i32x4_add(
-                    i32x4_dot_i16x8(q[2], i16x8_extend_low_i8x16(a1)),
-                    i32x4_dot_i16x8(q[3], i16x8_extend_high_i8x16(a1)),
-                ),
-            );
-            let scale = f32x4_splat(dw * super::q4_1::f16_to_f32_finite(xb.d));
-            acc[r] = f32x4_add(acc[r], f32x4_mul(scale, f32x4_convert_i32x4(sums)));
-        }
+        ]
     }
-    std::array::from_fn(|r| super::q4_1::hsum_simd128(acc[r]))
+
+    /// `acc += dw * dx * sums`, lane by lane.
+    #[inline]
+    fn accumulate(acc: v128, wb: &BlockQ8_0, xb: &Act, sums: v128) -> v128 {
+        let scale = f32x4_splat(f16_to_f32_finite(wb.d) * xb.d);
+        f32x4_add(acc, f32x4_mul(scale, f32x4_convert_i32x4(sums)))
+    }
+
+    #[inline]
+    pub fn dot_rows<const R: usize>(w: &[BlockQ8_0], x: [&[Act]; R]) -> [f32; R] {
+        let mut acc = [f32x4_splat(0.0); R];
+        for (b, wb) in w.iter().enumerate() {
+            let q = widened(wb);
+            for r in 0..R {
+                let xb = &x[r][b];
+                acc[r] = accumulate(acc[r], wb, xb, simd::dot32(q, &xb.qs));
+            }
+        }
+        std::array::from_fn(|r| simd::hsum(acc[r]))
+    }
 }
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use simd128::dot_rows as dot_rows_simd128;
 
 /// The plain reference implementation (also what targets without SIMD run).
 pub fn dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
