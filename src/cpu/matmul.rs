@@ -9,11 +9,10 @@ use candle_core::quantized::k_quants::{
     BlockQ8_0, GgmlType,
 };
 use half::{bf16, f16};
-use rayon::prelude::*;
 
 use super::activations;
 use super::q4_1::{self, BlockQ4_1};
-use super::{q8_0, ROWS};
+use super::{for_each_chunk, q8_0, ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
 
@@ -203,12 +202,13 @@ impl Matrix {
                         .zip(x)
                         .for_each(|(q, &v)| *q = bf16::from_f32(v))
                 },
-                Kernel::one(|wr: &[bf16], xr: &[bf16]| {
+                |wr: &[bf16], xr: &[bf16]| {
                     wr.iter()
                         .zip(xr)
                         .map(|(a, b)| a.to_f32() * b.to_f32())
                         .sum()
-                }),
+                },
+                None,
             ),
             Blocks::Q4_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
             Blocks::Q4_1(b) => blocked_matmul(
@@ -220,10 +220,8 @@ impl Matrix {
                 q4_1::BLOCK,
                 q4_1::Act::ZERO,
                 q4_1::quantize,
-                Kernel {
-                    dot: q4_1::dot,
-                    dot4: Some(q4_1::dot4),
-                },
+                q4_1::dot,
+                Some(q4_1::dot4),
             ),
             Blocks::Q5_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
             Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
@@ -236,10 +234,8 @@ impl Matrix {
                 q8_0::BLOCK,
                 q8_0::Act::ZERO,
                 q8_0::quantize,
-                Kernel {
-                    dot: q8_0::dot,
-                    dot4: Some(q8_0::dot4),
-                },
+                q8_0::dot,
+                Some(q8_0::dot4),
             ),
             Blocks::Q2K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
             Blocks::Q3K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
@@ -270,7 +266,8 @@ fn candle_matmul<T: GgmlType>(
         T::BLCK_SIZE,
         T::VecDotType::zeros(),
         quantize,
-        Kernel::one(|wr: &[T], xr: &[T::VecDotType]| T::vec_dot(wr.len() * T::BLCK_SIZE, wr, xr)),
+        |wr: &[T], xr: &[T::VecDotType]| T::vec_dot(k, wr, xr),
+        None,
     );
 }
 
@@ -306,21 +303,6 @@ fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
 /// One weight row against [`ROWS`] activation rows, bit-identical to that many dots.
 type Dot4<W, A> = fn(&[W], [&[A]; ROWS]) -> [f32; ROWS];
 
-/// The dot products of one weight format against its activation format.
-struct Kernel<W, A> {
-    /// One weight row against one activation row.
-    dot: fn(&[W], &[A]) -> f32,
-    /// The batched dot, where the format has one.
-    dot4: Option<Dot4<W, A>>,
-}
-
-impl<W, A> Kernel<W, A> {
-    /// A format with only the one-row dot.
-    fn one(dot: fn(&[W], &[A]) -> f32) -> Self {
-        Kernel { dot, dot4: None }
-    }
-}
-
 /// The one matmul loop: quantize each activation row with `quantize`, then compute
 /// output columns in parallel tasks; each task reads its weight rows once for all `m`
 /// activation rows (that is what makes batched decode cheap).
@@ -334,9 +316,9 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
     block: usize,
     zero: A,
     quantize: impl Fn(&[f32], &mut [A]),
-    kernel: Kernel<W, A>,
+    dot: impl Fn(&[W], &[A]) -> f32 + Sync,
+    dot4: Option<Dot4<W, A>>,
 ) {
-    let Kernel { dot, dot4 } = kernel;
     let per_row = k / block; // blocks per weight row and per activation row
     let n = w.len() / per_row; // output columns
     let mut xq = vec![zero; m * per_row]; // (m, per_row)
@@ -344,22 +326,23 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
         quantize(xr, qr);
     }
     if m == 1 {
-        y.par_chunks_mut(COLUMNS_PER_TASK)
-            .enumerate()
-            .for_each(|(task, ys)| {
-                let c0 = task * COLUMNS_PER_TASK;
-                for (j, out) in ys.iter_mut().enumerate() {
-                    let c = c0 + j;
-                    *out = dot(&w[c * per_row..(c + 1) * per_row], &xq);
-                }
-            });
+        for_each_chunk(y, COLUMNS_PER_TASK, 1, w.len(), |(task, ys)| {
+            let c0 = task * COLUMNS_PER_TASK;
+            for (j, out) in ys.iter_mut().enumerate() {
+                let c = c0 + j;
+                *out = dot(&w[c * per_row..(c + 1) * per_row], &xq);
+            }
+        });
         return;
     }
     // m > 1: tasks write a transposed (n, m) tile, then one pass transposes it back.
     let mut yt = vec![0f32; n * m]; // (n, m)
-    yt.par_chunks_mut(COLUMNS_PER_TASK * m)
-        .enumerate()
-        .for_each(|(task, tile)| {
+    for_each_chunk(
+        &mut yt,
+        COLUMNS_PER_TASK * m,
+        1,
+        w.len() * m,
+        |(task, tile)| {
             let c0 = task * COLUMNS_PER_TASK;
             for (j, col) in tile.chunks_exact_mut(m).enumerate() {
                 let c = c0 + j;
@@ -377,7 +360,8 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
                     *out = dot(wr, xr(i));
                 }
             }
-        });
+        },
+    );
     for (c, col) in yt.chunks_exact(m).enumerate() {
         for (r, &v) in col.iter().enumerate() {
             y[r * n + c] = v;

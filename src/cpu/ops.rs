@@ -1,7 +1,6 @@
 //! The small ops of the forward pass, on row-major `f32` slices.
 
 use crate::kv_cache::KvView;
-use rayon::prelude::*;
 
 /// `out = x / rms(x) * weight`, row by row; `x` and `out` are (rows, d).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -258,32 +257,31 @@ pub fn attention(
     let scale = 1.0 / (hd as f32).sqrt();
 
     // One task per (query, head): each writes its own head_dim slice of `out`.
-    out.par_chunks_mut(hd)
-        .enumerate()
-        .with_min_len(4)
-        .for_each(|(i, o)| {
-            let (t, h) = (i / n_heads, i % n_heads);
-            let kvh = h / group;
-            let qh = &q[t * n_heads * hd + h * hd..][..hd];
-            let n_pos = first_pos + t + 1;
-            let mut scores = Vec::with_capacity(n_pos);
-            let head = kvh * hd..(kvh + 1) * hd;
-            for_each_kv_row(kv, n_pos, kv_stride, head.clone(), false, |kp| {
-                scores.push(dot(qh, kp) * scale)
-            });
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            scores.iter_mut().for_each(|s| *s -= max);
-            exp_in_place(&mut scores);
-            let total: f32 = scores.iter().sum();
-            o.fill(0.0);
-            let mut weights = scores.iter();
-            for_each_kv_row(kv, n_pos, kv_stride, head, true, |vp| {
-                let w = weights.next().expect("one score per position") / total;
-                for (a, &b) in o.iter_mut().zip(vp) {
-                    *a += w * b;
-                }
-            });
+    // Block dots of the work: per (query, head), 2 * head_dim multiply-adds a position.
+    let work = (0..n_q).map(|t| first_pos + t + 1).sum::<usize>() * n_heads * hd / 16;
+    super::for_each_chunk(out, hd, 4, work, |(i, o)| {
+        let (t, h) = (i / n_heads, i % n_heads);
+        let kvh = h / group;
+        let qh = &q[t * n_heads * hd + h * hd..][..hd];
+        let n_pos = first_pos + t + 1;
+        let mut scores = Vec::with_capacity(n_pos);
+        let head = kvh * hd..(kvh + 1) * hd;
+        for_each_kv_row(kv, n_pos, kv_stride, head.clone(), false, |kp| {
+            scores.push(dot(qh, kp) * scale)
         });
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        scores.iter_mut().for_each(|s| *s -= max);
+        exp_in_place(&mut scores);
+        let total: f32 = scores.iter().sum();
+        o.fill(0.0);
+        let mut weights = scores.iter();
+        for_each_kv_row(kv, n_pos, kv_stride, head, true, |vp| {
+            let w = weights.next().expect("one score per position") / total;
+            for (a, &b) in o.iter_mut().zip(vp) {
+                *a += w * b;
+            }
+        });
+    });
     debug_assert_eq!(out.len(), n_q * n_heads * hd);
 }
 

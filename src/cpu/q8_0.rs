@@ -22,13 +22,7 @@ pub type Act = BlockQ8_0;
 /// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks: ggml's Q8_0 rounding.
 pub fn quantize(x: &[f32], out: &mut [Act]) {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        let mut q = [BlockQ8_0::ZERO];
-        for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-            quantize_q8_0(xb, &mut q);
-            *ob = Act::new(&q[0]);
-        }
-    }
+    super::wide::quantize_widened(x, out, BlockQ8_0::ZERO, quantize_q8_0, Act::new);
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     quantize_q8_0(x, out)
 }

@@ -75,6 +75,22 @@ impl Q8_0Wide {
     }
 }
 
+/// Quantizes `x` block by block with ggml's `quantize` (into `zero`-initialized blocks),
+/// then widens each block into `out`.
+pub fn quantize_widened<B: Copy, W>(
+    x: &[f32],
+    out: &mut [W],
+    zero: B,
+    quantize: fn(&[f32], &mut [B]),
+    widen: fn(&B) -> W,
+) {
+    let mut q = [zero];
+    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        quantize(xb, &mut q);
+        *ob = widen(&q[0]);
+    }
+}
+
 /// An f16 scale as f32 without branches: exponent and mantissa moved into an f32 and
 /// rescaled by 2^112, which is exact for normal and subnormal values alike (scales are
 /// finite; an inf or NaN would come out finite). Without F16C, `half`'s conversion
@@ -167,20 +183,28 @@ mod tests {
     #[test]
     fn widened_blocks_keep_ggml_quants_and_scales() {
         let mut rng = SmallRng::seed_from_u64(1);
-        let x: Vec<f32> = (0..BLOCK).map(|_| rng.random_range(-2.0..2.0)).collect();
-        let mut q1 = [BlockQ8_1::ZERO];
+        let x: Vec<f32> = (0..2 * BLOCK)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let mut q1 = [BlockQ8_1::ZERO; 2];
         quantize_q8_1(&x, &mut q1);
-        let w1 = Q8_1Wide::new(&q1[0]);
-        assert_eq!((w1.d, w1.s), (q1[0].d.to_f32(), q1[0].s.to_f32()));
-        for (v, element) in NIBBLE_LANES.iter().enumerate() {
-            for i in 0..8 {
-                assert_eq!(w1.qs[v * 8 + i], q1[0].qs[element(i)] as i16);
+        let mut w1 = [Q8_1Wide::ZERO; 2];
+        quantize_widened(&x, &mut w1, BlockQ8_1::ZERO, quantize_q8_1, Q8_1Wide::new);
+        for (w1, q1) in w1.iter().zip(&q1) {
+            assert_eq!((w1.d, w1.s), (q1.d.to_f32(), q1.s.to_f32()));
+            for (v, element) in NIBBLE_LANES.iter().enumerate() {
+                for i in 0..8 {
+                    assert_eq!(w1.qs[v * 8 + i], q1.qs[element(i)] as i16);
+                }
             }
         }
-        let mut q0 = [BlockQ8_0::ZERO];
+        let mut q0 = [BlockQ8_0::ZERO; 2];
         quantize_q8_0(&x, &mut q0);
-        let w0 = Q8_0Wide::new(&q0[0]);
-        assert_eq!(w0.d, q0[0].d.to_f32());
-        assert!(w0.qs.iter().zip(&q0[0].qs).all(|(&a, &b)| a == b as i16));
+        let mut w0 = [Q8_0Wide::ZERO; 2];
+        quantize_widened(&x, &mut w0, BlockQ8_0::ZERO, quantize_q8_0, Q8_0Wide::new);
+        for (w0, q0) in w0.iter().zip(&q0) {
+            assert_eq!(w0.d, q0.d.to_f32());
+            assert!(w0.qs.iter().zip(&q0.qs).all(|(&a, &b)| a == b as i16));
+        }
     }
 }
