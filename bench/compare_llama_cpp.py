@@ -97,7 +97,7 @@ def main():
     import llama_cpp
     doc = {"model": os.path.basename(a.model), "runs": a.runs, "prefill_tokens": a.prefill,
            "decode_tokens": a.decode, "llama_cpp_python": llama_cpp.__version__,
-           "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+           "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].split(":", 1)[1].strip(),
            "results": results}
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:

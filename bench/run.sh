@@ -12,6 +12,9 @@ M=models/SmolLM2-135M-Instruct.Q4_1.gguf
 BIN=target/release/edge-reason
 say() { printf '==> %s\n' "$*" >&2; }
 mkdir -p "$OUT"
+# wgpu (probing for a GPU in bench-reason) wants a runtime dir, as in ./build.sh test.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}/edge-reason-xdg}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
 [ -d bench/node_modules/@wllama/wllama ] || (say "installing wllama (npm ci in bench/)" && cd bench && npm ci --no-audit --no-fund)
 if [ ! -x .venv-bench/bin/python ] || ! .venv-bench/bin/python -c 'import llama_cpp, matplotlib' 2>/dev/null; then

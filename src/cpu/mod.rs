@@ -71,14 +71,17 @@ pub mod wide;
 pub const ROWS: usize = 4;
 
 /// Work (in block dots: 32 multiply-adds) below which a loop runs on the calling thread
-/// instead of forking over the thread pool. In the browser a fork-join wakes Web Workers
-/// through `Atomics.wait`/`notify`: about 80 us each (measured: 2 threads decoded at half
-/// the speed of 1 when every matmul forked), more than a 576 x 576 matvec takes on one
-/// thread. Natively a fork-join costs a few microseconds: always fork there.
+/// instead of forking over the thread pool, from outside the pool and from one of its
+/// threads. In the browser a job sent into the pool from outside wakes Web Workers
+/// through `Atomics.wait`/`notify` and sleeps until done: about 80 us (measured: 2
+/// threads decoded at half the speed of 1 when every matmul did it), more than a
+/// 576 x 576 matvec takes on one thread. From a pool thread (where the CPU passes run,
+/// see `Model::run_cpu`) the forking thread starts on its share at once. Natively a
+/// fork-join costs a few microseconds: always fork there.
 #[cfg(target_arch = "wasm32")]
-const PARALLEL_MIN_WORK: usize = 64 * 1024;
+const PARALLEL_MIN_WORK: [usize; 2] = [64 * 1024, 8 * 1024];
 #[cfg(not(target_arch = "wasm32"))]
-const PARALLEL_MIN_WORK: usize = 1;
+const PARALLEL_MIN_WORK: [usize; 2] = [1, 1];
 
 /// `f(i, chunk)` for each `chunk_len`-sized chunk of `out`: across rayon's pool (chunks
 /// of at least `min_len` per task) when `work` block dots are worth a fork-join and the
@@ -91,7 +94,8 @@ pub(crate) fn for_each_chunk<T: Send>(
     f: impl Fn((usize, &mut [T])) + Sync + Send,
 ) {
     use rayon::prelude::*;
-    if work >= PARALLEL_MIN_WORK && rayon::current_num_threads() > 1 {
+    let in_pool = rayon::current_thread_index().is_some();
+    if work >= PARALLEL_MIN_WORK[in_pool as usize] && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(chunk_len)
             .enumerate()
             .with_min_len(min_len)
