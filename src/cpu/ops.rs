@@ -49,7 +49,8 @@ const EXP_LANES: usize = 4;
 
 /// `e^x` of each lane, within 2 ulp of the correctly rounded value, in plain lane
 /// arithmetic the compiler turns into SIMD (wasm SIMD128, SSE/AVX): the scalar `exp`
-/// of wasm's libm is a branchy call, a tenth of an attention step's time there.
+/// of wasm's libm is a branchy call, 6% of the time of a 512-token prefill and 256
+/// decode steps in the browser before this.
 ///
 /// `x = n ln2 + r` with `n = round(x / ln2)` and `|r| <= ln2 / 2` (ln2 split in two so
 /// `n ln2` is exact), `e^r = 1 + r + r^2 P(r)` with Cephes' degree-5 `P`, and `2^n` put
