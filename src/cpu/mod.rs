@@ -59,6 +59,30 @@ macro_rules! dot_kernels {
     };
 }
 
+/// A kernel module's activation format: `Act`, ggml's `$block` natively and `$wide`
+/// (the same quants widened to `i16`, see [`wide`]) on wasm SIMD128, and `quantize`
+/// into it with ggml's `$quantize` rounding.
+macro_rules! activation_format {
+    ($block:ty, $wide:ty, $quantize:ident) => {
+        /// What the kernels read for one block of activations: ggml's block, widened
+        /// to `i16` for the wasm SIMD128 kernel.
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        pub type Act = $wide;
+        /// What the kernels read for one block of activations: ggml's block.
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        pub type Act = $block;
+
+        /// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks with ggml's
+        /// rounding.
+        pub fn quantize(x: &[f32], out: &mut [Act]) {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            super::wide::quantize_widened(x, out, <$block>::ZERO, $quantize, Act::new);
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            $quantize(x, out)
+        }
+    };
+}
+
 pub mod activations;
 pub mod matmul;
 pub mod ops;

@@ -31,23 +31,9 @@ pub fn dequantize(blocks: &[BlockQ4_1], out: &mut [f32]) {
 
 pub use super::ROWS;
 
+activation_format!(BlockQ8_1, super::wide::Q8_1Wide, quantize_q8_1);
+
 dot_kernels!(BlockQ4_1, Act);
-
-/// What the kernels read for one block of activations: ggml's Q8_1, widened to `i16`
-/// in nibble-lane order for the wasm SIMD128 kernel.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub type Act = super::wide::Q8_1Wide;
-/// What the kernels read for one block of activations: ggml's Q8_1.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub type Act = BlockQ8_1;
-
-/// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks: ggml's Q8_1 rounding.
-pub fn quantize(x: &[f32], out: &mut [Act]) {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    super::wide::quantize_widened(x, out, BlockQ8_1::ZERO, quantize_q8_1, Act::new);
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    quantize_q8_1(x, out)
-}
 
 /// The browser's CPU kernels (wasm SIMD128, which browsers run as SSE or NEON). Each
 /// weight block is read as eight `u16` lanes of four nibbles, which shifts and masks

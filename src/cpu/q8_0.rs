@@ -11,21 +11,7 @@
 
 pub use super::activations::{quantize_q8_0, BlockQ8_0, BLOCK};
 
-/// What the kernels read for one block of activations: ggml's Q8_0, widened to `i16`
-/// for the wasm SIMD128 kernel.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub type Act = super::wide::Q8_0Wide;
-/// What the kernels read for one block of activations: ggml's Q8_0.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub type Act = BlockQ8_0;
-
-/// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks: ggml's Q8_0 rounding.
-pub fn quantize(x: &[f32], out: &mut [Act]) {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    super::wide::quantize_widened(x, out, BlockQ8_0::ZERO, quantize_q8_0, Act::new);
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    quantize_q8_0(x, out)
-}
+activation_format!(BlockQ8_0, super::wide::Q8_0Wide, quantize_q8_0);
 
 dot_kernels!(BlockQ8_0, Act);
 

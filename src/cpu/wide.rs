@@ -91,13 +91,15 @@ pub fn quantize_widened<B: Copy, W>(
     }
 }
 
+/// 2^112: an f16's exponent bias (15) moved to an f32's (127).
+const TWO_POW_112: f32 = f32::from_bits(0x7780_0000);
+
 /// An f16 scale as f32 without branches: exponent and mantissa moved into an f32 and
 /// rescaled by 2^112, which is exact for normal and subnormal values alike (scales are
 /// finite; an inf or NaN would come out finite). Without F16C, `half`'s conversion
 /// branches on the value class, which costs more than a block's SIMD arithmetic.
 #[inline]
 pub fn f16_to_f32_finite(h: f16) -> f32 {
-    const TWO_POW_112: f32 = f32::from_bits(0x7780_0000);
     let h = h.to_bits() as u32;
     let magnitude = f32::from_bits((h & 0x7FFF) << 13) * TWO_POW_112;
     f32::from_bits(magnitude.to_bits() | ((h & 0x8000) << 16))
@@ -123,7 +125,7 @@ pub mod simd {
     pub fn f16x4_to_f32x4(h: v128) -> v128 {
         let magnitude = f32x4_mul(
             v128_and(i32x4_shl(h, 13), u32x4_splat(0x7FFF << 13)),
-            f32x4_splat(f32::from_bits(0x7780_0000)),
+            f32x4_splat(super::TWO_POW_112),
         );
         v128_or(magnitude, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
     }
