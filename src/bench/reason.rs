@@ -10,7 +10,8 @@
 //! - KV bytes of `n` candidates after `steps` steps each: the shared layout
 //!   (P + N*T positions) against N separate caches (N*(P+T)).
 //! - Decode step time with 1 and with `n` candidates over the shared prompt, with the
-//!   adapter on and off: one batched pass on the GPU, N passes on the CPU.
+//!   adapter on and off: one batched pass on either backend (on the CPU every weight
+//!   matrix is read once for all N candidates' rows).
 //!
 //! With no trained adapter given, a seeded random one of rank `rank` on every linear
 //! layer stands in: the timing does not depend on its values. Medians of `runs`, after

@@ -48,6 +48,22 @@ impl BlockQ8_0 {
     };
 }
 
+/// Quantizes `x` block by block with ggml's `quantize` (into `zero`-initialized
+/// blocks), then converts each block into the kernels' layout with `convert`.
+pub fn quantize_converted<B: Copy, A>(
+    x: &[f32],
+    out: &mut [A],
+    zero: B,
+    quantize: impl Fn(&[f32], &mut [B]),
+    convert: impl Fn(&B) -> A,
+) {
+    let mut q = [zero];
+    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        quantize(xb, &mut q);
+        *ob = convert(&q[0]);
+    }
+}
+
 /// `amax / 127` and its inverse as ggml computes them.
 #[inline]
 fn q8_scale(xb: &[f32]) -> (f32, f32) {

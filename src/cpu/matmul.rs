@@ -16,8 +16,12 @@ use super::{for_each_chunk, q8_0, ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
 
-/// Output columns computed by one parallel task.
+/// Output columns computed by one parallel task (one or a few activation rows).
 const COLUMNS_PER_TASK: usize = 64;
+
+/// Activation rows of one parallel task when there are more (a prefill chunk): their
+/// quantized blocks, 16 x 0.6-1.7 KiB for the default model, stay in L1.
+const ROWS_PER_TASK: usize = 16;
 
 /// The blocks of a matrix, in its storage type.
 pub enum Blocks {
@@ -335,7 +339,40 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
         });
         return;
     }
-    // m > 1: tasks write a transposed (n, m) tile, then one pass transposes it back.
+    let weight_row = |c: usize| &w[c * per_row..(c + 1) * per_row];
+    // The dots of weight row `wr` with activation rows `r0..r0 + out.len()`, four at a
+    // time where there is a `dot4`; `out[i]` gets row `r0 + i`'s at stride `stride`.
+    let dots = |wr: &[W], r0: usize, rows: usize, out: &mut [f32], stride: usize| {
+        let xr = |r: usize| &xq[r * per_row..(r + 1) * per_row];
+        let mut i = 0;
+        if let Some(dot4) = dot4 {
+            while i + ROWS <= rows {
+                let four = dot4(wr, std::array::from_fn(|k| xr(r0 + i + k)));
+                for (k, v) in four.into_iter().enumerate() {
+                    out[(i + k) * stride] = v;
+                }
+                i += ROWS;
+            }
+        }
+        for i in i..rows {
+            out[i * stride] = dot(wr, xr(r0 + i));
+        }
+    };
+    if m > ROWS_PER_TASK {
+        // A prefill chunk: each task owns ROWS_PER_TASK rows of `y` and streams every
+        // weight row past their activations once, which stay in L1. (Column tasks over
+        // all `m` rows would read each activation row from L2 or beyond once per
+        // output column.)
+        for_each_chunk(y, ROWS_PER_TASK * n, 1, w.len() * m, |(task, ys)| {
+            let rows = ys.len() / n;
+            for c in 0..n {
+                dots(weight_row(c), task * ROWS_PER_TASK, rows, &mut ys[c..], n);
+            }
+        });
+        return;
+    }
+    // A few rows (batched candidates): too few to split, so tasks take output columns
+    // and write a transposed (n, m) tile, which one pass transposes back.
     let mut yt = vec![0f32; n * m]; // (n, m)
     for_each_chunk(
         &mut yt,
@@ -345,20 +382,7 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
         |(task, tile)| {
             let c0 = task * COLUMNS_PER_TASK;
             for (j, col) in tile.chunks_exact_mut(m).enumerate() {
-                let c = c0 + j;
-                let wr = &w[c * per_row..(c + 1) * per_row];
-                let xr = |r: usize| &xq[r * per_row..(r + 1) * per_row];
-                let mut r = 0;
-                if let Some(dot4) = dot4 {
-                    while r + ROWS <= m {
-                        let four = dot4(wr, std::array::from_fn(|i| xr(r + i)));
-                        col[r..r + ROWS].copy_from_slice(&four);
-                        r += ROWS;
-                    }
-                }
-                for (i, out) in col.iter_mut().enumerate().skip(r) {
-                    *out = dot(wr, xr(i));
-                }
+                dots(weight_row(c0 + j), 0, m, col, 1);
             }
         },
     );
@@ -429,7 +453,7 @@ mod tests {
             TensorType::Q4K,
             TensorType::Q6K,
         ] {
-            for m in [1, 3] {
+            for m in [1, 3, 5, 21] {
                 let w = quantized(ttype, 130, cols, &mut rng);
                 let x: Vec<f32> = (0..m * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
                 let mut y = vec![0f32; m * w.rows];

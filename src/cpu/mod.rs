@@ -59,26 +59,62 @@ macro_rules! dot_kernels {
     };
 }
 
-/// A kernel module's activation format: `Act`, ggml's `$block` natively and `$wide`
-/// (the same quants widened to `i16`, see [`wide`]) on wasm SIMD128, and `quantize`
-/// into it with ggml's `$quantize` rounding.
+/// A kernel module's activation format: `Act` is what its kernels read for one block
+/// of activations: `$wide` (the quants widened to `i16`, see [`wide`]) on wasm SIMD128,
+/// `$scaled` (ggml's block with f32 scales, see [`scaled`]) with AVX2, else ggml's
+/// `$block` itself. `quantize` fills it with ggml's `$quantize` rounding.
 macro_rules! activation_format {
-    ($block:ty, $wide:ty, $quantize:ident) => {
-        /// What the kernels read for one block of activations: ggml's block, widened
-        /// to `i16` for the wasm SIMD128 kernel.
+    ($block:ty, $wide:ty, $scaled:ty, $quantize:ident) => {
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         pub type Act = $wide;
-        /// What the kernels read for one block of activations: ggml's block.
-        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        pub type Act = $scaled;
+        #[cfg(not(any(
+            all(target_arch = "wasm32", target_feature = "simd128"),
+            all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            )
+        )))]
         pub type Act = $block;
+
+        /// ggml's block as [`Act`].
+        #[inline]
+        pub fn to_act(b: &$block) -> Act {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            {
+                <$wide>::new(b)
+            }
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            ))]
+            {
+                <$scaled>::new(b)
+            }
+            #[cfg(not(any(
+                all(target_arch = "wasm32", target_feature = "simd128"),
+                all(
+                    target_arch = "x86_64",
+                    target_feature = "avx2",
+                    target_feature = "fma"
+                )
+            )))]
+            {
+                *b
+            }
+        }
 
         /// Quantizes `x` (a multiple of 32 values) into [`Act`] blocks with ggml's
         /// rounding.
         pub fn quantize(x: &[f32], out: &mut [Act]) {
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            super::wide::quantize_widened(x, out, <$block>::ZERO, $quantize, Act::new);
-            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-            $quantize(x, out)
+            super::activations::quantize_converted(x, out, <$block>::ZERO, $quantize, to_act)
         }
     };
 }
@@ -89,6 +125,7 @@ pub mod ops;
 mod pass;
 pub mod q4_1;
 pub mod q8_0;
+pub mod scaled;
 pub mod wide;
 
 /// Activation rows the kernels' `dot4` takes at once (batched candidates).

@@ -31,7 +31,12 @@ pub fn dequantize(blocks: &[BlockQ4_1], out: &mut [f32]) {
 
 pub use super::ROWS;
 
-activation_format!(BlockQ8_1, super::wide::Q8_1Wide, quantize_q8_1);
+activation_format!(
+    BlockQ8_1,
+    super::wide::Q8_1Wide,
+    super::scaled::Q8_1Scaled,
+    quantize_q8_1
+);
 
 dot_kernels!(BlockQ4_1, Act);
 
@@ -104,7 +109,7 @@ use simd128::dot_rows as dot_rows_simd128;
     target_feature = "fma"
 ))]
 #[inline]
-unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -> [f32; R] {
+unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ4_1], x: [&[Act]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let low_nibbles = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
@@ -120,11 +125,11 @@ unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; R]) -
         );
         for r in 0..R {
             let xb = &x[r][b];
-            sum_m[r] += mw * xb.s.to_f32();
+            sum_m[r] += mw * xb.s;
             let a = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
             // u8 x i8 -> pairs summed to i16 (no overflow: 15 * 127 * 2 < 32767) -> i32.
             let products = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones);
-            let scale = _mm256_set1_ps(dw * xb.d.to_f32());
+            let scale = _mm256_set1_ps(dw * xb.d);
             acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[r]);
         }
     }
@@ -166,6 +171,11 @@ mod tests {
     use super::*;
     use rand::{rngs::SmallRng, Rng, SeedableRng};
 
+    /// ggml's blocks in the kernels' layout.
+    fn acts(q: &[BlockQ8_1]) -> Vec<Act> {
+        q.iter().map(to_act).collect()
+    }
+
     fn random_blocks(rng: &mut SmallRng, n: usize) -> Vec<BlockQ4_1> {
         (0..n)
             .map(|_| BlockQ4_1 {
@@ -186,7 +196,7 @@ mod tests {
                 .collect();
             let mut q = vec![BlockQ8_1::ZERO; n_blocks];
             quantize_q8_1(&x, &mut q);
-            let (fast, slow) = (dot(&w, &q), dot_scalar(&w, &q));
+            let (fast, slow) = (dot(&w, &acts(&q)), dot_scalar(&w, &q));
             assert!(
                 (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
                 "{n_blocks} blocks: simd {fast} vs scalar {slow}"
@@ -198,13 +208,13 @@ mod tests {
     fn dot4_is_bit_identical_to_four_dots() {
         let mut rng = SmallRng::seed_from_u64(5);
         let w = random_blocks(&mut rng, 18);
-        let rows: Vec<Vec<BlockQ8_1>> = (0..ROWS)
+        let rows: Vec<Vec<Act>> = (0..ROWS)
             .map(|_| {
                 let x: Vec<f32> = (0..18 * BLOCK)
                     .map(|_| rng.random_range(-2.0..2.0))
                     .collect();
-                let mut q = vec![BlockQ8_1::ZERO; 18];
-                quantize_q8_1(&x, &mut q);
+                let mut q = vec![Act::ZERO; 18];
+                quantize(&x, &mut q);
                 q
             })
             .collect();
@@ -225,8 +235,8 @@ mod tests {
         let mut wf = vec![0f32; x.len()];
         dequantize(&w, &mut wf);
         let exact: f32 = wf.iter().zip(&x).map(|(a, b)| a * b).sum();
-        let mut q = vec![BlockQ8_1::ZERO; n_blocks];
-        quantize_q8_1(&x, &mut q);
+        let mut q = vec![Act::ZERO; n_blocks];
+        quantize(&x, &mut q);
         let got = dot(&w, &q);
         // Q8 activations carry ~0.4% relative error per element; summed over 576
         // terms the dot is well within 2% of the float result here.
@@ -262,7 +272,7 @@ mod tests {
         let cw: &[CQ4_1] = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const CQ4_1, 18) };
         let cx: &[CQ8_1] = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const CQ8_1, 18) };
         let theirs = CQ4_1::vec_dot_unopt(18 * BLOCK, cw, cx);
-        let got = dot(&w, &ours);
+        let got = dot(&w, &acts(&ours));
         assert!(
             (got - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
             "{got} vs candle {theirs}"

@@ -11,7 +11,12 @@
 
 pub use super::activations::{quantize_q8_0, BlockQ8_0, BLOCK};
 
-activation_format!(BlockQ8_0, super::wide::Q8_0Wide, quantize_q8_0);
+activation_format!(
+    BlockQ8_0,
+    super::wide::Q8_0Wide,
+    super::scaled::Q8_0Scaled,
+    quantize_q8_0
+);
 
 dot_kernels!(BlockQ8_0, Act);
 
@@ -21,7 +26,7 @@ dot_kernels!(BlockQ8_0, Act);
     target_feature = "fma"
 ))]
 #[inline]
-unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -> [f32; R] {
+unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ8_0], x: [&[Act]; R]) -> [f32; R] {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
@@ -37,7 +42,7 @@ unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_0]; R]) -
             // as ggml's quantizer writes them), then to i32.
             let products =
                 _mm256_madd_epi16(_mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(a, q)), ones);
-            let scale = _mm256_set1_ps(dw * xb.d.to_f32());
+            let scale = _mm256_set1_ps(dw * xb.d);
             acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[r]);
         }
     }
@@ -116,6 +121,11 @@ mod tests {
     use half::f16;
     use rand::{rngs::SmallRng, Rng, SeedableRng};
 
+    /// ggml's blocks in the kernels' layout.
+    fn acts(q: &[BlockQ8_0]) -> Vec<Act> {
+        q.iter().map(to_act).collect()
+    }
+
     fn quantized(rng: &mut SmallRng, n_blocks: usize, range: f32) -> Vec<BlockQ8_0> {
         let x: Vec<f32> = (0..n_blocks * BLOCK)
             .map(|_| rng.random_range(-range..range))
@@ -131,7 +141,7 @@ mod tests {
         for n_blocks in [1, 2, 18, 48] {
             let w = quantized(&mut rng, n_blocks, 0.1);
             let x = quantized(&mut rng, n_blocks, 3.0);
-            let (fast, slow) = (dot(&w, &x), dot_scalar(&w, &x));
+            let (fast, slow) = (dot(&w, &acts(&x)), dot_scalar(&w, &x));
             assert!(
                 (fast - slow).abs() <= 1e-4 * slow.abs().max(1.0),
                 "{n_blocks} blocks: simd {fast} vs scalar {slow}"
@@ -157,7 +167,7 @@ mod tests {
             4
         ];
         let want = 4.0 * 32.0 * 127.0 * 127.0;
-        assert_eq!(dot(&w, &x), want);
+        assert_eq!(dot(&w, &acts(&x)), want);
         assert_eq!(dot_scalar(&w, &x), want);
     }
 
@@ -165,7 +175,9 @@ mod tests {
     fn dot4_is_bit_identical_to_four_dots() {
         let mut rng = SmallRng::seed_from_u64(4);
         let w = quantized(&mut rng, 18, 0.1);
-        let rows: Vec<Vec<BlockQ8_0>> = (0..ROWS).map(|_| quantized(&mut rng, 18, 2.0)).collect();
+        let rows: Vec<Vec<Act>> = (0..ROWS)
+            .map(|_| acts(&quantized(&mut rng, 18, 2.0)))
+            .collect();
         let four = dot4(&w, std::array::from_fn(|r| rows[r].as_slice()));
         for r in 0..ROWS {
             assert_eq!(four[r].to_bits(), dot(&w, &rows[r]).to_bits(), "row {r}");
@@ -183,7 +195,7 @@ mod tests {
             std::slice::from_raw_parts(b.as_ptr() as *const CQ8_0, b.len())
         };
         let theirs = CQ8_0::vec_dot(18 * BLOCK, view(&w), view(&x));
-        let got = dot(&w, &x);
+        let got = dot(&w, &acts(&x));
         assert!(
             (got - theirs).abs() <= 1e-4 * theirs.abs().max(1.0),
             "{got} vs candle {theirs}"

@@ -75,22 +75,6 @@ impl Q8_0Wide {
     }
 }
 
-/// Quantizes `x` block by block with ggml's `quantize` (into `zero`-initialized blocks),
-/// then widens each block into `out`.
-pub fn quantize_widened<B: Copy, W>(
-    x: &[f32],
-    out: &mut [W],
-    zero: B,
-    quantize: fn(&[f32], &mut [B]),
-    widen: fn(&B) -> W,
-) {
-    let mut q = [zero];
-    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        quantize(xb, &mut q);
-        *ob = widen(&q[0]);
-    }
-}
-
 /// 2^112: an f16's exponent bias (15) moved to an f32's (127).
 const TWO_POW_112: f32 = f32::from_bits(0x7780_0000);
 
@@ -146,7 +130,7 @@ pub mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::activations::{quantize_q8_0, quantize_q8_1};
+    use crate::cpu::activations::{quantize_converted, quantize_q8_0, quantize_q8_1};
     use rand::{rngs::SmallRng, Rng, SeedableRng};
 
     #[test]
@@ -191,7 +175,7 @@ mod tests {
         let mut q1 = [BlockQ8_1::ZERO; 2];
         quantize_q8_1(&x, &mut q1);
         let mut w1 = [Q8_1Wide::ZERO; 2];
-        quantize_widened(&x, &mut w1, BlockQ8_1::ZERO, quantize_q8_1, Q8_1Wide::new);
+        quantize_converted(&x, &mut w1, BlockQ8_1::ZERO, quantize_q8_1, Q8_1Wide::new);
         for (w1, q1) in w1.iter().zip(&q1) {
             assert_eq!((w1.d, w1.s), (q1.d.to_f32(), q1.s.to_f32()));
             for (v, element) in NIBBLE_LANES.iter().enumerate() {
@@ -203,7 +187,7 @@ mod tests {
         let mut q0 = [BlockQ8_0::ZERO; 2];
         quantize_q8_0(&x, &mut q0);
         let mut w0 = [Q8_0Wide::ZERO; 2];
-        quantize_widened(&x, &mut w0, BlockQ8_0::ZERO, quantize_q8_0, Q8_0Wide::new);
+        quantize_converted(&x, &mut w0, BlockQ8_0::ZERO, quantize_q8_0, Q8_0Wide::new);
         for (w0, q0) in w0.iter().zip(&q0) {
             assert_eq!(w0.d, q0.d.to_f32());
             assert!(w0.qs.iter().zip(&q0.qs).all(|(&a, &b)| a == b as i16));
