@@ -3,7 +3,8 @@
 bench/out/ (bench/run.sh runs them all; each section is left out when its JSON is):
 
   cpu_vs_llama_cpp.json    bench/compare_llama_cpp.py: native CPU vs llama.cpp
-  browser_compare.json     bench/compare_browser.mjs: wasm CPU path vs wllama
+  browser_compare.json     bench/compare_browser.mjs: wasm CPU and WebGPU paths vs wllama,
+                           and the peak wasm memory of reasoning runs
   reason_n{2,4,8}.json     edge-reason bench-reason --n N: decode step, 1 vs N candidates
   ttft_{100,1000}.json     edge-reason bench-reason --prompt-tokens P: shared cache vs re-encoding
   webgpu_streams.json      bench/browser_bench.mjs --streams 1,2,4,8 (WebGPU)
@@ -57,30 +58,67 @@ def native_section(doc):
 
 
 def browser_section(doc, native):
-    by = {(r["engine"], r["threads"]): r for r in doc["results"]}
+    cpu = {(r["engine"], r["threads"]): r for r in doc["results"] if r.get("backend", "cpu") == "cpu"}
     rows = []
-    for (engine, threads), r in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (engine, threads), r in sorted(cpu.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         if engine != "edge":
             continue
-        w = by.get(("wllama", threads))
+        w = cpu.get(("wllama", threads))
         llama = next((x for x in (native or {}).get("results", []) if x["threads"] == threads), None)
         vs_native = (verdict(r["decode_tok_s"] / llama["llama.cpp"]["decode_tok_s"], 0.5)
                      if llama else "not measured in this run")
-        rows.append([threads, f'{r["decode_tok_s"]:.1f}', f'{w["decode_tok_s"]:.1f}' if w else "-",
+        rows.append([f"CPU, {threads} thread{'s' if threads > 1 else ''}", f'{r["decode_tok_s"]:.1f}',
+                     f'{w["decode_tok_s"]:.1f}' if w else "-",
                      verdict(r["decode_vs_wllama"], 3.0) if w else "-", vs_native,
                      f'{r["prefill_tok_s"]:.1f}', f'{w["prefill_tok_s"]:.1f}' if w else "-",
                      f'{r["load_s"]:.1f} / {w["load_s"]:.1f}' if w else f'{r["load_s"]:.1f}'])
-    w1 = by.get(("wllama", 1), {}).get("info", {})
-    return (
-        "## Browser CPU: edge-reason (wasm SIMD128, threads) vs wllama\n\n"
+    gpu = next((r for r in doc["results"] if r.get("backend") == "webgpu"), None)
+    w1 = cpu.get(("wllama", 1))
+    if gpu:
+        rows.append([f"WebGPU ({gpu['info'].get('device', '?')})", f'{gpu["decode_tok_s"]:.1f}',
+                     f'{w1["decode_tok_s"]:.1f} (1 thread)' if w1 else "-",
+                     f'{gpu["decode_tok_s"] / w1["decode_tok_s"]:.2f}x' if w1 else "-", "-",
+                     f'{gpu["prefill_tok_s"]:.1f}', f'{w1["prefill_tok_s"]:.1f}' if w1 else "-",
+                     f'{gpu["load_s"]:.1f} / {w1["load_s"]:.1f}' if w1 else f'{gpu["load_s"]:.1f}'])
+    info = (w1 or {}).get("info", {})
+    text = (
+        "## Browser: edge-reason (wasm SIMD128 and threads, or WebGPU) vs wllama\n\n"
         f"`bench/compare_browser.mjs`: headless Chromium, the same GGUF from the same local server, "
         f"{doc['results'][0]['prefill_tokens']}-token prompt (wllama's text prompt: "
-        f"{by.get(('wllama', 1), {}).get('prefill_tokens', '?')} tokens), "
+        f"{(w1 or {}).get('prefill_tokens', '?')} tokens), "
         f"{doc['results'][0]['decode_tokens']} greedy tokens with EOS ignored, a fresh browser per "
         f"measurement, medians of {doc['rounds']} rounds. wllama runs with `n_gpu_layers: 0` "
-        f"(its WebGPU build needs `shader-f16`; `isSupportWebGPU()` said {json.dumps(w1.get('webgpu_supported'))}).\n\n"
-        + table(["threads", "decode ours (tok/s)", "decode wllama", "ours / wllama",
-                 "ours / native llama.cpp", "prefill ours", "prefill wllama", "load s ours / wllama"], rows)
+        f"(its WebGPU build needs `shader-f16`; `isSupportWebGPU()` said {json.dumps(info.get('webgpu_supported'))})."
+    )
+    if gpu:
+        text += (f" Our WebGPU row decodes {gpu['decode_tokens']} tokens; where its adapter is "
+                 "SwiftShader, Chromium's WebGPU on the CPU, it says nothing about a GPU and is "
+                 "listed for completeness.")
+    return text + "\n\n" + table(["path", "decode ours (tok/s)", "decode wllama", "ours / wllama",
+                                  "ours / native llama.cpp", "prefill ours", "prefill wllama",
+                                  "load s ours / wllama"], rows)
+
+
+def memory_section(doc, webgpu):
+    runs = doc.get("memory", [])
+    gpu_bytes = (webgpu or {}).get("gpu_buffer_bytes", {})
+    rows = [[f"WebGPU ({r['device']})" if r["backend"] == "webgpu" else "CPU", r["n"],
+             r["prompt_tokens"], f"{r['memory_bytes'] / 2**20:.1f}",
+             f"{r['kv_bytes_shared'] / 2**20:.1f}" + (" (GPU)" if r["backend"] == "webgpu" else ""),
+             f"{gpu_bytes[str(r['n'])] / 2**20:.1f}"
+             if r["backend"] == "webgpu" and str(r["n"]) in gpu_bytes else "-"]
+            for r in runs]
+    return (
+        "## Memory\n\n"
+        "Peak wasm memory of a page that loads the default model and runs the reasoning benchmark "
+        "(`engine.benchReason`) with N candidates after a prompt, "
+        f"{runs[0]['candidate_tokens']} tokens each, one fresh page per row "
+        "(`bench/compare_browser.mjs`; wasm memory only grows, so its final size is its peak)."
+        + (" GPU buffers: the weights plus a session of N candidates, from the WebGPU streams "
+           f"run below ({webgpu['prefill_tokens']}-token prompt)." if webgpu else "")
+        + "\n\n"
+        + table(["path", "N", "prompt tokens", "peak wasm memory (MiB)", "KV cache (MiB)",
+                 "GPU buffers (MiB)"], rows)
     )
 
 
@@ -148,7 +186,7 @@ def chart(path, native, browser):
         ours.append(r["ours"]["decode_tok_s"])
         theirs.append(r["llama.cpp"]["decode_tok_s"])
         labels.append("llama.cpp")
-    by = {(r["engine"], r["threads"]): r for r in (browser or {}).get("results", [])}
+    by = {(r["engine"], r["threads"]): r for r in (browser or {}).get("results", []) if r.get("backend", "cpu") == "cpu"}
     for (engine, threads), r in sorted(by.items()):
         if engine == "edge" and ("wllama", threads) in by:
             groups.append(f"browser\n{threads} thr")
@@ -194,6 +232,8 @@ def main():
         parts.append(native_section(native))
     if browser:
         parts.append(browser_section(browser, native))
+    if browser and browser.get("memory"):
+        parts.append(memory_section(browser, webgpu))
     if scaling:
         parts.append(scaling_section(scaling))
     if ttft:

@@ -4,7 +4,7 @@
 # binary, pkg/ and the model are built; installs what only the benchmarks need:
 #   bench/node_modules   wllama (npm ci in bench/)
 #   .venv-bench          llama-cpp-python built as ../shared/TOOLCHAIN.md says, numpy, matplotlib
-# Takes about an hour on 2 cores (the llama.cpp build is 10 minutes of it, once).
+# Takes over an hour on 2 cores (the llama.cpp build is 10 minutes of it, once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=bench/out
@@ -27,8 +27,10 @@ fi
 
 say "native CPU vs llama.cpp"
 .venv-bench/bin/python bench/compare_llama_cpp.py --model "$M" --runs 5 --out "$OUT/cpu_vs_llama_cpp.json" >/dev/null
-say "browser CPU vs wllama"
-node bench/compare_browser.mjs --rounds 3 --json "$OUT/browser_compare.json" >/dev/null
+say "browser CPU and WebGPU vs wllama, and peak memory"
+# WebGPU here is SwiftShader (seconds a token): a 32-token prompt and 4 tokens for it.
+node bench/compare_browser.mjs --rounds 3 --gpu-prefill 32 --gpu-decode 4 --memory-steps 4 \
+    --json "$OUT/browser_compare.json" >/dev/null
 say "parallel candidates on the CPU (N = 2, 4, 8)"
 for n in 2 4 8; do
     "$BIN" bench-reason --model "$M" --backend cpu --threads 2 --json --prompt-tokens 200 \

@@ -1,8 +1,13 @@
 // One engine, one configuration per page load (bench/compare_browser.mjs drives it):
-//   ?engine=edge|wllama&threads=1&prefill=512&decode=128&runs=3
+//   ?engine=edge|wllama&backend=cpu|webgpu&threads=1&prefill=512&decode=128&runs=3
 // Both engines read the same GGUF from the same server and run greedy decoding with
 // EOS ignored, so both decode exactly `decode` tokens after a prompt of `prefill`.
 // Prints {engine, threads, load_s, runs: [{prefill_tok_s, decode_tok_s, ...}]}.
+//
+//   ?engine=edge&mode=memory&backend=cpu|webgpu&n=8&prefill=500
+// instead runs the reasoning benchmark with `n` candidates over a `prefill`-token
+// prompt and prints the peak wasm memory it took ({memory_bytes, kv_bytes_shared, ...});
+// wasm memory never shrinks, so its size at the end is its peak.
 
 const MODEL = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const q = new URLSearchParams(location.search);
@@ -12,6 +17,9 @@ const opt = {
   prefill: Number(q.get('prefill') ?? 512),
   decode: Number(q.get('decode') ?? 128),
   runs: Number(q.get('runs') ?? 3),
+  backend: q.get('backend') ?? 'cpu',
+  mode: q.get('mode') ?? 'speed',
+  n: Number(q.get('n') ?? 1),
 };
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 
@@ -27,15 +35,22 @@ async function edge() {
   const m = await import('/pkg/index.js');
   const engine = await m.createEngine({ threads: opt.threads });
   const t0 = performance.now();
-  const loaded = await engine.load({ url: MODEL, backend: 'cpu' });
+  const loaded = await engine.load({ url: MODEL, backend: opt.backend });
   const load_s = (performance.now() - t0) / 1000;
+  const device = loaded.backend.adapter ?? loaded.backend.backend;
+  if (opt.mode === 'memory') {
+    const r = await engine.benchReason({ prompt_tokens: opt.prefill, n: opt.n, steps: opt.decode, runs: 1 });
+    const { memoryBytes } = await engine.info();
+    engine.terminate();
+    return { engine: `edge-reason ${engine.version}`, backend: loaded.backend.backend, device, threads: engine.threads, n: opt.n, prompt_tokens: opt.prefill, candidate_tokens: r.candidate_tokens, kv_bytes_shared: r.kv_bytes_shared, memory_bytes: memoryBytes, load_s };
+  }
   const runs = [];
   for (let k = 0; k < opt.runs; k++) {
     const r = await engine.bench({ prefill_tokens: opt.prefill, decode_tokens: opt.decode, runs: 1, streams: [1] });
     runs.push({ prefill_tokens: opt.prefill, prefill_tok_s: r.prefill_tok_s, decode_tokens: opt.decode, decode_tok_s: r.decode_tok_s });
   }
   engine.terminate();
-  return { engine: `edge-reason ${engine.version}`, backend: loaded.backend.backend, threads: engine.threads, threads_reason: engine.threadsReason, memory_bytes: loaded.memoryBytes, load_s, runs };
+  return { engine: `edge-reason ${engine.version}`, backend: loaded.backend.backend, device, threads: engine.threads, threads_reason: engine.threadsReason, memory_bytes: loaded.memoryBytes, load_s, runs };
 }
 
 async function wllama() {

@@ -4,9 +4,10 @@
 //! - prefill: `prefill_tokens` pseudo-random tokens into an empty cache (llama-bench's
 //!   pp test);
 //! - decode: `decode_tokens` single-token steps after a one-token prompt (its tg test);
-//! - on a GPU, the decode step time of M streams over a shared 32-token prefix for each
-//!   M in `streams`: one pass, one submission, M ids read back; and the device bytes of
-//!   the weights and of a session of a `prefill_tokens` prompt with M candidates.
+//! - on a GPU, the decode step time of M streams over a shared 32-token prefix (or
+//!   `prefill_tokens`, when fewer) for each M in `streams`: one pass, one submission,
+//!   M ids read back; and the device bytes of the weights and of a session of a
+//!   `prefill_tokens` prompt with M candidates.
 //!
 //! Every figure is the median of `runs`, after an untimed warm-up (page faults, thread
 //! start-up and pipeline compilation are not timed).
@@ -98,7 +99,8 @@ pub struct StepProfile {
     pub kernels: ProfileReport,
 }
 
-/// Tokens of the shared prefix the stream steps attend to.
+/// Tokens of the shared prefix the stream steps attend to (fewer when the benchmark
+/// prefills fewer).
 const STREAM_PREFIX: usize = 32;
 
 /// Runs the benchmark on `runner`.
@@ -148,7 +150,7 @@ pub async fn run(runner: &Runner, o: &BenchOptions) -> Result<BenchReport> {
         let widest = o.streams.iter().copied().max().unwrap_or(0);
         let mut shared = match widest {
             0 => None,
-            m => Some(prefixed_session(&g.gm, m, steps + 1).await?),
+            m => Some(prefixed_session(&g.gm, o.prefill_tokens, m, steps + 1).await?),
         };
         for &m in &o.streams {
             let sized = GpuSession::new(&g.gm, o.prefill_tokens.max(1), m, o.decode_tokens.max(1))?;
@@ -234,14 +236,17 @@ async fn profile_step(
     profiler.report(&gm.ctx).await
 }
 
-/// A session with the shared [`STREAM_PREFIX`]-token prefix prefilled, room for up to
-/// `max_streams` streams of `stream_capacity` tokens each.
+/// A session with a shared prefix of [`STREAM_PREFIX`] tokens (at most `prefill_tokens`)
+/// prefilled, room for up to `max_streams` streams of `stream_capacity` tokens each.
 async fn prefixed_session(
     gm: &GpuModel,
+    prefill_tokens: usize,
     max_streams: usize,
     stream_capacity: usize,
 ) -> Result<GpuSession> {
-    let prefix: Vec<u32> = (0..STREAM_PREFIX as u32).map(|i| 100 + 7 * i).collect();
+    let prefix: Vec<u32> = (0..STREAM_PREFIX.min(prefill_tokens.max(1)) as u32)
+        .map(|i| 100 + 7 * i)
+        .collect();
     let mut s = GpuSession::new(gm, prefix.len(), max_streams, stream_capacity)?;
     gm.append(&mut s, &prefix, Logits::Last, &[])?;
     gm.read_ids(&s).await?;

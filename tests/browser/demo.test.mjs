@@ -22,7 +22,7 @@ const modelPath = path.join(root, 'models', MODEL_NAME);
 const ARTIFACTS = path.join(root, 'target', 'browser-artifacts');
 
 // Short answers keep a SwiftShader decode (seconds a step) within the test's time.
-const QUERY = '?max_tokens=4&answer_tokens=4';
+const QUERY = (answerTokens) => `?max_tokens=4&answer_tokens=${answerTokens}`;
 const QUESTION = 'Tom has 12 apples. He buys 30 more. He gives 5 to Ann. How many apples does Tom have now?';
 const GREETING = 'Hi! How are you?';
 const LONG = 600_000;
@@ -56,10 +56,10 @@ async function waitLoaded(page) {
 }
 
 /** Opens the page, records page errors, and clicks "Load"; resolves once loaded. */
-async function openAndLoad(page, errors, query = '') {
+async function openAndLoad(page, errors, query = '', answerTokens = 4) {
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-  await page.goto(`${server.url}${QUERY}${query}`, { waitUntil: 'load' });
+  await page.goto(`${server.url}${QUERY(answerTokens)}${query}`, { waitUntil: 'load' });
   await page.waitForSelector(`${testid('backend')}:not([data-state="loading"])`);
   await page.click(testid('load'));
   await waitLoaded(page);
@@ -131,7 +131,7 @@ function assertReasoned(shown, n) {
  * the reasoned answer: SwiftShader takes minutes a load, so the WebGPU visit leaves
  * the backend-independent rest (chat routing, storage, offline) to the CPU visit.
  */
-async function wholeVisit(flags, viewport, { backend, status, screenshot, between, reasonOnly, query }) {
+async function wholeVisit(flags, viewport, { backend, status, screenshot, between, reasonOnly, query, budget = 6, answerTokens = 4 }) {
   const browser = await launch(flags);
   try {
     const { page, context } = browser;
@@ -146,7 +146,7 @@ async function wholeVisit(flags, viewport, { backend, status, screenshot, betwee
       });
     });
     faults.resetCounts();
-    await openAndLoad(page, errors, query);
+    await openAndLoad(page, errors, query, answerTokens);
     assert.equal(await page.textContent(testid('backend')), backend);
     assert.ok((await page.getAttribute(testid('backend'), 'title')).length > 0, 'the badge says why this backend');
     const mb = `${(fs.statSync(modelPath).size / 1e6).toFixed(1)} MB`;
@@ -156,7 +156,7 @@ async function wholeVisit(flags, viewport, { backend, status, screenshot, betwee
     assert.ok(progress.some((v) => v > 0 && v < 1), `progress went through values between: ${progress.slice(0, 5)}`);
     assert.ok((await page.textContent(testid('storage'))).includes(`${MODEL_NAME} (${mb})`));
 
-    const reasoned = await ask(page, QUESTION, { n: 2 });
+    const reasoned = await ask(page, QUESTION, { n: 2, budget });
     assertReasoned(reasoned, 2);
     await page.screenshot({ path: path.join(ARTIFACTS, screenshot), fullPage: true });
     await between?.(page);
@@ -244,8 +244,12 @@ describe('the demo page', { timeout: 1_800_000 }, () => {
       screenshot: 'demo-desktop-webgpu.png',
       between: desktopLayout,
       reasonOnly: true,
-      // SwiftShader, Chrome's software WebGPU, is taken only when asked for.
+      // SwiftShader, Chrome's software WebGPU, is taken only when asked for; a
+      // thinking token and an answer token each, since every step takes seconds there
+      // (the CPU visit reasons and answers longer).
       query: '&backend=webgpu',
+      budget: 1,
+      answerTokens: 1,
     });
   });
 

@@ -478,12 +478,13 @@ describe('wasm WebGPU engine', () => {
   const modelUrl = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
   // Measured natively (tests/it/gpu.rs): GPU vs f32 CPU logits within 2e-2.
   const LOGIT_TOLERANCE = 2e-2;
-  // A decode step takes about 0.8 s on SwiftShader (and a prefill 0.5 s a token), so
-  // greedy tokens are checked for two prompts, 4 for the chat prompt and 2 for the first
-  // (what Tint's compiled kernels must get right shows in the first steps, and every
-  // prompt position is checked above them; the native test checks 16 tokens for all of
-  // them on lavapipe).
-  const greedyChecked = (k) => [2, 4][k] ?? 0;
+  // SwiftShader takes seconds a token (a decode step, or a prompt position: 1-3 s on a
+  // 2-core CI machine), so in the browser every position of the first two prompts is
+  // checked (a 5-token prompt, and the 24-token chat one: two row tiles), and
+  // greedy tokens for the first; the native test (tests/it/gpu.rs) checks every
+  // prompt's positions and 16 greedy tokens on lavapipe, through the same WGSL.
+  const checkedPrompts = reference.prompts.slice(0, 2);
+  const greedyChecked = (k) => [2][k] ?? 0;
 
   test('matches the f32 reference at every position and for greedy tokens', { timeout: 1_200_000 }, async () => {
     assert.ok(fs.existsSync(path.join(root, modelUrl)), 'the default model is missing: run ./build.sh model');
@@ -516,18 +517,19 @@ describe('wasm WebGPU engine', () => {
           // the same seed twice and another seed.
           const f16 = await m.Engine.load(bytes, { backend: 'webgpu' });
           out.f16Greedy = (await f16.generate(prompts[0].text, { max_tokens: 4 })).ids;
-          const sampled = (seed) => ({ max_tokens: 4, temperature: 1.0, top_k: 40, top_p: 0.95, seed });
+          const sampled = (seed) => ({ max_tokens: 3, temperature: 1.0, top_k: 40, top_p: 0.95, seed });
           out.sampled = [];
           for (const seed of [3, 3, 4]) out.sampled.push((await f16.generate(prompts[0].text, sampled(seed))).ids);
           return out;
         },
-        { modelUrl, prompts: reference.prompts.map((p, k) => ({ ...p, greedyChecked: greedyChecked(k) })) },
+        { modelUrl, prompts: checkedPrompts.map((p, k) => ({ ...p, greedyChecked: greedyChecked(k) })) },
       );
       assertClean({ logs, errors });
       assert.equal(got.backend.backend, 'webgpu', got.backend.reason);
       assert.match(got.backend.reason, /^WebGPU, as asked, on a software adapter/);
       assert.match(got.backend.adapter, /swiftshader/i);
-      reference.prompts.forEach((p, k) => {
+      assert.equal(got.prompts.length, 2);
+      checkedPrompts.forEach((p, k) => {
         const g = got.prompts[k];
         assert.equal(g.rows, p.ids.length, `prompt ${k}: one logits row per position`);
         p.top.forEach((top, i) => {
@@ -553,9 +555,9 @@ describe('wasm WebGPU engine', () => {
       // Exactness of GPU sampling against the CPU sampler is tested natively
       // (tests/it/gpu.rs); here: Tint runs it, a seed reproduces, and it is not greedy.
       const [a, again, other] = got.sampled;
-      assert.equal(a.length, 4);
+      assert.equal(a.length, 3);
       assert.deepEqual(again, a, 'the same seed samples the same tokens');
-      const greedy = reference.prompts[0].greedy.slice(0, 4);
+      const greedy = reference.prompts[0].greedy.slice(0, 3);
       assert.ok(
         [a, other].some((ids) => JSON.stringify(ids) !== JSON.stringify(greedy)),
         `two seeds both sampled the greedy tokens ${greedy}`,
@@ -569,7 +571,7 @@ describe('wasm WebGPU engine', () => {
 describe('benchmark page', () => {
   test('reports prefill, decode and stream step times on WebGPU', { timeout: 600_000 }, async (t) => {
     await withPage([...BASE_FLAGS, ...WEBGPU_FLAGS], {}, async ({ page, logs, errors }) => {
-      const q = 'run=1&backend=webgpu&prefill_tokens=8&decode_tokens=1&runs=1&streams=1,2';
+      const q = 'run=1&backend=webgpu&prefill_tokens=4&decode_tokens=1&runs=1&streams=1,2';
       await page.goto(`${server.url}bench.html?${q}`);
       await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: 540_000 });
       assert.equal(await page.textContent('[data-testid="error"]'), '');
@@ -578,7 +580,7 @@ describe('benchmark page', () => {
       assert.equal(r.backend, 'gpu');
       assert.match(r.adapter, /swiftshader/i);
       assert.equal(r.kv_cache, 'f16-packed', 'SwiftShader has no shader-f16: f16 packed in u32 words');
-      assert.equal(r.prefill_tokens, 8);
+      assert.equal(r.prefill_tokens, 4);
       assert.equal(r.decode_tokens, 1);
       for (const k of ['prefill_tok_s', 'decode_tok_s', 'decode_gb_s', 'load_s']) {
         assert.ok(r[k] > 0, `${k} = ${r[k]}`);

@@ -443,11 +443,11 @@ describe('the default model through the worker, then offline', { timeout: 900_00
       const gen = (prompt) =>
         page.evaluate(async (prompt) => {
           const pieces = [];
-          const g = await window.engine.generate(prompt, { max_tokens: 4, onText: (t) => pieces.push(t) });
+          const g = await window.engine.generate(prompt, { max_tokens: 2, onText: (t) => pieces.push(t) });
           return { ids: g.ids, text: g.text, streamed: pieces.join('') };
         }, prompt);
       const online = await gen('The capital of France is');
-      assert.equal(online.ids.length, 4);
+      assert.equal(online.ids.length, 2);
       assert.equal(online.streamed, online.text);
 
       await browser.context.setOffline(true);
@@ -519,7 +519,7 @@ describe('the Cache API store (where OPFS is missing)', { timeout: 900_000 }, ()
         const run = async (storage) => {
           const e = await m.createEngine({ storage });
           const loaded = await e.load({ url, backend: 'webgpu' });
-          const g = await e.generate('The capital of France is', { max_tokens: 3 });
+          const g = await e.generate('The capital of France is', { max_tokens: 2 });
           e.terminate();
           return { storage: loaded.storage, ids: g.ids, memory: loaded.memoryBytes };
         };

@@ -251,7 +251,9 @@ fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
         "--prefill-tokens",
         "16",
         "--decode-tokens",
-        "4",
+        "2",
+        "--streams",
+        "1,4",
         "--runs",
         "1",
         "--json",
@@ -261,22 +263,22 @@ fn gpu_backend_answers_like_the_cpu_and_bench_names_the_adapter() {
     assert_eq!(b["backend"], "gpu");
     assert!(b["adapter"].as_str().unwrap().len() > 3, "{b}");
     assert!(b["decode_tok_s"].as_f64().unwrap() > 0.0, "{b}");
-    for m in ["1", "2", "4", "8"] {
+    for m in ["1", "4"] {
         assert!(
             b["stream_step_ms"][m].as_f64().unwrap() > 0.0,
             "step time for {m} streams: {b}"
         );
     }
-    // Device memory: at least the weights (Q4_1: over half the file), and 7 more
-    // candidates hold at least their own 4 positions of f16 keys and values (30 layers,
+    // Device memory: at least the weights (Q4_1: over half the file), and 3 more
+    // candidates hold at least their own 2 positions of f16 keys and values (30 layers,
     // kv_dim 192) each.
     let bytes = |m: &str| b["gpu_buffer_bytes"][m].as_u64().unwrap();
     let file = std::fs::metadata(m).unwrap().len();
     assert!(bytes("1") > file / 2, "{b}");
     assert!(
-        bytes("8") >= bytes("1") + 7 * 4 * 30 * 2 * 192 * 2,
+        bytes("4") >= bytes("1") + 3 * 2 * 30 * 2 * 192 * 2,
         "{} vs {}",
-        bytes("8"),
+        bytes("4"),
         bytes("1")
     );
 }
