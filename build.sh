@@ -374,20 +374,20 @@ step_wait() {
     record_step "$name" "$rc" "$((SECONDS - STEP_T0[$name]))" "  (beside the steps after it)"
 }
 
-# The browser test files that run SwiftShader (Chrome's WebGPU on the CPU) for minutes:
-# one such page keeps about 1.3 of 2 cores busy, so two of these files run side by side.
+# The browser test files that time downloads and count bytes: one at a time, alone.
+ALONE_TESTS=(tests/browser/storage.test.mjs)
+# The files that run SwiftShader (Chrome's WebGPU on the CPU) for minutes, first.
 SWIFTSHADER_TESTS=(tests/browser/page.test.mjs tests/browser/demo.test.mjs tests/browser/reason.test.mjs)
 
 browser_tests() {
-    local files=(tests/browser/*.test.mjs) rest=() f rc=0
+    local files=(tests/browser/*.test.mjs) paired=("${SWIFTSHADER_TESTS[@]}") f rc=0
     [ -e "${files[0]}" ] || die "no tests/browser/*.test.mjs"
     for f in "${files[@]}"; do
-        case " ${SWIFTSHADER_TESTS[*]} " in *" $f "*) ;; *) rest+=("$f") ;; esac
+        case " ${ALONE_TESTS[*]} ${SWIFTSHADER_TESTS[*]} " in *" $f "*) ;; *) paired+=("$f") ;; esac
     done
-    # The others one file at a time: the storage tests count bytes and time downloads,
-    # and a SwiftShader page slows everything running beside it.
-    node --test --test-reporter=spec "${rest[@]}" || rc=1
-    node --test --test-reporter=spec --test-concurrency=2 "${SWIFTSHADER_TESTS[@]}" || rc=1
+    node --test --test-reporter=spec "${ALONE_TESTS[@]}" || rc=1
+    # The rest two files at a time: one SwiftShader page keeps about 1.3 of 2 cores busy.
+    node --test --test-reporter=spec --test-concurrency=2 "${paired[@]}" || rc=1
     return "$rc"
 }
 
