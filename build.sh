@@ -343,6 +343,9 @@ record_step() {
     return "$rc"
 }
 
+# A step that did not run, and why (NAME WHY).
+skip_step() { SUMMARY+=("$(printf '  skip  %-16s (%s)' "$1" "$2")"); }
+
 print_summary() {
     printf '\n==> summary\n' >&2
     printf '%s\n' "${SUMMARY[@]}" >&2
@@ -414,7 +417,7 @@ cmd_test() {
         step_start native-tests native_tests
         native=1
     else
-        SUMMARY+=("$(printf '  skip  %-16s (no native build)' native-tests)")
+        skip_step native-tests "no native build"
     fi
     local wasm=0
     step wasm cmd_wasm && wasm=1
@@ -422,7 +425,7 @@ cmd_test() {
     if [ "$wasm" -eq 1 ]; then
         step browser-tests browser_tests || true
     else
-        SUMMARY+=("$(printf '  skip  %-16s (no wasm build)' browser-tests)")
+        skip_step browser-tests "no wasm build"
     fi
     print_summary
     printf '  total %ss\n' "$((SECONDS - t0))" >&2

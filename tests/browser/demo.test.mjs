@@ -56,7 +56,7 @@ async function waitLoaded(page) {
 }
 
 /** Opens the page, records page errors, and clicks "Load"; resolves once loaded. */
-async function openAndLoad(page, errors, query = '', answerTokens = 4) {
+async function openAndLoad(page, errors, query, answerTokens) {
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
   await page.goto(`${server.url}${QUERY(answerTokens)}${query}`, { waitUntil: 'load' });
@@ -131,7 +131,7 @@ function assertReasoned(shown, n) {
  * the reasoned answer: SwiftShader takes minutes a load, so the WebGPU visit leaves
  * the backend-independent rest (chat routing, storage, offline) to the CPU visit.
  */
-async function wholeVisit(flags, viewport, { backend, status, screenshot, between, reasonOnly, query, budget = 6, answerTokens = 4 }) {
+async function wholeVisit(flags, viewport, { backend, status, screenshot, between, reasonOnly, query = '', budget = 6, answerTokens = 4 }) {
   const browser = await launch(flags);
   try {
     const { page, context } = browser;

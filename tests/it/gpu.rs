@@ -652,9 +652,8 @@ struct ExactRun {
     greedy: Vec<u32>,
 }
 
-/// [`ExactRun`]s of every parity prompt, computed once for the tests that share them
-/// (the f32 model takes 540 MB and a lavapipe GPU run takes a minute, so no test
-/// recomputes a baseline another has).
+/// [`ExactRun`]s of every parity prompt, computed once for the three default-model
+/// tests that compare with them (the dequantized model takes 540 MB to load).
 fn exact_runs() -> &'static [ExactRun] {
     static RUNS: OnceLock<Vec<ExactRun>> = OnceLock::new();
     RUNS.get_or_init(|| {
