@@ -92,6 +92,13 @@ export interface StoredModel {
   updatedAt: string | null;
 }
 
+/** How an adapter was trained to be told its thinking budget: `{budget}` in
+ *  `template` becomes the smallest bucket at least the request's budget. */
+export interface BudgetHint {
+  template: string;
+  buckets?: number[];
+}
+
 /** A LoRA adapter or switcher: a directory URL, or its files' contents. */
 export interface WeightsSource {
   /** Directory holding adapter_config.json + adapter_model.safetensors (or
@@ -200,7 +207,10 @@ export class EdgeEngine extends EventTarget {
   tokenize(text: string, options?: { special?: boolean }): Promise<number[]>;
   logits(ids: ArrayLike<number>): Promise<Float32Array>;
   bench(options?: BenchOptions): Promise<BenchReport>;
-  loadAdapter(source: WeightsSource & { name?: string }): Promise<AdapterSummary>;
+  /** An adapter trained with its budget stated in the prompt carries how
+   *  (`budget_hint.json` beside its weights, or `budgetHint`); requests to it state
+   *  their budget that way unless they give `budget_hint` (null: none). */
+  loadAdapter(source: WeightsSource & { name?: string; budgetHint?: BudgetHint | string }): Promise<AdapterSummary & { budget_hint: BudgetHint | null }>;
   unloadAdapter(name: string): Promise<boolean>;
   loadSwitcher(source: WeightsSource): Promise<{ loaded: true }>;
   loadVerifier(source: WeightsSource): Promise<{ loaded: true }>;

@@ -170,9 +170,13 @@ export class EdgeEngine extends EventTarget {
    * Makes a LoRA adapter resident under `name` (default "reasoning"): `{url}` of a
    * directory with adapter_config.json + adapter_model.safetensors, or `{config,
    * weights}`. Several may be resident; a request names the one it reasons with.
+   * An adapter trained with its thinking budget stated in the prompt carries how
+   * (`budget_hint.json` in its directory, or `budgetHint`: `{template, buckets}`);
+   * requests to it then state their budget that way unless they give `budget_hint`
+   * themselves (`null` for none). Resolves to the adapter's summary and `budget_hint`.
    */
-  loadAdapter({ name = 'reasoning', url, config, weights } = {}) {
-    return this.#call('loadAdapter', { name, url: absolute(url), config, weights });
+  loadAdapter({ name = 'reasoning', url, config, weights, budgetHint } = {}) {
+    return this.#call('loadAdapter', { name, url: absolute(url), config, weights, budgetHint });
   }
 
   unloadAdapter(name) {

@@ -162,14 +162,23 @@ const ops = {
 
   bench: ({ options }) => serial(() => requireEngine().bench(options)),
 
-  loadAdapter: ({ name = 'reasoning', url, config, weights }) =>
+  loadAdapter: ({ name = 'reasoning', url, config, weights, budgetHint }) =>
     serial(async () => {
       const e = requireEngine();
       const files = url ? await fetchPair(url, 'adapter_config.json', 'adapter_model.safetensors') : { config, weights };
-      return e.loadAdapter(name, textOf(files.config, 'the adapter config'), bytesOf(files.weights, 'the adapter weights'));
+      const hintFile = url ? await fetchIn(url, 'budget_hint.json', { optional: true }) : null;
+      const hint = checkedHint(hintFile ? await hintFile.text() : budgetHint);
+      const summary = e.loadAdapter(name, textOf(files.config, 'the adapter config'), bytesOf(files.weights, 'the adapter weights'));
+      if (hint) budgetHints.set(name, hint);
+      else budgetHints.delete(name);
+      return { ...summary, budget_hint: hint };
     }),
 
-  unloadAdapter: ({ name }) => serial(async () => requireEngine().unloadAdapter(String(name))),
+  unloadAdapter: ({ name }) =>
+    serial(async () => {
+      budgetHints.delete(String(name));
+      return requireEngine().unloadAdapter(String(name));
+    }),
 
   loadSwitcher: loadHead('loadSwitcher', 'switcher'),
 
@@ -179,7 +188,7 @@ const ops = {
   // message lands mid-request; the next event then throws, which stops the runtime.
   reason: ({ request }, { signal, onEvent }) =>
     serial(() =>
-      requireEngine().reason(request, (e) => {
+      requireEngine().reason(withTrainedHint(request), (e) => {
         if (signal.aborted) throw new EngineError('ABORTED', 'the reasoning request was aborted');
         onEvent(e);
       }),
@@ -187,6 +196,39 @@ const ops = {
 
   benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),
 };
+
+/** Budget hints of the resident adapters trained with one (their budget_hint.json:
+ *  `{template, buckets}`), by adapter name. */
+const budgetHints = new Map();
+
+/** `request` with its adapter's trained budget hint, unless it states one itself
+ *  (`budget_hint: null` states none). */
+function withTrainedHint(request) {
+  if (!request || typeof request !== 'object' || 'budget_hint' in request) return request;
+  const name = request.adapter ?? (budgetHints.size && engine?.adapters.length === 1 ? engine.adapters[0] : null);
+  const hint = name == null ? undefined : budgetHints.get(name);
+  return hint ? { ...request, budget_hint: hint } : request;
+}
+
+/** A budget hint (its JSON text or object) checked, or null for none. */
+function checkedHint(hint) {
+  if (hint == null) return null;
+  let h = hint;
+  if (typeof hint === 'string') {
+    try {
+      h = JSON.parse(hint);
+    } catch {
+      throw new EngineError('INVALID_ADAPTER', 'budget_hint.json is not valid JSON');
+    }
+  }
+  if (typeof h?.template !== 'string' || !h.template.includes('{budget}')) {
+    throw new EngineError('INVALID_ADAPTER', 'budget_hint.json needs a "template" with {budget} in it, e.g. "Think for at most {budget} tokens."');
+  }
+  if (h.buckets != null && !(Array.isArray(h.buckets) && h.buckets.every((b) => Number.isInteger(b) && b > 0))) {
+    throw new EngineError('INVALID_ADAPTER', 'budget_hint.json: "buckets" must be a list of positive token counts');
+  }
+  return { template: h.template, buckets: h.buckets ?? [] };
+}
 
 /** The op that loads a small head (`name`.json + `name`.safetensors, from a directory
  *  URL or given) with `engine[method]`. */
@@ -202,21 +244,24 @@ function loadHead(method, name) {
 
 /** `config` (JSON text) and `weights` (bytes) from the directory URL `dir`. */
 async function fetchPair(dir, configName, weightsName) {
-  const base = new URL(dir.endsWith('/') ? dir : `${dir}/`, self.location.href);
-  const get = async (name) => {
-    const url = new URL(name, base).href;
-    let res;
-    try {
-      res = await fetch(url);
-    } catch (err) {
-      throw new EngineError('NETWORK', `could not fetch ${url} (${err?.message ?? err}): check the connection and try again`);
-    }
-    if (res.status === 404) throw new EngineError('NOT_FOUND', `${url} was not found (HTTP 404): check the directory URL`);
-    if (!res.ok) throw new EngineError('NETWORK', `${url} answered HTTP ${res.status}: try again later`);
-    return res;
-  };
-  const [config, weights] = await Promise.all([get(configName), get(weightsName)]);
+  const [config, weights] = await Promise.all([fetchIn(dir, configName), fetchIn(dir, weightsName)]);
   return { config: await config.text(), weights: new Uint8Array(await weights.arrayBuffer()) };
+}
+
+/** The response for the file `name` in the directory URL `dir`; with `optional`, null
+ *  when the server has none (404). */
+async function fetchIn(dir, name, { optional = false } = {}) {
+  const url = new URL(name, new URL(dir.endsWith('/') ? dir : `${dir}/`, self.location.href)).href;
+  let res;
+  try {
+    res = await fetch(url);
+  } catch (err) {
+    throw new EngineError('NETWORK', `could not fetch ${url} (${err?.message ?? err}): check the connection and try again`);
+  }
+  if (res.status === 404 && optional) return null;
+  if (res.status === 404) throw new EngineError('NOT_FOUND', `${url} was not found (HTTP 404): check the directory URL`);
+  if (!res.ok) throw new EngineError('NETWORK', `${url} answered HTTP ${res.status}: try again later`);
+  return res;
 }
 
 function textOf(config, what) {

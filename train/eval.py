@@ -52,14 +52,13 @@ CONFIGS = {
                 ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
     "sft_b32": ("SFT adapter, runtime budget forcing at 32", "{prompt}",
                 ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
-    # The GRPO adapter (train/grpo.py) with its budget stated in the prompt, as trained,
-    # and the runtime forcing `</think>` at the same budget.
+    # The GRPO adapter (train/grpo.py) with its budget stated in the prompt as trained
+    # (the runtime reads how from the adapter's budget_hint.json) and `</think>` forced
+    # at the same budget.
     "grpo_b64": ("budget-trained adapter, budget 64 stated and forced", "{prompt}",
-                 ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0",
-                  "--budget-hint", "Think for at most {budget} tokens.", "--budget-buckets", "32,64,128"]),
+                 ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
     "grpo_b32": ("budget-trained adapter, budget 32 stated and forced", "{prompt}",
-                 ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0",
-                  "--budget-hint", "Think for at most {budget} tokens.", "--budget-buckets", "32,64,128"]),
+                 ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
     "vote": ("SFT adapter, 8 candidates at temperature 0.7", "{prompt}",
              ["--mode", "reason", "--n", "8", "--budget", "256", "--answer-tokens", "16", "--temperature", "0.7",
               "--seed", "1", "--no-early-stop"]),
@@ -122,6 +121,8 @@ def run_config(args, name, rows):
         if name.startswith("grpo"):
             if not args.grpo:
                 raise SystemExit(f"{name}: pass --grpo DIR (the budget-trained adapter train/grpo.py writes, or its export-adapter INT8 form)")
+            if not (args.grpo / "budget_hint.json").is_file():
+                raise SystemExit(f"{name}: {args.grpo} has no budget_hint.json (train/grpo.py writes one; export-adapter keeps it)")
             cmd += ["--adapter", str(args.grpo)]
         elif "--no-defaults" not in extra:
             if args.adapter:

@@ -198,6 +198,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=0, help="use at most this many training problems")
+    ap.add_argument("--save-every", type=int, default=10, help="keep a checkpoint every this many steps (in OUT/trainer)")
+    ap.add_argument("--resume", action="store_true", help="go on from the last checkpoint in OUT/trainer")
     args = ap.parse_args()
 
     import torch
@@ -233,7 +235,12 @@ def main():
     diff, unmasked = check_masking(model, tok, hook, bare, "Start: 12.\n</think>\n\nFinal answer: 12")
     # (A fresh LoRA is zero, so both are 0 there; from the SFT adapter the second is not.)
     print(json.dumps({"masked_lora_check": f"{diff:.1e}", "without_the_mask": f"{unmasked:.1e}"}), flush=True)
-    log = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    steps_log = args.out / "steps.jsonl"  # one line per step, appended across resumed runs
+    if not args.resume:
+        steps_log.unlink(missing_ok=True)
+    log = [json.loads(line) for line in steps_log.open()] if steps_log.exists() else []
+    session_start = len(log)
 
     def reward(prompts, completions, completion_ids, answer, budget, **_):
         out = []
@@ -241,13 +248,16 @@ def main():
             right = final_answer(text) == want
             out.append(float(right) * budget_reward(len(ids), b, args.margin))
         log.append({
+            "step": len(log) + 1,
             "s": round(time.time() - t_start, 1),
             "reward": round(sum(out) / len(out), 4),
             "correct": round(sum(final_answer(t) == w for t, w in zip(completions, answer)) / len(out), 4),
             "tokens": round(sum(len(i) for i in completion_ids) / len(out), 1),
             "budget": round(sum(budget) / len(budget), 1),
         })
-        print(json.dumps({"step": len(log), **log[-1]}), flush=True)
+        with steps_log.open("a") as f:
+            f.write(json.dumps(log[-1]) + "\n")
+        print(json.dumps(log[-1]), flush=True)
         return out
 
     batch = args.prompts_per_step * args.generations
@@ -261,7 +271,9 @@ def main():
         temperature=args.temperature,
         beta=0.0,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=args.save_every,
+        save_total_limit=1,
         report_to="none",
         seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
@@ -277,14 +289,18 @@ def main():
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
     )
-    trainer.train()
+    checkpoints = sorted((args.out / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if args.resume and not checkpoints:
+        raise SystemExit(f"--resume: no checkpoint in {args.out / 'trainer'}; run without --resume to start")
+    trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if args.resume else None)
     PromptMask.value = None
 
     args.out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(str(args.out))
     (args.out / "budget_hint.json").write_text(json.dumps({"template": HINT, "buckets": BUCKETS}) + "\n")
     with (args.out / "train_log.json").open("w") as f:
-        json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": round(time.time() - t_start, 1), "log": log}, f)
+        wall = round(time.time() - t_start, 1)
+        json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, "steps_this_run": len(log) - session_start, "log": log}, f)
     print(json.dumps({"saved": str(args.out), "wall_s": round(time.time() - t_start, 1)}))
 
 

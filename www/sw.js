@@ -6,7 +6,7 @@
 // Online, every request goes to the network first (a new deploy shows at once) and the
 // answer refreshes the cache; offline, the cache answers.
 
-const VERSION = 2;
+const VERSION = 3;
 const CACHE = `edge-reason-app-v${VERSION}`;
 
 // What the page needs, relative to this worker's scope. The JS module graph below
@@ -32,6 +32,9 @@ const SEEDS = [
 // The multi-threaded build, which worker.js imports dynamically (so it is not followed
 // from the seeds), and which a package may lack (the engine then runs on one thread).
 const OPTIONAL = ['/pkg/threads/edge_reason.js', '/pkg/threads/edge_reason_bg.wasm'];
+// Files an adapter may or may not have: their 404 is kept too, so that offline the
+// engine still learns there is none instead of failing to fetch.
+const MAYBE_ABSENT = ['/reasoning/adapter/budget_hint.json'];
 
 // The requests this worker answers: the app's own files. Everything else (the model
 // weights, large and ranged, which the engine stores itself; other pages on the origin)
@@ -46,13 +49,18 @@ async function precache() {
   const seen = new Set();
   const href = (p) => new URL(p, self.registration.scope).href;
   const optional = new Set(OPTIONAL.map(href));
-  const queue = [...SEEDS, ...OPTIONAL].map(href);
+  const maybeAbsent = new Set(MAYBE_ABSENT.map(href));
+  const queue = [...SEEDS, ...OPTIONAL, ...MAYBE_ABSENT].map(href);
   while (queue.length) {
     const url = queue.shift();
     if (seen.has(url)) continue;
     seen.add(url);
     const response = await fetch(url, { cache: 'no-cache' });
     if (!response.ok && optional.has(url)) continue;
+    if (response.status === 404 && maybeAbsent.has(url)) {
+      await cache.put(url, response);
+      continue;
+    }
     if (!response.ok) throw new Error(`precaching ${url}: HTTP ${response.status}`);
     if (url.endsWith('.js')) {
       const text = await response.clone().text();

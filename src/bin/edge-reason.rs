@@ -238,7 +238,8 @@ enum Command {
         no_early_stop: bool,
         /// State the thinking budget at the end of the prompt (adapters trained with
         /// budget buckets): `{budget}` becomes the budget, e.g. "Think for at most
-        /// {budget} tokens." Not in chat mode.
+        /// {budget} tokens." Not in chat mode. Default: the adapter directory's
+        /// budget_hint.json, if it has one; "" states none.
         #[arg(long)]
         budget_hint: Option<String>,
         /// The budgets the adapter was trained with: the smallest at least --budget is
@@ -325,13 +326,25 @@ fn export_adapter(peft: &Path, out: &Path) -> Result<()> {
     let config = edge_reason::lora::read_in(peft, "adapter_config.json")?;
     let weights = edge_reason::lora::read_in(peft, "adapter_model.safetensors")?;
     let int8 = edge_reason::lora::int8_peft(&weights)?;
+    // How the adapter was trained to be told its budget travels with it (checked first).
+    let hint = match BudgetHint::from_adapter_dir(peft)? {
+        Some(_) => Some(edge_reason::lora::read_in(peft, BudgetHint::FILE)?),
+        None => None,
+    };
     std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
-    for (name, bytes) in [
-        ("adapter_config.json", &config),
-        ("adapter_model.safetensors", &int8),
-    ] {
+    let files = [
+        ("adapter_config.json", Some(&config)),
+        ("adapter_model.safetensors", Some(&int8)),
+        (BudgetHint::FILE, hint.as_ref()),
+    ];
+    for (name, bytes) in files {
         let path = out.join(name);
-        std::fs::write(&path, bytes).map_err(io(format!("writing {}", path.display())))?;
+        let written = match bytes {
+            Some(bytes) => std::fs::write(&path, bytes),
+            None if path.exists() => std::fs::remove_file(&path),
+            None => Ok(()),
+        };
+        written.map_err(io(format!("writing {}", path.display())))?;
     }
     println!(
         "{}",
@@ -567,8 +580,12 @@ fn run(cli: Cli) -> Result<()> {
             let config = loaded.config();
             let shipped = !no_defaults;
             let adapter = given_or_shipped(adapter, "adapter", shipped, |d| {
-                Adapter::from_dir(d, config)
+                Ok((
+                    Adapter::from_dir(d, config)?,
+                    BudgetHint::from_adapter_dir(d)?,
+                ))
             })?;
+            let (adapter, trained_hint) = adapter.unzip();
             let switcher = given_or_shipped(switcher, "switcher", shipped, |d| {
                 Switcher::from_dir(d, config.n_embd)
             })?;
@@ -577,12 +594,14 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|dir| Verifier::from_dir(&dir, config.n_embd))
                 .transpose()?;
             let tk = loaded.tokenizer();
+            // The flag, else what the adapter was trained with (its budget_hint.json).
             let hint = budget_hint
-                .filter(|_| mode != ReasonMode::Chat)
                 .map(|template| BudgetHint {
                     template,
                     buckets: budget_buckets,
-                });
+                })
+                .or(trained_hint.flatten())
+                .filter(|h| mode != ReasonMode::Chat && !h.template.is_empty());
             let encode = |prompt: &str| -> Result<Vec<u32>> {
                 let prompt = match &hint {
                     Some(h) => h.apply(prompt, budget),

@@ -6,6 +6,8 @@
 //! token ids, tells when the candidate closed the block itself (`</think>` may be one
 //! token or several, depending on the tokenizer).
 
+use crate::error::{Error, Result};
+
 /// Limits for one candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct Budget {
@@ -161,6 +163,38 @@ pub struct BudgetHint {
 }
 
 impl BudgetHint {
+    /// The file beside an adapter's weights that says how it was trained to be told its
+    /// budget (`train/grpo.py` writes it): `{"template": "...{budget}...", "buckets": [..]}`.
+    pub const FILE: &'static str = "budget_hint.json";
+
+    /// Parses and checks the text of a `budget_hint.json`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let bad = |msg: String| Error::InvalidArgument(format!("{}: {msg}", Self::FILE));
+        let hint: Self = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        if !hint.template.contains("{budget}") {
+            return Err(bad(format!(
+                "the template {:?} has no `{{budget}}` to put the budget in",
+                hint.template
+            )));
+        }
+        if hint.buckets.contains(&0) {
+            return Err(bad("a budget bucket is 0 tokens".into()));
+        }
+        Ok(hint)
+    }
+
+    /// The hint an adapter directory carries, or None when it has no `budget_hint.json`.
+    pub fn from_adapter_dir(dir: &std::path::Path) -> Result<Option<Self>> {
+        if !dir.join(Self::FILE).is_file() {
+            return Ok(None);
+        }
+        let bytes = crate::lora::read_in(dir, Self::FILE)?;
+        let json = String::from_utf8(bytes).map_err(|_| {
+            Error::InvalidArgument(format!("{} in {} is not UTF-8", Self::FILE, dir.display()))
+        })?;
+        Self::from_json(&json).map(Some)
+    }
+
     /// The budget stated for a thinking budget of `b` tokens.
     pub fn stated(&self, b: usize) -> usize {
         let mut buckets = self.buckets.clone();
@@ -277,5 +311,33 @@ mod tests {
             buckets: vec![],
         };
         assert_eq!(exact.apply("q", 77), "q\n\n(77)");
+    }
+
+    #[test]
+    fn an_adapters_hint_file_is_read_and_checked() {
+        let hint = BudgetHint::from_json(
+            r#"{"template": "Think for at most {budget} tokens.", "buckets": [32, 64, 128]}"#,
+        )
+        .unwrap();
+        assert_eq!(hint.apply("q", 50), "q\n\nThink for at most 64 tokens.");
+        for (json, says) in [
+            (r#"{"template": "Think briefly."}"#, "no `{budget}`"),
+            (
+                r#"{"template": "{budget}", "buckets": [0, 64]}"#,
+                "is 0 tokens",
+            ),
+            (r#"{"template": 5}"#, "budget_hint.json"),
+            (r#"{"buckets": [64]}"#, "missing field `template`"),
+        ] {
+            let err = BudgetHint::from_json(json).unwrap_err().to_string();
+            assert!(err.contains(says), "{json}: {err}");
+        }
+        let dir = std::env::temp_dir().join(format!("budget-hint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(BudgetHint::from_adapter_dir(&dir).unwrap(), None);
+        std::fs::write(dir.join(BudgetHint::FILE), r#"{"template": "<{budget}>"}"#).unwrap();
+        let read = BudgetHint::from_adapter_dir(&dir).unwrap().unwrap();
+        assert_eq!(read.apply("q", 9), "q\n\n<9>");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -85,6 +85,7 @@ function peftAdapter(r, layers, seed) {
 
 let server;
 let fixtureDir;
+const HINT = { template: 'Think for at most {budget} tokens.', buckets: [32, 64] };
 
 before(async () => {
   fixtureDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-reason-reason-'));
@@ -92,6 +93,9 @@ before(async () => {
   fs.mkdirSync(path.join(fixtureDir, 'adapter'));
   fs.writeFileSync(path.join(fixtureDir, 'adapter', 'adapter_config.json'), adapter.config);
   fs.writeFileSync(path.join(fixtureDir, 'adapter', 'adapter_model.safetensors'), adapter.weights);
+  // The same adapter as trained with its budget stated in the prompt.
+  fs.cpSync(path.join(fixtureDir, 'adapter'), path.join(fixtureDir, 'hinted'), { recursive: true });
+  fs.writeFileSync(path.join(fixtureDir, 'hinted', 'budget_hint.json'), JSON.stringify(HINT));
   const h = 8;
   fs.mkdirSync(path.join(fixtureDir, 'switcher'));
   fs.writeFileSync(
@@ -306,6 +310,44 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
     assert.equal(out.chunks, 3);
     assert.deepEqual(out.afterTypes.slice(-2), ['vote', 'done']);
     t.diagnostic(`aborted after ${out.aborted} of ${out.full} tokens`);
+  });
+
+  test("an adapter's budget_hint.json states the budget unless the request says otherwise", async (t) => {
+    if (!page) return t.skip('no default model (./build.sh model)');
+    const loaded = await call(page, 'cpu', 'loadAdapter', { name: 'hinted', url: '/fixtures/hinted/' });
+    assert.ok(loaded.ok, JSON.stringify(loaded));
+    assert.deepEqual(loaded.value.budget_hint, HINT);
+    const plain = await call(page, 'cpu', 'loadAdapter', { name: 'plain', url: '/fixtures/adapter/' });
+    assert.equal(plain.value.budget_hint, null, 'no budget_hint.json: no hint');
+    const promptTokens = async (extra) => {
+      const r = await call(page, 'cpu', 'reason', {
+        prompt: PROMPT,
+        ...extra,
+        options: { mode: 'reason', n: 1, budget: { think: 40, answer: 1 }, temperature: 0, early_stop: false },
+      });
+      assert.ok(r.ok, JSON.stringify(r));
+      return r.value.stats.promptTokens;
+    };
+    const stated = (budget) => page.evaluate(
+      async (text) => (await window.engines.cpu.tokenize(text, { special: true })).length,
+      `${PROMPT}\n\nThink for at most ${budget} tokens.`,
+    );
+    const bare = await promptTokens({ adapter: 'plain' });
+    const withHint = await promptTokens({ adapter: 'hinted' });
+    // 40 thinking tokens: the 64 bucket is stated.
+    assert.equal(withHint - bare, (await stated(64)) - (await page.evaluate(
+      async (text) => (await window.engines.cpu.tokenize(text, { special: true })).length, PROMPT,
+    )));
+    assert.equal(await promptTokens({ adapter: 'hinted', budget_hint: null }), bare, 'null states none');
+    const own = await promptTokens({ adapter: 'hinted', budget_hint: { template: '({budget})' } });
+    assert.ok(own > bare && own < withHint, `the request's own hint wins: ${bare} < ${own} < ${withHint}`);
+    const bad = await call(page, 'cpu', 'loadAdapter', {
+      name: 'badhint', url: undefined, config: fs.readFileSync(path.join(fixtureDir, 'adapter', 'adapter_config.json'), 'utf8'),
+      budgetHint: { template: 'Think briefly.' },
+    });
+    assert.equal(bad.code, 'INVALID_ADAPTER', JSON.stringify(bad));
+    assert.match(bad.message, /\{budget\}/);
+    for (const name of ['hinted', 'plain']) assert.equal((await call(page, 'cpu', 'unloadAdapter', name)).value, true);
   });
 
   test('bad input is a clear error', async (t) => {

@@ -369,6 +369,53 @@ fn reason_prints_the_events_in_order_as_json_lines() {
         .unwrap();
     assert_eq!(done["stats"]["promptTokens"], hinted.len());
 
+    // An adapter trained with its budget stated carries how (budget_hint.json, kept by
+    // export-adapter): stated by default; `--budget-hint ""` states none.
+    let trained = dir.join("adapter-trained");
+    std::fs::create_dir_all(&trained).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(adapter.join(f), trained.join(f)).unwrap();
+    }
+    std::fs::write(
+        trained.join("budget_hint.json"),
+        r#"{"template": "Think for at most {budget} tokens.", "buckets": [16, 8]}"#,
+    )
+    .unwrap();
+    let trained_int8 = dir.join("adapter-trained-int8");
+    let (ok, _, err) = run(&[
+        "export-adapter",
+        "--peft",
+        trained.to_str().unwrap(),
+        "--out",
+        trained_int8.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let prompt_tokens = |extra: &[&str]| {
+        let args = [
+            "reason",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--raw",
+            "--prompt",
+            "hello",
+            "--adapter",
+            trained_int8.to_str().unwrap(),
+            "--mode",
+            "reason",
+            "--budget",
+            "5",
+            "--json",
+        ];
+        let (ok, out, err) = run(&[&args[..], extra].concat());
+        assert!(ok, "{err}");
+        json_lines(&out).pop().unwrap()["stats"]["promptTokens"].clone()
+    };
+    assert_eq!(prompt_tokens(&[]), hinted.len());
+    let bare = engine.tokenizer.encode_prompt("hello").unwrap();
+    assert_eq!(prompt_tokens(&["--budget-hint", ""]), bare.len());
+
     // Many prompts, the model loaded once, with the adapter in its exported INT8 form:
     // one summary line per prompt, the same as each request on its own.
     let int8 = dir.join("adapter-int8");
