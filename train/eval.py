@@ -55,9 +55,9 @@ CONFIGS = {
     # The GRPO adapter (train/grpo.py) with its budget stated in the prompt as trained
     # (the runtime reads how from the adapter's budget_hint.json) and `</think>` forced
     # at the same budget.
-    "grpo_b64": ("budget-trained adapter, budget 64 stated and forced", "{prompt}",
+    "grpo_b64": ("GRPO adapter (train/grpo.py), budget 64 stated and forced", "{prompt}",
                  ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
-    "grpo_b32": ("budget-trained adapter, budget 32 stated and forced", "{prompt}",
+    "grpo_b32": ("GRPO adapter (train/grpo.py), budget 32 stated and forced", "{prompt}",
                  ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
     "vote": ("SFT adapter, 8 candidates at temperature 0.7", "{prompt}",
              ["--mode", "reason", "--n", "8", "--budget", "256", "--answer-tokens", "16", "--temperature", "0.7",
@@ -357,6 +357,8 @@ def write_docs(args, table, n, mixed, mixed_rows):
         ax.scatter(a["tokens"], a["acc"])
         ax.annotate(what, (a["tokens"], a["acc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
     ax.set_xscale("log")
+    xs = [s["all"]["tokens"] for _, s in table]
+    ax.set_xlim(min(xs) * 0.85, max(xs) * 2.6)  # room for the labels on the right
     ax.set_xlabel("mean generated tokens per problem (log)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"SmolLM2-135M Q4_1 on {n} test problems (edge-reason, CPU)")
