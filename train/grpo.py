@@ -295,13 +295,12 @@ def main():
     trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if args.resume else None)
     PromptMask.value = None
 
-    args.out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(str(args.out))
     (args.out / "budget_hint.json").write_text(json.dumps({"template": HINT, "buckets": BUCKETS}) + "\n")
     with (args.out / "train_log.json").open("w") as f:
         wall = round(time.time() - t_start, 1)
         json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, "steps_this_run": len(log) - session_start, "log": log}, f)
-    print(json.dumps({"saved": str(args.out), "wall_s": round(time.time() - t_start, 1)}))
+    print(json.dumps({"saved": str(args.out), "wall_s": wall}))
 
 
 if __name__ == "__main__":

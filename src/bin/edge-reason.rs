@@ -326,11 +326,9 @@ fn export_adapter(peft: &Path, out: &Path) -> Result<()> {
     let config = edge_reason::lora::read_in(peft, "adapter_config.json")?;
     let weights = edge_reason::lora::read_in(peft, "adapter_model.safetensors")?;
     let int8 = edge_reason::lora::int8_peft(&weights)?;
-    // How the adapter was trained to be told its budget travels with it (checked first).
-    let hint = match BudgetHint::from_adapter_dir(peft)? {
-        Some(_) => Some(edge_reason::lora::read_in(peft, BudgetHint::FILE)?),
-        None => None,
-    };
+    // How the adapter was trained to be told its budget travels with it (checked).
+    let hint = BudgetHint::from_adapter_dir(peft)?
+        .map(|h| serde_json::to_vec(&h).expect("a BudgetHint serializes"));
     std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
     let files = [
         ("adapter_config.json", Some(&config)),

@@ -328,16 +328,12 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
       assert.ok(r.ok, JSON.stringify(r));
       return r.value.stats.promptTokens;
     };
-    const stated = (budget) => page.evaluate(
-      async (text) => (await window.engines.cpu.tokenize(text, { special: true })).length,
-      `${PROMPT}\n\nThink for at most ${budget} tokens.`,
-    );
+    const tokens = (text) =>
+      page.evaluate(async (text) => (await window.engines.cpu.tokenize(text, { special: true })).length, text);
     const bare = await promptTokens({ adapter: 'plain' });
     const withHint = await promptTokens({ adapter: 'hinted' });
     // 40 thinking tokens: the 64 bucket is stated.
-    assert.equal(withHint - bare, (await stated(64)) - (await page.evaluate(
-      async (text) => (await window.engines.cpu.tokenize(text, { special: true })).length, PROMPT,
-    )));
+    assert.equal(withHint - bare, (await tokens(`${PROMPT}\n\nThink for at most 64 tokens.`)) - (await tokens(PROMPT)));
     assert.equal(await promptTokens({ adapter: 'hinted', budget_hint: null }), bare, 'null states none');
     const own = await promptTokens({ adapter: 'hinted', budget_hint: { template: '({budget})' } });
     assert.ok(own > bare && own < withHint, `the request's own hint wins: ${bare} < ${own} < ${withHint}`);

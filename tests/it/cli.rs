@@ -339,35 +339,43 @@ fn reason_prints_the_events_in_order_as_json_lines() {
     }
 
     // The budget stated in the prompt, as its bucket: the prompt is the hinted text.
-    let (ok, out, err) = run(&[
-        "reason",
-        "--model",
-        model.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--raw",
-        "--prompt",
-        "hello",
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--mode",
-        "reason",
-        "--budget",
-        "5",
-        "--budget-hint",
-        "Think for at most {budget} tokens.",
-        "--budget-buckets",
-        "16,8",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let done = json_lines(&out).pop().unwrap();
+    let prompt_tokens = |adapter: &std::path::Path, extra: &[&str]| {
+        let args = [
+            "reason",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--raw",
+            "--prompt",
+            "hello",
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--mode",
+            "reason",
+            "--budget",
+            "5",
+            "--json",
+        ];
+        let (ok, out, err) = run(&[&args[..], extra].concat());
+        assert!(ok, "{err}");
+        json_lines(&out).pop().unwrap()["stats"]["promptTokens"].clone()
+    };
+    let stated = prompt_tokens(
+        &adapter,
+        &[
+            "--budget-hint",
+            "Think for at most {budget} tokens.",
+            "--budget-buckets",
+            "16,8",
+        ],
+    );
     let engine = edge_reason::engine::Engine::from_bytes(&bytes).unwrap();
     let hinted = engine
         .tokenizer
         .encode_prompt("hello\n\nThink for at most 8 tokens.")
         .unwrap();
-    assert_eq!(done["stats"]["promptTokens"], hinted.len());
+    assert_eq!(stated, hinted.len());
 
     // An adapter trained with its budget stated carries how (budget_hint.json, kept by
     // export-adapter): stated by default; `--budget-hint ""` states none.
@@ -390,31 +398,12 @@ fn reason_prints_the_events_in_order_as_json_lines() {
         trained_int8.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    let prompt_tokens = |extra: &[&str]| {
-        let args = [
-            "reason",
-            "--model",
-            model.to_str().unwrap(),
-            "--backend",
-            "cpu",
-            "--raw",
-            "--prompt",
-            "hello",
-            "--adapter",
-            trained_int8.to_str().unwrap(),
-            "--mode",
-            "reason",
-            "--budget",
-            "5",
-            "--json",
-        ];
-        let (ok, out, err) = run(&[&args[..], extra].concat());
-        assert!(ok, "{err}");
-        json_lines(&out).pop().unwrap()["stats"]["promptTokens"].clone()
-    };
-    assert_eq!(prompt_tokens(&[]), hinted.len());
+    assert_eq!(prompt_tokens(&trained_int8, &[]), hinted.len());
     let bare = engine.tokenizer.encode_prompt("hello").unwrap();
-    assert_eq!(prompt_tokens(&["--budget-hint", ""]), bare.len());
+    assert_eq!(
+        prompt_tokens(&trained_int8, &["--budget-hint", ""]),
+        bare.len()
+    );
 
     // Many prompts, the model loaded once, with the adapter in its exported INT8 form:
     // one summary line per prompt, the same as each request on its own.
