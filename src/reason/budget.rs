@@ -184,6 +184,8 @@ impl BudgetHint {
     }
 
     /// The hint an adapter directory carries, or None when it has no `budget_hint.json`.
+    /// (In the browser the worker fetches the file and hands its text to `from_json`.)
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_adapter_dir(dir: &std::path::Path) -> Result<Option<Self>> {
         if !dir.join(Self::FILE).is_file() {
             return Ok(None);
