@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
 NAMES = [
@@ -272,6 +273,22 @@ def math_tank(rng, steps):  # held out
         "*": [lambda n: f"The water is then poured into a tank {n} times as full."],
     }
     return chain_problem(rng, Chain(v, f"A water tank holds {v} liters."), steps, texts, "How many liters are in the tank now?")
+
+
+def compact_solution(solution: str) -> str:
+    """The worked solution without the copied story: each step's sentence and the bare
+    `Start: N.` go, its arithmetic stays (`She sells 5 muffins: 14 - 5 = 9.` -> `14 - 5 = 9.`).
+    About 40% fewer thinking tokens; what a stated budget of 64 or less is trained to
+    (train/sft.py --budget-buckets)."""
+    think, rest = solution.split("</think>", 1)
+    lines = []
+    for line in think.split("\n"):
+        if re.fullmatch(r"Start: -?\d+\.", line):
+            continue
+        if "=" in line and ": " in line:
+            line = line.rsplit(": ", 1)[1]
+        lines.append(line)
+    return "\n".join(lines) + "</think>" + rest
 
 
 def chain_problem(rng, c, steps, texts, question):

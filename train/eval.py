@@ -59,10 +59,18 @@ CONFIGS = {
                  ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
     "grpo_b32": ("GRPO adapter (train/grpo.py), budget 32 stated and forced", "{prompt}",
                  ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
+    # The budget-stated SFT adapter (train/sft.py --budget-buckets): the same way.
+    "bsft_b64": ("budget-stated SFT adapter, budget 64 stated and forced", "{prompt}",
+                 ["--mode", "reason", "--n", "1", "--budget", "64", "--answer-tokens", "16", "--temperature", "0"]),
+    "bsft_b32": ("budget-stated SFT adapter, budget 32 stated and forced", "{prompt}",
+                 ["--mode", "reason", "--n", "1", "--budget", "32", "--answer-tokens", "16", "--temperature", "0"]),
     "vote": ("SFT adapter, 8 candidates at temperature 0.7", "{prompt}",
              ["--mode", "reason", "--n", "8", "--budget", "256", "--answer-tokens", "16", "--temperature", "0.7",
               "--seed", "1", "--no-early-stop"]),
 }
+
+# Rows of adapters trained with their budget stated: name prefix -> the option naming it.
+BUDGET_TRAINED = {"grpo": "grpo", "bsft": "budget_sft"}
 
 # The mixed set (auto mode): the same request three ways, the shipped heads loaded.
 MIXED = {
@@ -101,6 +109,15 @@ def key(r):
     return f"{r['id']}:{hashlib.sha1(r['prompt'].encode()).hexdigest()[:10]}"
 
 
+def budget_trained(args, name):
+    """The adapter directory a budget-trained row runs (None: the row is not one of
+    those; False: it is, and its option was not given)."""
+    option = BUDGET_TRAINED.get(name.split("_")[0])
+    if option is None:
+        return None
+    return getattr(args, option) or False
+
+
 def run_config(args, name, rows):
     """Per-problem result lines of one configuration (cached; resumed when cut short)."""
     _, template, extra = {**CONFIGS, **MIXED}[name]
@@ -118,12 +135,14 @@ def run_config(args, name, rows):
                 f.write(json.dumps({"id": key(r), "prompt": template.format(prompt=r["prompt"])}) + "\n")
         cmd = [str(args.bin), "reason", "--model", args.model, "--backend", "cpu", "--threads", str(args.threads),
                "--json", "--prompts", str(inputs), *extra]
-        if name.startswith("grpo"):
-            if not args.grpo:
-                raise SystemExit(f"{name}: pass --grpo DIR (the budget-trained adapter train/grpo.py writes, or its export-adapter INT8 form)")
-            if not (args.grpo / "budget_hint.json").is_file():
-                raise SystemExit(f"{name}: {args.grpo} has no budget_hint.json (train/grpo.py writes one; export-adapter keeps it)")
-            cmd += ["--adapter", str(args.grpo)]
+        adapter = budget_trained(args, name)
+        if adapter is False:
+            flag = "--" + BUDGET_TRAINED[name.split("_")[0]].replace("_", "-")
+            raise SystemExit(f"{name}: pass {flag} DIR (the budget-trained adapter, or its export-adapter INT8 form)")
+        if adapter:
+            if not (adapter / "budget_hint.json").is_file():
+                raise SystemExit(f"{name}: {adapter} has no budget_hint.json (the trainer writes one; export-adapter keeps it)")
+            cmd += ["--adapter", str(adapter)]
         elif "--no-defaults" not in extra:
             if args.adapter:
                 cmd += ["--adapter", str(args.adapter)]
@@ -242,6 +261,7 @@ def main():
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "edge-reason")
     ap.add_argument("--adapter", type=Path, help="the reasoning adapter (default: the shipped one)")
     ap.add_argument("--grpo", type=Path, help="the budget-trained adapter (train/grpo.py), for the grpo_* rows")
+    ap.add_argument("--budget-sft", type=Path, help="the budget-stated SFT adapter (train/sft.py --budget-buckets), for the bsft_* rows")
     ap.add_argument("--problems", type=int, default=300)
     ap.add_argument("--mixed", type=int, default=120, help="prompts in the mixed set (auto mode)")
     ap.add_argument("--only", default="", help="comma-separated configurations to run (default: all; 'mixed' for the three mixed-set ones)")
@@ -252,8 +272,8 @@ def main():
 
     rows = problems(args)
     names = [n for n in CONFIGS if not args.only or n in args.only.split(",")]
-    if not args.grpo and not args.only:
-        names = [n for n in names if not n.startswith("grpo")]
+    if not args.only:  # rows of budget-trained adapters only when one is given
+        names = [n for n in names if budget_trained(args, n) is not False]
     table = []
     for name in names:
         if args.table_only and not (args.out / f"{name}.jsonl").exists():

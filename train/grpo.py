@@ -40,11 +40,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from sft import TARGETS, PromptMask, chat_renderer  # noqa: E402
+from sft import BUCKETS, TARGETS, PromptMask, as_peft, chat_renderer, with_hint, write_budget_hint  # noqa: E402
 
-HINT = "Think for at most {budget} tokens."
 THINK_PREFIX = "<think>\n"  # what the runtime feeds first when it reasons (ReasonOptions::think_prefix)
-BUCKETS = [32, 64, 128]
 FINAL = re.compile(r"</think>.*?Final answer:\s*(-?[\d,]+)", re.S)
 
 
@@ -61,11 +59,6 @@ def budget_reward(tokens: int, budget: int, margin: float) -> float:
 def final_answer(text: str) -> int | None:
     m = FINAL.search(text)
     return int(m.group(1).replace(",", "")) if m else None
-
-
-def with_hint(prompt: str, budget: int) -> str:
-    """The user's message with its budget stated, as `BudgetHint::apply` does."""
-    return f"{prompt.rstrip()}\n\n{HINT.format(budget=budget)}"
 
 
 def prompts(path: Path, render, rng: random.Random, limit: int):
@@ -149,25 +142,6 @@ def check_masking(model, tok, hook: GenerationMask, prompt: str, completion: str
     if diff > tolerance:
         raise SystemExit(f"masked LoRA check failed: the scored logits differ from prefill-then-decode by {diff:.2e}")
     return diff, unmasked
-
-
-def as_peft(adapter: Path, scratch: Path) -> Path:
-    """A PEFT directory PyTorch can train: `adapter` itself, or for the runtime's INT8
-    form (`edge-reason export-adapter`: int8 weights with a `.scale` per row, as shipped
-    in www/reasoning/adapter) a dequantized f32 copy in `scratch`."""
-    import shutil
-
-    import numpy as np
-    from safetensors.numpy import load_file, save_file
-
-    tensors = load_file(str(adapter / "adapter_model.safetensors"))
-    if not any(t.dtype == np.int8 for t in tensors.values()):
-        return adapter
-    out = {k: (t.astype(np.float32) * tensors[f"{k}.scale"]) for k, t in tensors.items() if not k.endswith(".scale")}
-    scratch.mkdir(parents=True, exist_ok=True)
-    shutil.copy(adapter / "adapter_config.json", scratch / "adapter_config.json")
-    save_file(out, str(scratch / "adapter_model.safetensors"))
-    return scratch
 
 
 def hf_tokenizer():
@@ -296,7 +270,7 @@ def main():
     PromptMask.value = None
 
     trainer.model.save_pretrained(str(args.out))
-    (args.out / "budget_hint.json").write_text(json.dumps({"template": HINT, "buckets": BUCKETS}) + "\n")
+    write_budget_hint(args.out, BUCKETS)
     with (args.out / "train_log.json").open("w") as f:
         wall = round(time.time() - t_start, 1)
         json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": wall, "steps_this_run": len(log) - session_start, "log": log}, f)

@@ -16,8 +16,18 @@
   (`<think> ... </think>` + `Final answer: N` + end of turn) is tokenized on its own:
   the same token boundary the runtime has between the prompt and what it generates.
 
-Writes a PEFT directory (adapter_config.json + adapter_model.safetensors) and
-train_log.json (loss per step, wall time).
+Budget-stated SFT (`--budget-buckets 32,64,128 --init ADAPTER`): each problem gets a
+thinking budget drawn from no budget and the buckets, stated at the end of the user's
+message the way the runtime states it (`BudgetHint::apply`: "Think for at most B
+tokens."). The target is the full worked solution with no budget or a budget of at
+least `--full-from` tokens, and the compact one (data.compact_solution: the arithmetic
+without the copied story, about 40% fewer thinking tokens) below it. Continued from the
+SFT adapter (`--init`, PEFT or the runtime's INT8 form), it learns to write shorter
+when a small budget is stated and keeps the full form otherwise.
+
+Writes a PEFT directory (adapter_config.json + adapter_model.safetensors),
+budget_hint.json with budget buckets (how the runtime states the budget to this
+adapter) and train_log.json (loss per step, wall time).
 """
 
 from __future__ import annotations
@@ -35,6 +45,38 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+HINT = "Think for at most {budget} tokens."  # how a budget is stated (budget_hint.json)
+BUCKETS = [32, 64, 128]
+
+
+def with_hint(prompt: str, budget: int) -> str:
+    """The user's message with its budget stated, as `BudgetHint::apply` does."""
+    return f"{prompt.rstrip()}\n\n{HINT.format(budget=budget)}"
+
+
+def write_budget_hint(out: Path, buckets) -> None:
+    """budget_hint.json: how the runtime states a budget to this adapter (the CLI and the
+    browser engine read it; `edge-reason export-adapter` keeps it)."""
+    (out / "budget_hint.json").write_text(json.dumps({"template": HINT, "buckets": list(buckets)}) + "\n")
+
+
+def as_peft(adapter: Path, scratch: Path) -> Path:
+    """A PEFT directory PyTorch can train: `adapter` itself, or for the runtime's INT8
+    form (`edge-reason export-adapter`: int8 weights with a `.scale` per row, as shipped
+    in www/reasoning/adapter) a dequantized f32 copy in `scratch`."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    if not any(t.dtype == np.int8 for t in tensors.values()):
+        return adapter
+    out = {k: (t.astype(np.float32) * tensors[f"{k}.scale"]) for k, t in tensors.items() if not k.endswith(".scale")}
+    scratch.mkdir(parents=True, exist_ok=True)
+    shutil.copy(adapter / "adapter_config.json", scratch / "adapter_config.json")
+    save_file(out, str(scratch / "adapter_model.safetensors"))
+    return scratch
 
 
 class PromptMask:
@@ -71,14 +113,21 @@ def tokenizer():
     return Tokenizer.from_file(str(HERE.parent / "tests" / "fixtures" / "smollm2_tokenizer.json"))
 
 
-def examples(path: Path, render, tok, max_len: int, end_of_turn: str):
+def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None):
+    """(prompt ids, response ids) per problem. With `budgets`, each problem's budget is
+    drawn from them (None: none stated) and the solution is compact below `full_from`."""
+    from data import compact_solution
+
     out = []
     for line in path.open():
         r = json.loads(line)
         if not r.get("solution"):
             continue
-        prompt = tok.encode(render(r["prompt"]), add_special_tokens=False).ids
-        response = tok.encode(r["solution"] + end_of_turn, add_special_tokens=False).ids
+        b = rng.choice(budgets) if budgets else None
+        message = r["prompt"] if b is None else with_hint(r["prompt"], b)
+        solution = r["solution"] if b is None or b >= full_from else compact_solution(r["solution"])
+        prompt = tok.encode(render(message), add_special_tokens=False).ids
+        response = tok.encode(solution + end_of_turn, add_special_tokens=False).ids
         if len(prompt) + len(response) > max_len:
             continue
         out.append((prompt, response))
@@ -137,10 +186,14 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs)")
     ap.add_argument("--limit", type=int, default=0, help="train on at most this many examples (smoke runs)")
+    ap.add_argument("--init", type=Path, help="start from this adapter (PEFT or the runtime's INT8 form) instead of a fresh LoRA")
+    ap.add_argument("--budget-buckets", default="", help="state budgets drawn from these (and none), e.g. 32,64,128")
+    ap.add_argument("--full-from", type=int, default=128, help="the smallest stated budget trained to the full solution")
     args = ap.parse_args()
+    buckets = [int(b) for b in args.budget_buckets.split(",") if b]
 
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     from gguf_hf import hf_llama, read_gguf_llama
 
@@ -153,13 +206,17 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = hf_llama(hp, tensors).to(device)
     model.config.use_cache = False
-    lora = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=TARGETS, bias="none")
-    model = get_peft_model(model, lora)
+    if args.init:
+        model = PeftModel.from_pretrained(model, str(as_peft(args.init, args.out / "init-f32")), is_trainable=True)
+    else:
+        lora = LoraConfig(r=args.r, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=TARGETS, bias="none")
+        model = get_peft_model(model, lora)
     n_masked = PromptMask.install(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     render, tok = chat_renderer(args.model), tokenizer()
-    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>")
+    budgets = [None, *buckets] if buckets else []
+    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>", budgets, args.full_from, rng)
     if args.limit:
         rows = rows[: args.limit]
     pad_id = tok.token_to_id("<|im_end|>")
@@ -195,6 +252,8 @@ def main():
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(args.out))
+    if buckets:
+        write_budget_hint(args.out, buckets)
     with (args.out / "train_log.json").open("w") as f:
         json.dump({"args": {k: str(v) for k, v in vars(args).items()}, "wall_s": round(time.time() - t_start, 1), "log": log}, f)
     print(json.dumps({"saved": str(args.out), "wall_s": round(time.time() - t_start, 1)}))
