@@ -21,7 +21,8 @@ thinking budget drawn from no budget and the buckets, stated at the end of the u
 message the way the runtime states it (`BudgetHint::apply`: "Think for at most B
 tokens."). The target is the full worked solution with no budget or a budget of at
 least `--full-from` tokens, and the compact one (data.compact_solution: the arithmetic
-without the copied story, about 40% fewer thinking tokens) below it. Continued from the
+without the copied story, about 40% fewer thinking tokens) below it; with
+`--full-if-fits`, also the full one wherever its thinking fits in the stated budget. Continued from the
 SFT adapter (`--init`, PEFT or the runtime's INT8 form), it learns to write shorter
 when a small budget is stated and keeps the full form otherwise.
 
@@ -113,9 +114,10 @@ def tokenizer():
     return Tokenizer.from_file(str(HERE.parent / "tests" / "fixtures" / "smollm2_tokenizer.json"))
 
 
-def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None):
+def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None, full_if_fits=False):
     """(prompt ids, response ids) per problem. With `budgets`, each problem's budget is
-    drawn from them (None: none stated) and the solution is compact below `full_from`."""
+    drawn from them (None: none stated) and the solution is compact below `full_from`
+    (unless `full_if_fits` and the full solution's thinking fits in the budget)."""
     from data import compact_solution
 
     out = []
@@ -125,13 +127,20 @@ def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=()
             continue
         b = rng.choice(budgets) if budgets else None
         message = r["prompt"] if b is None else with_hint(r["prompt"], b)
-        solution = r["solution"] if b is None or b >= full_from else compact_solution(r["solution"])
+        full = b is None or b >= full_from or (full_if_fits and thinking_tokens(tok, r["solution"]) <= b)
+        solution = r["solution"] if full else compact_solution(r["solution"])
         prompt = tok.encode(render(message), add_special_tokens=False).ids
         response = tok.encode(solution + end_of_turn, add_special_tokens=False).ids
         if len(prompt) + len(response) > max_len:
             continue
         out.append((prompt, response))
     return out
+
+
+def thinking_tokens(tok, solution: str) -> int:
+    """The tokens the runtime counts against a thinking budget: after `<think>\n`, up to `</think>`."""
+    think = solution.split("</think>", 1)[0].removeprefix("<think>\n")
+    return len(tok.encode(think, add_special_tokens=False).ids)
 
 
 def batches(rows, batch, rng):
@@ -189,6 +198,7 @@ def main():
     ap.add_argument("--init", type=Path, help="start from this adapter (PEFT or the runtime's INT8 form) instead of a fresh LoRA")
     ap.add_argument("--budget-buckets", default="", help="state budgets drawn from these (and none), e.g. 32,64,128")
     ap.add_argument("--full-from", type=int, default=128, help="the smallest stated budget trained to the full solution")
+    ap.add_argument("--full-if-fits", action="store_true", help="below --full-from, the full solution too where its thinking fits the budget")
     args = ap.parse_args()
     buckets = [int(b) for b in args.budget_buckets.split(",") if b]
 
@@ -216,7 +226,7 @@ def main():
 
     render, tok = chat_renderer(args.model), tokenizer()
     budgets = [None, *buckets] if buckets else []
-    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>", budgets, args.full_from, rng)
+    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>", budgets, args.full_from, rng, args.full_if_fits)
     if args.limit:
         rows = rows[: args.limit]
     pad_id = tok.token_to_id("<|im_end|>")
