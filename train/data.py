@@ -30,6 +30,12 @@ It writes two sets, each as train/val/test JSON lines:
   hold numbers and both hold non-math prompts, so "has numbers" does not predict the
   label. One logic template is held out the same way.
 
+And one test-only set, ``switch_paraphrase_test.jsonl``: the same two labels in
+phrasings no template of the switch set uses (a whole multi-step problem in one
+sentence, "How many?" questions, chat-style facts and requests), from its own RNG, so
+the other files do not change. It measures whether the switcher learned what needs
+reasoning or the templates' wording.
+
 Each line: ``{"id", "set", "split", "family", "template", "difficulty", "held_out",
 "label", "prompt", "answer", "solution"}`` (``solution`` is null where none is
 needed: chat prompts have no reference reply).
@@ -464,6 +470,120 @@ EASY_TEMPLATES = {
 }
 
 
+# ----------------------------------------------------------------------------- paraphrases
+
+def para_compact_story(rng):
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b = rng.randint(5, 60), rng.randint(2, 40)
+    c = rng.randint(1, a + b - 1)
+    form = rng.choice([
+        "{n} has {a} {t}, buys {b} and gives {c} away. How many?",
+        "{n} had {a} {t}, got {b} more, then lost {c}. How many are left?",
+        "I have {a} {t}; I get {b} more and give {c} to a friend. How many do I have now?",
+        "{a} {t}, plus {b}, minus {c}: how many is that?",
+        "{n} starts with {a} {t}, finds {b}, and trades away {c}. What's the count now?",
+    ])
+    return form.format(n=name, t=thing, a=a, b=b, c=c), str(a + b - c)
+
+
+def para_rate(rng):
+    name = rng.choice(NAMES)
+    per, days, spent = rng.randint(3, 20), rng.randint(2, 9), rng.randint(1, 20)
+    form = rng.choice([
+        "If {n} saves {p} dollars a day for {d} days and then spends {s}, how much is left?",
+        "{n} reads {p} pages a day for {d} days, then skips back {s} pages. What page is {n} on?",
+        "A pump fills a tank with {p} liters a minute for {d} minutes, and {s} liters leak out. How many liters are in the tank?",
+    ])
+    return form.format(n=name, p=per, d=days, s=min(spent, per * days - 1)), str(per * days - min(spent, per * days - 1))
+
+
+def para_chain_ops(rng):
+    a, b, c = rng.randint(2, 30), rng.randint(2, 30), rng.randint(2, 5)
+    form = rng.choice([
+        "Start with {a}, add {b}, then multiply by {c}. What do you get?",
+        "Take {a}, add {b}, and multiply the sum by {c}. Result?",
+        "What is ({a} + {b}) x {c}?",
+        "Double-check this for me: {a} plus {b}, all times {c}. What is it?",
+    ])
+    return form.format(a=a, b=b, c=c), str((a + b) * c)
+
+
+def para_ordering(rng):
+    a, b, c = rng.sample(NAMES, 3)
+    adj, hi, lo = rng.choice([("taller", "tallest", "shortest"), ("older", "oldest", "youngest")])
+    if rng.random() < 0.5:
+        return f"{a} is {adj} than {b} and {b} is {adj} than {c}; who is the {lo}?", c
+    return f"{c} is not as {adj[:-2]} as {b}, and {b} is not as {adj[:-2]} as {a}. Who's the {hi}?", a
+
+
+def para_passes(rng):
+    a, b, c, d = rng.sample(NAMES, 4)
+    return f"{a} throws the ball to {b}, who throws it to {c}, who throws it to {d}. Who has it?", d
+
+
+def para_chat_fact(rng):
+    country = rng.choice(list(CAPITALS))
+    form = rng.choice([
+        "quick q: capital of {c}?", "what's the capital city of {c}", "Do you know the capital of {c}?",
+        "{c}'s capital is which city?", "Capital of {c}, please.",
+    ])
+    return form.format(c=country), CAPITALS[country]
+
+
+def para_chat_sum(rng):
+    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    form = rng.choice([
+        ("what's {a} plus {b}", a + b), ("{a} + {b} = ?", a + b), ("Quick: {a} plus {b}?", a + b),
+        ("{n} has {a} {t} and buys {b}. How many?", a + b), ("Add up {a} and {b} for me.", a + b),
+    ])
+    return form[0].format(a=a, b=b, n=name, t=thing), str(form[1])
+
+
+def para_chat_request(rng):
+    topic, word = rng.choice(TOPICS), rng.choice(WORDS)
+    form = rng.choice([
+        f"Can you write a short poem about {topic}?", f"Tell me a fun fact about {topic}.",
+        f"What's another word for \"{word}\"?", f"Say something nice about {topic}.",
+        f"Could you describe {topic} for a child?", f"Give me 3 words that rhyme with \"{word}\".",
+    ])
+    return form, None
+
+
+def para_chat_greeting(rng):
+    return rng.choice([
+        "yo", "hey!! how's it going", "good afternoon :)", "thanks a lot, that helped", "morning!",
+        "hi there, I have 1 question", "cheers, bye", "hello hello", "ok thanks", "how are you today?",
+    ]), None
+
+
+PARAPHRASE_TEMPLATES = {
+    "reason": {"compact_story": para_compact_story, "rate": para_rate, "chain_ops": para_chain_ops,
+               "ordering_one_sentence": para_ordering, "passes_one_sentence": para_passes},
+    "chat": {"fact_casual": para_chat_fact, "sum_casual": para_chat_sum, "request": para_chat_request,
+             "greeting_casual": para_chat_greeting},
+}
+
+
+def make_paraphrases(rng, per_label):
+    """`per_label` prompts of each label, round robin over that label's templates."""
+    rows = []
+    for label, templates in PARAPHRASE_TEMPLATES.items():
+        seen, names, tries = set(), list(templates), 0
+        while len(seen) < per_label and tries < 100 * per_label:
+            name = names[tries % len(names)]
+            tries += 1
+            prompt, answer = templates[name](rng)
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            family = "logic" if "sentence" in name else ("arithmetic" if answer and answer.isdigit() else "easy")
+            rows.append(row("switch_paraphrase", family, name, 2 if label == "reason" else 1, True, label, prompt, answer, None))
+    for i, r in enumerate(rows):
+        r["split"], r["id"] = "test", f"switch_paraphrase-test-{i:05d}"
+    return rows
+
+
 # ----------------------------------------------------------------------------- sets
 
 def make_math(rng, n_per_template, n_held_out):
@@ -542,6 +662,7 @@ def main():
     ap.add_argument("--math-per-template", type=int, default=450)
     ap.add_argument("--switch-per-template", type=int, default=250)
     ap.add_argument("--held-out-per-template", type=int, default=150)
+    ap.add_argument("--paraphrases-per-label", type=int, default=60)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -559,6 +680,12 @@ def main():
                 for r in rows:
                     f.write(json.dumps({k: r[k] for k in keys}) + "\n")
             counts[path.name] = len(rows)
+    # Its own RNG, after the rest: adding it changed none of the files above.
+    path = args.out / "switch_paraphrase_test.jsonl"
+    with path.open("w") as f:
+        for r in make_paraphrases(random.Random(args.seed + 1), args.paraphrases_per_label):
+            f.write(json.dumps({k: r[k] for k in keys}) + "\n")
+            counts[path.name] = counts.get(path.name, 0) + 1
     print(json.dumps(counts))
 
 

@@ -69,6 +69,13 @@ CONFIGS = {
               "--seed", "1", "--no-early-stop"]),
 }
 
+# The switcher alone on prompts phrased unlike its training set (routes only: one token).
+PARAPHRASE = {
+    "switch_paraphrase": ("the switcher's routes on the paraphrase set", "{prompt}",
+                          ["--mode", "auto", "--n", "1", "--budget", "1", "--answer-tokens", "1", "--max-tokens", "1",
+                           "--temperature", "0"]),
+}
+
 # Rows of adapters trained with their budget stated: name prefix -> the option naming it.
 BUDGET_TRAINED = {"grpo": "grpo", "bsft": "budget_sft"}
 
@@ -120,7 +127,7 @@ def budget_trained(args, name):
 
 def run_config(args, name, rows):
     """Per-problem result lines of one configuration (cached; resumed when cut short)."""
-    _, template, extra = {**CONFIGS, **MIXED}[name]
+    _, template, extra = {**CONFIGS, **MIXED, **PARAPHRASE}[name]
     path = args.out / f"{name}.jsonl"
     done = {}
     if path.exists():
@@ -247,6 +254,17 @@ def score_mixed(rows, results):
     return out
 
 
+def score_paraphrase(rows, results):
+    """Routes that agree with the label: overall, per label and per template."""
+    def agree(pairs):
+        return {"n": len(pairs), "agree": 100.0 * sum((res["route"]["mode"] == "reason") == (r["label"] == "reason") for r, res in pairs) / len(pairs)}
+    pairs = list(zip(rows, results))
+    out = {"all": agree(pairs)}
+    for group in sorted({r["label"] for r in rows}) + sorted({r["template"] for r in rows}):
+        out[group] = agree([(r, res) for r, res in pairs if group in (r["label"], r["template"])])
+    return out
+
+
 def normalize(answer):
     """The runtime's key of an integer reference answer (every math answer is one)."""
     return str(int(answer))
@@ -307,7 +325,13 @@ def main():
         results = run_config(args, name, mixed_rows) if not args.table_only else load_kept(args, name, mixed_rows)
         if results is not None:
             mixed.append((MIXED[name][0], score_mixed(mixed_rows, results)))
-    write_docs(args, table, len(rows), mixed, mixed_rows)
+    paraphrase = None
+    if "switch_paraphrase" in args.only.split(",") or (args.table_only and (args.out / "switch_paraphrase.jsonl").exists()):
+        para_rows = [json.loads(line) for line in (args.data / "switch_paraphrase_test.jsonl").open()]
+        results = run_config(args, "switch_paraphrase", para_rows) if not args.table_only else load_kept(args, "switch_paraphrase", para_rows)
+        if results is not None:
+            paraphrase = (para_rows, score_paraphrase(para_rows, results))
+    write_docs(args, table, len(rows), mixed, mixed_rows, paraphrase)
 
 
 def load_kept(args, name, rows):
@@ -321,7 +345,7 @@ def load_kept(args, name, rows):
     return [kept[key(r)] for r in rows]
 
 
-def write_docs(args, table, n, mixed, mixed_rows):
+def write_docs(args, table, n, mixed, mixed_rows, paraphrase=None):
     args.docs.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Results",
@@ -361,8 +385,24 @@ def write_docs(args, table, n, mixed, mixed_rows):
         auto = dict(mixed).get(MIXED["mixed_auto"][0])
         if auto:
             lines += ["", f"Switcher on this set: {auto['switcher']:.1f}% of the routes agree with the labels."]
+    if paraphrase:
+        para_rows, p = paraphrase
+        lines += [
+            "",
+            f"The switcher on {len(para_rows)} prompts phrased unlike any template it was trained on",
+            "(train/data.py `switch_paraphrase_test.jsonl`: a multi-step problem in one sentence, casual",
+            "facts and requests): routes that agree with the label.",
+            "",
+            "| prompts | n | agree |",
+            "| --- | ---: | ---: |",
+        ]
+        for group, g in p.items():
+            label = {"all": "all", "reason": "labelled reason", "chat": "labelled chat"}.get(group, f"template `{group}`")
+            lines.append(f"| {label} | {g['n']} | {g['agree']:.1f}% |")
     (args.docs / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if not table:
+        return
     try:
         import matplotlib
 
