@@ -30,11 +30,12 @@ It writes two sets, each as train/val/test JSON lines:
   hold numbers and both hold non-math prompts, so "has numbers" does not predict the
   label. One logic template is held out the same way.
 
-And one test-only set, ``switch_paraphrase_test.jsonl``: the same two labels in
-phrasings no template of the switch set uses (a whole multi-step problem in one
-sentence, "How many?" questions, chat-style facts and requests), from its own RNG, so
-the other files do not change. It measures whether the switcher learned what needs
-reasoning or the templates' wording.
+And ``switch_paraphrase_{train,val,test}.jsonl``, from their own RNGs (so the files
+above do not change): the same two labels in short, casual forms no switch template
+uses (a whole multi-step problem in one sentence, "How many?" questions, chat-style
+facts, sums and requests). Train and val hold one set of such templates
+(SHORT_TEMPLATES), test another (PARAPHRASE_TEMPLATES, all held out), so the test
+measures whether the switcher learned what needs reasoning or its templates' wording.
 
 Each line: ``{"id", "set", "split", "family", "template", "difficulty", "held_out",
 "label", "prompt", "answer", "solution"}`` (``solution`` is null where none is
@@ -565,10 +566,105 @@ PARAPHRASE_TEMPLATES = {
 }
 
 
-def make_paraphrases(rng, per_label):
-    """`per_label` prompts of each label, round robin over that label's templates."""
+# Short forms for training (switch_paraphrase_{train,val}): the same kinds of prompt as
+# the paraphrase test set, in other words, so that set still measures new phrasing.
+def short_story(rng):
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b = rng.randint(5, 60), rng.randint(2, 40)
+    c = rng.randint(1, a + b - 1)
+    form = rng.choice([
+        "{n} had {a} {t}. After buying {b} and losing {c}, how many does {n} have?",
+        "{a} {t} in a bag; add {b}, remove {c}. How many now?",
+        "{n}: {a} {t}, then +{b}, then -{c}. Total?",
+        "There were {a} {t}; {b} came and {c} went. How many are there?",
+        "Got {a} {t}, bought {b} more, sold {c}. How many left?",
+    ])
+    return form.format(n=name, t=thing, a=a, b=b, c=c), str(a + b - c)
+
+
+def short_calc(rng):
+    a, b = rng.randint(2, 12), rng.randint(2, 12)
+    c = rng.randint(1, a * b - 1)
+    form = rng.choice([
+        ("Compute {a} times {b}, then subtract {c}.", a * b - c),
+        ("Multiply {a} by {b} and add {c}.", a * b + c),
+        ("What is {a} x {b} - {c}?", a * b - c),
+        ("{a} times {b}, plus {c}, equals what?", a * b + c),
+    ])
+    return form[0].format(a=a, b=b, c=c), str(form[1])
+
+
+def short_rate(rng):
+    per, days, off = rng.randint(3, 20), rng.randint(2, 9), rng.randint(1, 20)
+    off = min(off, per * days - 1)
+    form = rng.choice([
+        "A shop sells {p} cups a day. How many cups in {d} days if {s} are returned?",
+        "{p} eggs a box, {d} boxes, {s} broken. How many good eggs?",
+        "A bus carries {p} people per trip and makes {d} trips; {s} people rode twice. How many different riders?",
+    ])
+    return form.format(p=per, d=days, s=off), str(per * days - off)
+
+
+def short_order(rng):
+    a, b, c = rng.sample(NAMES, 3)
+    if rng.random() < 0.5:
+        return f"{a} is shorter than {b}, who is shorter than {c}. Who is tallest?", c
+    return f"{a} finished before {b}; {b} finished before {c}. Who finished last?", c
+
+
+def short_handoff(rng):
+    a, b, c, d = rng.sample(NAMES, 4)
+    if rng.random() < 0.5:
+        return f"{a} gives the key to {b}, then {b} gives it to {c}. Who holds the key?", c
+    return f"The note goes from {a} to {b} to {c} to {d}. Who has it last?", d
+
+
+def short_capital(rng):
+    country = rng.choice(list(CAPITALS))
+    form = rng.choice(["capital of {c}?", "Tell me {c}'s capital.", "{c} capital city?", "which city is {c}'s capital"])
+    return form.format(c=country), CAPITALS[country]
+
+
+def short_sum(rng):
+    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    hi, lo = max(a, b), min(a, b)
+    form = rng.choice([
+        ("{a}+{b}?", a + b), ("how much is {a} plus {b}", a + b), ("{n} has {a} {t} and finds {b}. Total?", a + b),
+        ("{hi} minus {lo}?", hi - lo), ("{n} had {hi} {t} and lost {lo}. How many now?", hi - lo),
+    ])
+    return form[0].format(a=a, b=b, hi=hi, lo=lo, n=name, t=thing), str(form[1])
+
+
+def short_request(rng):
+    topic, word = rng.choice(TOPICS), rng.choice(WORDS)
+    form = rng.choice([
+        f"write me a limerick about {topic}", f"any tips for enjoying {topic}?", f"describe {topic} in a sentence",
+        f"list 3 things about {topic}", f"what rhymes with \"{word}\"?", f"is \"{word}\" an adjective?",
+    ])
+    return form, None
+
+
+def short_greeting(rng):
+    return rng.choice([
+        "sup", "hiya!", "thx", "good day to you", "heyyy", "hello friend!", "see you later", "what's new?",
+        "many thanks", "hey, good morning", "hi :)", "you there?",
+    ]), None
+
+
+SHORT_TEMPLATES = {
+    "reason": {"short_story": short_story, "short_calc": short_calc, "short_rate": short_rate,
+               "short_order": short_order, "short_handoff": short_handoff},
+    "chat": {"short_capital": short_capital, "short_sum": short_sum, "short_request": short_request,
+             "short_greeting": short_greeting},
+}
+
+
+def make_paraphrases(rng, per_label, templates_by_label=None, split_name="test"):
+    """`per_label` prompts of each label, round robin over that label's templates
+    (PARAPHRASE_TEMPLATES unless given)."""
     rows = []
-    for label, templates in PARAPHRASE_TEMPLATES.items():
+    for label, templates in (templates_by_label or PARAPHRASE_TEMPLATES).items():
         seen, names, tries = set(), list(templates), 0
         while len(seen) < per_label and tries < 100 * per_label:
             name = names[tries % len(names)]
@@ -577,10 +673,11 @@ def make_paraphrases(rng, per_label):
             if prompt in seen:
                 continue
             seen.add(prompt)
-            family = "logic" if "sentence" in name else ("arithmetic" if answer and answer.isdigit() else "easy")
-            rows.append(row("switch_paraphrase", family, name, 2 if label == "reason" else 1, True, label, prompt, answer, None))
+            family = "arithmetic" if answer and answer.isdigit() else ("logic" if label == "reason" else "easy")
+            held_out = split_name == "test"
+            rows.append(row("switch_paraphrase", family, name, 2 if label == "reason" else 1, held_out, label, prompt, answer, None))
     for i, r in enumerate(rows):
-        r["split"], r["id"] = "test", f"switch_paraphrase-test-{i:05d}"
+        r["split"], r["id"] = split_name, f"switch_paraphrase-{split_name}-{i:05d}"
     return rows
 
 
@@ -663,6 +760,7 @@ def main():
     ap.add_argument("--switch-per-template", type=int, default=250)
     ap.add_argument("--held-out-per-template", type=int, default=150)
     ap.add_argument("--paraphrases-per-label", type=int, default=60)
+    ap.add_argument("--short-per-label", type=int, default=160)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -680,12 +778,22 @@ def main():
                 for r in rows:
                     f.write(json.dumps({k: r[k] for k in keys}) + "\n")
             counts[path.name] = len(rows)
-    # Its own RNG, after the rest: adding it changed none of the files above.
-    path = args.out / "switch_paraphrase_test.jsonl"
-    with path.open("w") as f:
-        for r in make_paraphrases(random.Random(args.seed + 1), args.paraphrases_per_label):
-            f.write(json.dumps({k: r[k] for k in keys}) + "\n")
-            counts[path.name] = counts.get(path.name, 0) + 1
+    # Their own RNGs, after the rest: adding them changed none of the files above.
+    short = make_paraphrases(random.Random(args.seed + 2), args.short_per_label, SHORT_TEMPLATES, "train")
+    random.Random(args.seed + 3).shuffle(short)
+    n_val = len(short) // 8
+    paraphrase = {
+        "train": short[n_val:],
+        "val": short[:n_val],
+        "test": make_paraphrases(random.Random(args.seed + 1), args.paraphrases_per_label),
+    }
+    for part, rows in paraphrase.items():
+        path = args.out / f"switch_paraphrase_{part}.jsonl"
+        with path.open("w") as f:
+            for i, r in enumerate(rows):
+                r["split"], r["id"] = part, f"switch_paraphrase-{part}-{i:05d}"
+                f.write(json.dumps({k: r[k] for k in keys}) + "\n")
+        counts[path.name] = len(rows)
     print(json.dumps(counts))
 
 

@@ -5,22 +5,24 @@ runtime reads it.
     .venv-train/bin/python train/switcher.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\
         --data train/data --out www/reasoning/switcher
 
-1. Features: `edge-reason features` on switch_{train,val,test}.jsonl (the chat
-   template, the base prefill in chunks of 128, the EMA of the chunk means of the final
-   hidden states: what the browser computes before routing). Cached in
-   train/out/features_<split>.jsonl.
+1. Features: `edge-reason features` on switch_{train,val,test}.jsonl and
+   switch_paraphrase_{train,val,test}.jsonl (the chat template, the base prefill in
+   chunks of 128, the EMA of the chunk means of the final hidden states: what the
+   browser computes before routing). Cached by prompt in train/out/switch_features.jsonl.
 2. Head: d -> 8 -> 1 MLP (ReLU, sigmoid), trained on standardized features with
    Gaussian feature noise (sigma 0.5) and dropout, full batch, Adam; the standardization
    is folded into the first layer on export, so the runtime multiplies raw features.
 3. Threshold: the one with the best validation accuracy; among equally accurate ones,
    the highest (fewest prompts sent to reasoning, so fewest generated tokens).
 4. Writes switcher.json + switcher.safetensors and prints accuracy on train, val,
-   test and the test's held-out template (`follow`, never seen in training).
+   test, the test's held-out template (`follow`, never seen in training) and the
+   paraphrase test set (phrasings of no training template).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -35,26 +37,43 @@ ROOT = HERE.parent
 CHUNK, EMA_ALPHA = 128, 0.5
 
 
-def features(args, split: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """(n, d) features, (n,) labels (1 = reason) and the rows of one split."""
-    rows = [json.loads(line) for line in (args.data / f"switch_{split}.jsonl").open()]
-    cache = args.cache / f"features_{split}.jsonl"
-    if not cache.exists() or cache.stat().st_mtime < (args.data / f"switch_{split}.jsonl").stat().st_mtime:
+def prompt_key(prompt: str) -> str:
+    return hashlib.sha1(prompt.encode()).hexdigest()[:16]
+
+
+def features(args, files: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(n, d) features, (n,) labels (1 = reason) and the rows of the given data files
+    (those that exist). Features are cached by prompt in train/out/switch_features.jsonl,
+    appended as they come: only prompts not seen before are run."""
+    rows = [json.loads(line) for f in files if (args.data / f).exists() for line in (args.data / f).open()]
+    cache = args.cache / "switch_features.jsonl"
+    by_key = {}
+    if cache.exists():
+        for line in cache.open():
+            r = json.loads(line)
+            by_key[r["id"]] = r["features"]
+    todo = {prompt_key(r["prompt"]): r["prompt"] for r in rows if prompt_key(r["prompt"]) not in by_key}
+    if todo:
         args.cache.mkdir(parents=True, exist_ok=True)
+        inputs = args.cache / "switch_features.prompts.jsonl"
+        inputs.write_text("".join(json.dumps({"id": k, "prompt": p}) + "\n" for k, p in todo.items()))
         t = time.time()
         cmd = [
-            str(args.bin), "features", "--model", args.model, "--prompts", str(args.data / f"switch_{split}.jsonl"),
+            str(args.bin), "features", "--model", args.model, "--prompts", str(inputs),
             "--chunk", str(CHUNK), "--ema-alpha", str(EMA_ALPHA), "--backend", "cpu", "--threads", str(args.threads),
         ]
-        with open(str(cache) + ".part", "w") as f:
-            subprocess.run(cmd, stdout=f, check=True)
-        os.replace(str(cache) + ".part", cache)
-        print(json.dumps({"features": split, "prompts": len(rows), "s": round(time.time() - t, 1)}), flush=True)
-    by_id = {}
-    for line in cache.open():
-        r = json.loads(line)
-        by_id[r["id"]] = r["features"]
-    x = np.array([by_id[r["id"]] for r in rows], dtype=np.float32)
+        with cache.open("a") as out:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+                r = json.loads(line)
+                by_key[r["id"]] = r["features"]
+            if proc.wait() != 0:
+                raise SystemExit(f"edge-reason features failed (exit {proc.returncode})")
+        inputs.unlink()
+        print(json.dumps({"features": files, "prompts": len(todo), "s": round(time.time() - t, 1)}), flush=True)
+    x = np.array([by_key[prompt_key(r["prompt"])] for r in rows], dtype=np.float32)
     y = np.array([1.0 if r["label"] == "reason" else 0.0 for r in rows], dtype=np.float32)
     return x, y, rows
 
@@ -153,9 +172,12 @@ def main():
     args = ap.parse_args()
 
     t0 = time.time()
-    x, y, _ = features(args, "train")
-    xv, yv, _ = features(args, "val")
-    xs, ys, test_rows = features(args, "test")
+    # The templated switch set and the short forms (train/data.py); the paraphrase test
+    # set's templates are in no training file.
+    x, y, _ = features(args, ["switch_train.jsonl", "switch_paraphrase_train.jsonl"])
+    xv, yv, _ = features(args, ["switch_val.jsonl", "switch_paraphrase_val.jsonl"])
+    xs, ys, test_rows = features(args, ["switch_test.jsonl"])
+    xp, yp, para_rows = features(args, ["switch_paraphrase_test.jsonl"])
     head, val_loss = train_head(x, y, xv, yv, args)
     threshold, _ = pick_threshold(prob(head, xv), yv)
 
@@ -169,6 +191,7 @@ def main():
         report("train", prob(head, x), y, threshold),
         report("val", prob(head, xv), yv, threshold),
         report("test", prob(head, xs), ys, threshold, test_rows),
+        report("paraphrase_test", prob(head, xp), yp, threshold),
     ]
     summary = {"threshold": config["threshold"], "val_loss": round(val_loss, 4), "results": results, "wall_s": round(time.time() - t0, 1)}
     (args.cache / "switcher_report.json").write_text(json.dumps(summary, indent=2) + "\n")
