@@ -8,7 +8,7 @@ runtime reads it.
 1. Features: `edge-reason features` on switch_{train,val,test}.jsonl and
    switch_paraphrase_{train,val,test}.jsonl (the chat template, the base prefill in
    chunks of 128, the EMA of the chunk means of the final hidden states: what the
-   browser computes before routing). Cached by prompt in train/out/switch_features.jsonl.
+   browser computes before routing). Cached by model and prompt in train/out.
 2. Head: d -> 8 -> 1 MLP (ReLU, sigmoid), trained on standardized features with
    Gaussian feature noise (sigma 0.5) and dropout, full batch, Adam; the standardization
    is folded into the first layer on export, so the runtime multiplies raw features.
@@ -43,10 +43,11 @@ def prompt_key(prompt: str) -> str:
 
 def features(args, files: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(n, d) features, (n,) labels (1 = reason) and the rows of the given data files
-    (those that exist). Features are cached by prompt in train/out/switch_features.jsonl,
-    appended as they come: only prompts not seen before are run."""
+    (those that exist). Features are cached by model and prompt in
+    train/out/switch_features.<model>.jsonl, appended as they come: only prompts not
+    seen before are run."""
     rows = [json.loads(line) for f in files if (args.data / f).exists() for line in (args.data / f).open()]
-    cache = args.cache / "switch_features.jsonl"
+    cache = args.cache / f"switch_features.{Path(args.model).stem}.jsonl"
     by_key = {}
     if cache.exists():
         for line in cache.open():
