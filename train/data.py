@@ -476,7 +476,7 @@ EASY_TEMPLATES = {
 def para_compact_story(rng):
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a, b = rng.randint(5, 60), rng.randint(2, 40)
-    c = rng.randint(1, a + b - 1)
+    c = rng.randint(1, 9) if rng.random() < 0.5 else rng.randint(1, a + b - 1)
     form = rng.choice([
         "{n} has {a} {t}, buys {b} and gives {c} away. How many?",
         "{n} had {a} {t}, got {b} more, then lost {c}. How many are left?",
@@ -571,8 +571,10 @@ PARAPHRASE_TEMPLATES = {
 def short_story(rng):
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a, b = rng.randint(5, 60), rng.randint(2, 40)
-    c = rng.randint(1, a + b - 1)
+    c = rng.randint(1, 9) if rng.random() < 0.5 else rng.randint(1, a + b - 1)
     form = rng.choice([
+        "{n} has {a} {t}, finds {b}, then drops {c}. How many?",
+        "{n} owns {a} {t}, wins {b} and trades {c} away. How many now?",
         "{n} had {a} {t}. After buying {b} and losing {c}, how many does {n} have?",
         "{a} {t} in a bag; add {b}, remove {c}. How many now?",
         "{n}: {a} {t}, then +{b}, then -{c}. Total?",
@@ -626,14 +628,15 @@ def short_capital(rng):
 
 
 def short_sum(rng):
-    a, b = rng.randint(2, 99), rng.randint(2, 99)
+    a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(1, 9)
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
-    hi, lo = max(a, b), min(a, b)
+    hi, lo = max(a, b, c + 1), min(a, b)
     form = rng.choice([
         ("{a}+{b}?", a + b), ("how much is {a} plus {b}", a + b), ("{n} has {a} {t} and finds {b}. Total?", a + b),
         ("{hi} minus {lo}?", hi - lo), ("{n} had {hi} {t} and lost {lo}. How many now?", hi - lo),
+        ("{n} has {hi} {t} and drops {c}. How many?", hi - c), ("{n} owns {a} {t} and wins {b}. How many now?", a + b),
     ])
-    return form[0].format(a=a, b=b, hi=hi, lo=lo, n=name, t=thing), str(form[1])
+    return form[0].format(a=a, b=b, c=c, hi=hi, lo=lo, n=name, t=thing), str(form[1])
 
 
 def short_request(rng):
@@ -759,8 +762,8 @@ def main():
     ap.add_argument("--math-per-template", type=int, default=450)
     ap.add_argument("--switch-per-template", type=int, default=250)
     ap.add_argument("--held-out-per-template", type=int, default=150)
-    ap.add_argument("--paraphrases-per-label", type=int, default=60)
-    ap.add_argument("--short-per-label", type=int, default=160)
+    ap.add_argument("--paraphrases-per-label", type=int, default=100)
+    ap.add_argument("--short-per-label", type=int, default=250)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,8 @@ def run_config(args, name, rows):
                 raise SystemExit(f"{name}: {adapter} has no budget_hint.json (the trainer writes one; export-adapter keeps it)")
             cmd += ["--adapter", str(adapter)]
         elif "--no-defaults" not in extra:
+            if args.switcher:
+                cmd += ["--switcher", str(args.switcher)]
             if args.adapter:
                 cmd += ["--adapter", str(args.adapter)]
             elif not (SHIPPED / "adapter").is_dir():
@@ -278,6 +280,7 @@ def main():
     ap.add_argument("--docs", type=Path, default=ROOT / "docs")
     ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "edge-reason")
     ap.add_argument("--adapter", type=Path, help="the reasoning adapter (default: the shipped one)")
+    ap.add_argument("--switcher", type=Path, help="the switcher (default: the shipped one)")
     ap.add_argument("--grpo", type=Path, help="the budget-trained adapter (train/grpo.py), for the grpo_* rows")
     ap.add_argument("--budget-sft", type=Path, help="the budget-stated SFT adapter (train/sft.py --budget-buckets), for the bsft_* rows")
     ap.add_argument("--problems", type=int, default=300)
