@@ -473,18 +473,23 @@ EASY_TEMPLATES = {
 
 # ----------------------------------------------------------------------------- paraphrases
 
-def para_compact_story(rng):
+def two_step_story(rng, forms):
+    """One of `forms` (`{n}` has `{a}` `{t}`, gains `{b}`, loses `{c}`) filled in, and its answer;
+    half of the last steps small."""
     name, thing = rng.choice(NAMES), rng.choice(THINGS)
     a, b = rng.randint(5, 60), rng.randint(2, 40)
     c = rng.randint(1, 9) if rng.random() < 0.5 else rng.randint(1, a + b - 1)
-    form = rng.choice([
+    return rng.choice(forms).format(n=name, t=thing, a=a, b=b, c=c), str(a + b - c)
+
+
+def para_compact_story(rng):
+    return two_step_story(rng, [
         "{n} has {a} {t}, buys {b} and gives {c} away. How many?",
         "{n} had {a} {t}, got {b} more, then lost {c}. How many are left?",
         "I have {a} {t}; I get {b} more and give {c} to a friend. How many do I have now?",
         "{a} {t}, plus {b}, minus {c}: how many is that?",
         "{n} starts with {a} {t}, finds {b}, and trades away {c}. What's the count now?",
     ])
-    return form.format(n=name, t=thing, a=a, b=b, c=c), str(a + b - c)
 
 
 def para_rate(rng):
@@ -569,10 +574,7 @@ PARAPHRASE_TEMPLATES = {
 # Short forms for training (switch_paraphrase_{train,val}): the same kinds of prompt as
 # the paraphrase test set, in other words, so that set still measures new phrasing.
 def short_story(rng):
-    name, thing = rng.choice(NAMES), rng.choice(THINGS)
-    a, b = rng.randint(5, 60), rng.randint(2, 40)
-    c = rng.randint(1, 9) if rng.random() < 0.5 else rng.randint(1, a + b - 1)
-    form = rng.choice([
+    return two_step_story(rng, [
         "{n} has {a} {t}, finds {b}, then drops {c}. How many?",
         "{n} owns {a} {t}, wins {b} and trades {c} away. How many now?",
         "{n} had {a} {t}. After buying {b} and losing {c}, how many does {n} have?",
@@ -581,7 +583,6 @@ def short_story(rng):
         "There were {a} {t}; {b} came and {c} went. How many are there?",
         "Got {a} {t}, bought {b} more, sold {c}. How many left?",
     ])
-    return form.format(n=name, t=thing, a=a, b=b, c=c), str(a + b - c)
 
 
 def short_calc(rng):

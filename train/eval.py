@@ -116,6 +116,19 @@ def key(r):
     return f"{r['id']}:{hashlib.sha1(r['prompt'].encode()).hexdigest()[:10]}"
 
 
+def stream_into(cmd, path, what):
+    """Runs `cmd`, appending each JSON line it prints to `path` as it comes (so a run cut
+    short keeps what it did) and yielding it parsed."""
+    with path.open("a") as out:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            yield json.loads(line)
+        if proc.wait() != 0:
+            raise SystemExit(f"{what}: edge-reason failed (exit {proc.returncode})")
+
+
 def budget_trained(args, name):
     """The adapter directory a budget-trained row runs (None: the row is not one of
     those; False: it is, and its option was not given)."""
@@ -158,15 +171,8 @@ def run_config(args, name, rows):
             elif not (SHIPPED / "adapter").is_dir():
                 raise SystemExit(f"{name}: no adapter shipped in {SHIPPED / 'adapter'}; pass --adapter DIR")
         t = time.time()
-        with path.open("a") as out:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-            for line in proc.stdout:
-                out.write(line)
-                out.flush()
-                r = json.loads(line)
-                done[r["id"]] = r
-            if proc.wait() != 0:
-                raise SystemExit(f"{name}: edge-reason failed (exit {proc.returncode})")
+        for r in stream_into(cmd, path, name):
+            done[r["id"]] = r
         print(json.dumps({"config": name, "problems": len(todo), "s": round(time.time() - t, 1)}), flush=True)
         inputs.unlink()
     return [done[key(r)] for r in rows]

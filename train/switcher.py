@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from eval import stream_into  # noqa: E402
 CHUNK, EMA_ALPHA = 128, 0.5
 
 
@@ -63,15 +65,8 @@ def features(args, files: list[str]) -> tuple[np.ndarray, np.ndarray, list[dict]
             str(args.bin), "features", "--model", args.model, "--prompts", str(inputs),
             "--chunk", str(CHUNK), "--ema-alpha", str(EMA_ALPHA), "--backend", "cpu", "--threads", str(args.threads),
         ]
-        with cache.open("a") as out:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-            for line in proc.stdout:
-                out.write(line)
-                out.flush()
-                r = json.loads(line)
-                by_key[r["id"]] = r["features"]
-            if proc.wait() != 0:
-                raise SystemExit(f"edge-reason features failed (exit {proc.returncode})")
+        for r in stream_into(cmd, cache, "features"):
+            by_key[r["id"]] = r["features"]
         inputs.unlink()
         print(json.dumps({"features": files, "prompts": len(todo), "s": round(time.time() - t, 1)}), flush=True)
     x = np.array([by_key[prompt_key(r["prompt"])] for r in rows], dtype=np.float32)
