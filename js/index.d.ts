@@ -210,7 +210,7 @@ export class EdgeEngine extends EventTarget {
   /** An adapter trained with its budget stated in the prompt carries how
    *  (`budget_hint.json` beside its weights, or `budgetHint`); requests to it state
    *  their budget that way unless they give `budget_hint` (null: none). */
-  loadAdapter(source: WeightsSource & { name?: string; budgetHint?: BudgetHint | string }): Promise<AdapterSummary & { budget_hint: BudgetHint | null }>;
+  loadAdapter(source: WeightsSource & { name?: string; budgetHint?: BudgetHint | string }): Promise<AdapterSummary>;
   unloadAdapter(name: string): Promise<boolean>;
   loadSwitcher(source: WeightsSource): Promise<{ loaded: true }>;
   loadVerifier(source: WeightsSource): Promise<{ loaded: true }>;

@@ -167,18 +167,11 @@ const ops = {
       const e = requireEngine();
       const files = url ? await fetchPair(url, 'adapter_config.json', 'adapter_model.safetensors') : { config, weights };
       const hintFile = url ? await fetchIn(url, 'budget_hint.json', { optional: true }) : null;
-      const hint = checkedHint(hintFile ? await hintFile.text() : budgetHint);
-      const summary = e.loadAdapter(name, textOf(files.config, 'the adapter config'), bytesOf(files.weights, 'the adapter weights'));
-      if (hint) budgetHints.set(name, hint);
-      else budgetHints.delete(name);
-      return { ...summary, budget_hint: hint };
+      const hint = hintFile ? await hintFile.text() : budgetHint == null ? undefined : typeof budgetHint === 'string' ? budgetHint : JSON.stringify(budgetHint);
+      return e.loadAdapter(name, textOf(files.config, 'the adapter config'), bytesOf(files.weights, 'the adapter weights'), hint);
     }),
 
-  unloadAdapter: ({ name }) =>
-    serial(async () => {
-      budgetHints.delete(String(name));
-      return requireEngine().unloadAdapter(String(name));
-    }),
+  unloadAdapter: ({ name }) => serial(async () => requireEngine().unloadAdapter(String(name))),
 
   loadSwitcher: loadHead('loadSwitcher', 'switcher'),
 
@@ -188,7 +181,7 @@ const ops = {
   // message lands mid-request; the next event then throws, which stops the runtime.
   reason: ({ request }, { signal, onEvent }) =>
     serial(() =>
-      requireEngine().reason(withTrainedHint(request), (e) => {
+      requireEngine().reason(request, (e) => {
         if (signal.aborted) throw new EngineError('ABORTED', 'the reasoning request was aborted');
         onEvent(e);
       }),
@@ -196,39 +189,6 @@ const ops = {
 
   benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),
 };
-
-/** Budget hints of the resident adapters trained with one (their budget_hint.json:
- *  `{template, buckets}`), by adapter name. */
-const budgetHints = new Map();
-
-/** `request` with its adapter's trained budget hint, unless it states one itself
- *  (`budget_hint: null` states none). */
-function withTrainedHint(request) {
-  if (!request || typeof request !== 'object' || 'budget_hint' in request) return request;
-  const name = request.adapter ?? (budgetHints.size && engine?.adapters.length === 1 ? engine.adapters[0] : null);
-  const hint = name == null ? undefined : budgetHints.get(name);
-  return hint ? { ...request, budget_hint: hint } : request;
-}
-
-/** A budget hint (its JSON text or object) checked, or null for none. */
-function checkedHint(hint) {
-  if (hint == null) return null;
-  let h = hint;
-  if (typeof hint === 'string') {
-    try {
-      h = JSON.parse(hint);
-    } catch {
-      throw new EngineError('INVALID_ADAPTER', 'budget_hint.json is not valid JSON');
-    }
-  }
-  if (typeof h?.template !== 'string' || !h.template.includes('{budget}')) {
-    throw new EngineError('INVALID_ADAPTER', 'budget_hint.json needs a "template" with {budget} in it, e.g. "Think for at most {budget} tokens."');
-  }
-  if (h.buckets != null && !(Array.isArray(h.buckets) && h.buckets.every((b) => Number.isInteger(b) && b > 0))) {
-    throw new EngineError('INVALID_ADAPTER', 'budget_hint.json: "buckets" must be a list of positive token counts');
-  }
-  return { template: h.template, buckets: h.buckets ?? [] };
-}
 
 /** The op that loads a small head (`name`.json + `name`.safetensors, from a directory
  *  URL or given) with `engine[method]`. */

@@ -169,7 +169,7 @@ impl BudgetHint {
 
     /// Parses and checks the text of a `budget_hint.json`.
     pub fn from_json(json: &str) -> Result<Self> {
-        let bad = |msg: String| Error::InvalidArgument(format!("{}: {msg}", Self::FILE));
+        let bad = |msg: String| Error::Adapter(format!("{}: {msg}", Self::FILE));
         let hint: Self = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
         if !hint.template.contains("{budget}") {
             return Err(bad(format!(
@@ -331,7 +331,13 @@ mod tests {
             (r#"{"template": 5}"#, "budget_hint.json"),
             (r#"{"buckets": [64]}"#, "missing field `template`"),
         ] {
-            let err = BudgetHint::from_json(json).unwrap_err().to_string();
+            let err = BudgetHint::from_json(json).unwrap_err();
+            assert_eq!(
+                err.code(),
+                "INVALID_ADAPTER",
+                "{json}: a fault of the adapter's files"
+            );
+            let err = err.to_string();
             assert!(err.contains(says), "{json}: {err}");
         }
         let dir = std::env::temp_dir().join(format!("budget-hint-{}", std::process::id()));

@@ -217,8 +217,8 @@ impl Default for GenerateOptions {
 pub struct WasmEngine {
     runner: Runner,
     choice: BackendChoice,
-    /// Resident LoRA adapters by name, in load order.
-    adapters: Vec<(String, crate::runner::LoadedAdapter)>,
+    /// Resident LoRA adapters, in load order.
+    adapters: Vec<reason::Resident>,
     switcher: Option<crate::reason::Switcher>,
     verifier: Option<crate::reason::Verifier>,
 }

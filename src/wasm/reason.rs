@@ -21,6 +21,8 @@ export interface AdapterSummary {
   targets: string[];
   /** Bytes its weights take where the model runs. */
   bytes: number;
+  /** How it was trained to be told its thinking budget (its budget_hint.json), if it was. */
+  budget_hint: { template: string; buckets: number[] } | null;
 }
 
 /** One request of `Engine.reason()`. */
@@ -35,8 +37,9 @@ export interface ReasonRequest {
   adapter?: string;
   /** States the thinking budget at the end of the (last) user message, for adapters
    *  trained with budget buckets: `{budget}` in `template` becomes the smallest bucket
-   *  at least `options.budget.think`. Not in chat mode. */
-  budget_hint?: { template: string; buckets?: number[] };
+   *  at least `options.budget.think`. Not in chat mode. Default: the adapter's own
+   *  (its budget_hint.json); `null` states none. */
+  budget_hint?: { template: string; buckets?: number[] } | null;
   options?: ReasonOptions;
 }
 
@@ -84,35 +87,61 @@ struct ReasonRequest {
     raw: bool,
     adapter: Option<String>,
     /// States the thinking budget at the end of the user's message (adapters trained
-    /// with budget buckets); not in chat mode.
-    budget_hint: Option<BudgetHint>,
+    /// with budget buckets); not in chat mode. Absent: the adapter's own; `null`: none.
+    #[serde(deserialize_with = "present")]
+    budget_hint: Option<Option<BudgetHint>>,
     options: ReasonOptions,
+}
+
+/// A field that is there, even as `null` (`Some(None)`), apart from one that is not
+/// (`None`, by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// A resident adapter: its weights where the model runs, and how it was trained to be
+/// told its thinking budget (its `budget_hint.json`), which requests to it follow.
+pub(super) struct Resident {
+    name: String,
+    loaded: LoadedAdapter,
+    hint: Option<BudgetHint>,
 }
 
 #[wasm_bindgen(js_class = Engine)]
 impl WasmEngine {
     /// Makes a LoRA adapter resident under `name` (replacing one of that name): the
     /// text of `adapter_config.json` and the bytes of `adapter_model.safetensors`
-    /// (PEFT f32/f16/bf16, or our INT8 form), checked against the model.
+    /// (PEFT f32/f16/bf16, or our INT8 form), checked against the model, and the text
+    /// of its `budget_hint.json` when it was trained with its budget stated.
     #[wasm_bindgen(js_name = loadAdapter, unchecked_return_type = "AdapterSummary")]
     pub fn load_adapter(
         &mut self,
         name: String,
         config_json: &str,
         weights: &[u8],
+        budget_hint_json: Option<String>,
     ) -> Result<JsValue, JsValue> {
+        let hint = budget_hint_json
+            .map(|json| BudgetHint::from_json(&json))
+            .transpose()
+            .map_err(js_error)?;
         let adapter =
             Adapter::from_peft(config_json, weights, self.runner.config()).map_err(js_error)?;
         let summary = serde_json::json!({
             "name": name,
             "rank": adapter.rank,
             "targets": adapter.targets.iter().map(|t| t.peft_name()).collect::<Vec<_>>(),
+            "budget_hint": hint,
         });
         let loaded = self.runner.load_adapter(adapter).map_err(js_error)?;
         let mut summary = summary;
         summary["bytes"] = loaded.n_bytes().into();
-        self.adapters.retain(|(n, _)| *n != name);
-        self.adapters.push((name, loaded));
+        self.adapters.retain(|a| a.name != name);
+        self.adapters.push(Resident { name, loaded, hint });
         to_js(&summary)
     }
 
@@ -120,14 +149,14 @@ impl WasmEngine {
     #[wasm_bindgen(js_name = unloadAdapter)]
     pub fn unload_adapter(&mut self, name: &str) -> bool {
         let before = self.adapters.len();
-        self.adapters.retain(|(n, _)| n != name);
+        self.adapters.retain(|a| a.name != name);
         self.adapters.len() != before
     }
 
     /// Names of the resident adapters, in load order.
     #[wasm_bindgen(getter)]
     pub fn adapters(&self) -> Vec<String> {
-        self.adapters.iter().map(|(n, _)| n.clone()).collect()
+        self.adapters.iter().map(|a| a.name.clone()).collect()
     }
 
     /// Loads the switcher (the text of `switcher.json` and the bytes of
@@ -162,7 +191,12 @@ impl WasmEngine {
     ) -> Result<JsValue, JsValue> {
         let r: ReasonRequest = from_js(Some(request), "reason request")?;
         let tk = self.runner.tokenizer();
-        let hint = r.budget_hint.filter(|_| r.options.mode != Mode::Chat);
+        let adapter = self.pick_adapter(r.adapter.as_deref())?;
+        let own = || adapter.and_then(|a| a.hint.clone());
+        let hint = r
+            .budget_hint
+            .unwrap_or_else(own)
+            .filter(|_| r.options.mode != Mode::Chat);
         let think = r.options.budget.think;
         let state = |m: &str| hint.as_ref().map_or(m.to_string(), |h| h.apply(m, think));
         let text =
@@ -182,16 +216,16 @@ impl WasmEngine {
                 )),
             };
         let ids = tk.encode_prompt(&text).map_err(js_error)?;
-        let adapter = self.pick_adapter(r.adapter.as_deref())?;
         let mut failed = None;
         let heads = Heads {
             switcher: self.switcher.as_ref(),
             verifier: self.verifier.as_ref(),
         };
+        let loaded = adapter.map(|a| &a.loaded);
         // A callback that throws stops the request; its exception is what rejects.
         let run = self
             .runner
-            .reason(adapter, heads, &ids, &r.options, |event| {
+            .reason(loaded, heads, &ids, &r.options, |event| {
                 let Some(f) = &on_event else { return Ok(()) };
                 let thrown = to_js(event).and_then(|v| f.call1(&JsValue::NULL, &v));
                 thrown.map(drop).map_err(|e| {
@@ -220,7 +254,7 @@ impl WasmEngine {
         }
         let o: Options = from_js(options, "benchReason options")?;
         let adapter = match o.adapter.as_deref() {
-            Some(name) => self.pick_adapter(Some(name))?,
+            Some(name) => self.pick_adapter(Some(name))?.map(|a| &a.loaded),
             None => None,
         };
         let report = crate::bench::reason::run(&self.runner, adapter, &o.bench)
@@ -232,23 +266,23 @@ impl WasmEngine {
 
 impl WasmEngine {
     /// The adapter `name`, or the only one loaded when no name is given.
-    fn pick_adapter(&self, name: Option<&str>) -> Result<Option<&LoadedAdapter>, JsValue> {
+    fn pick_adapter(&self, name: Option<&str>) -> Result<Option<&Resident>, JsValue> {
         match name {
             Some(n) => self
                 .adapters
                 .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, a)| Some(a))
+                .find(|a| a.name == n)
+                .map(Some)
                 .ok_or_else(|| {
                     js_error(crate::Error::InvalidArgument(format!(
                         "no adapter named \"{n}\" is loaded (loaded: {:?})",
-                        self.adapters.iter().map(|(k, _)| k).collect::<Vec<_>>()
+                        self.adapters()
                     )))
                 }),
             None if self.adapters.len() > 1 => Err(js_error(crate::Error::InvalidArgument(
                 "several adapters are loaded: name the one to reason with in `adapter`".into(),
             ))),
-            None => Ok(self.adapters.first().map(|(_, a)| a)),
+            None => Ok(self.adapters.first()),
         }
     }
 }

@@ -337,12 +337,13 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
     assert.equal(await promptTokens({ adapter: 'hinted', budget_hint: null }), bare, 'null states none');
     const own = await promptTokens({ adapter: 'hinted', budget_hint: { template: '({budget})' } });
     assert.ok(own > bare && own < withHint, `the request's own hint wins: ${bare} < ${own} < ${withHint}`);
+    // Given beside a directory without budget_hint.json; checked before the adapter loads.
     const bad = await call(page, 'cpu', 'loadAdapter', {
-      name: 'badhint', url: undefined, config: fs.readFileSync(path.join(fixtureDir, 'adapter', 'adapter_config.json'), 'utf8'),
-      budgetHint: { template: 'Think briefly.' },
+      name: 'badhint', url: '/fixtures/adapter/', budgetHint: { template: 'Think briefly.' },
     });
     assert.equal(bad.code, 'INVALID_ADAPTER', JSON.stringify(bad));
     assert.match(bad.message, /\{budget\}/);
+    assert.equal((await call(page, 'cpu', 'unloadAdapter', 'badhint')).value, false, 'a bad hint loads nothing');
     for (const name of ['hinted', 'plain']) assert.equal((await call(page, 'cpu', 'unloadAdapter', name)).value, true);
   });
 
