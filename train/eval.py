@@ -36,6 +36,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SHIPPED = ROOT / "www" / "reasoning"
+# Trained, committed and measured here, but not shipped: the budget-stated SFT adapter
+# (train/reproduce.sh writes it; the bsft_* rows run it).
+BUDGET_SFT = HERE / "artifacts" / "budget-sft"
 
 DIRECT = "{prompt}\nAnswer with the final number only."
 STEP_BY_STEP = "{prompt}\nLet's think step by step, then give the final answer."
@@ -288,7 +291,8 @@ def main():
     ap.add_argument("--adapter", type=Path, help="the reasoning adapter (default: the shipped one)")
     ap.add_argument("--switcher", type=Path, help="the switcher (default: the shipped one)")
     ap.add_argument("--grpo", type=Path, help="the budget-trained adapter (train/grpo.py), for the grpo_* rows")
-    ap.add_argument("--budget-sft", type=Path, help="the budget-stated SFT adapter (train/sft.py --budget-buckets), for the bsft_* rows")
+    ap.add_argument("--budget-sft", type=Path, default=BUDGET_SFT if BUDGET_SFT.is_dir() else None,
+                    help="the budget-stated SFT adapter (train/sft.py --budget-buckets), for the bsft_* rows (default: the committed one)")
     ap.add_argument("--problems", type=int, default=300)
     ap.add_argument("--mixed", type=int, default=120, help="prompts in the mixed set (auto mode)")
     ap.add_argument("--only", default="", help="comma-separated configurations to run (default: all; 'mixed' for the three mixed-set ones)")
