@@ -170,9 +170,7 @@ impl Pass<Cpu> for CpuPass<'_> {
 
     fn lora(&mut self, pair: &LoraPair, x: Act, out: Act) {
         let (x, y) = self.pair(x, out);
-        for (xr, yr) in x.chunks_exact(pair.inp).zip(y.chunks_exact_mut(pair.out)) {
-            pair.apply(xr, yr);
-        }
+        pair.apply(x, y);
     }
 
     fn rope(&mut self, x: Act, n_heads: usize, freqs: Option<&Vec<f32>>) {

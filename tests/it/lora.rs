@@ -387,3 +387,25 @@ fn a_prompt_encoded_without_lora_then_decoded_with_it_matches_a_fresh_run() {
     assert_eq!(la, lf, "from the shared cache, bit for bit");
     assert_ne!(la, lb, "LoRA on and off differ");
 }
+
+/// The adapters committed for the default model fit it: the one that ships
+/// (www/reasoning/adapter) and the budget-stated one docs/results.md measures
+/// (train/artifacts/budget-sft), which carries how it was trained to be told its budget.
+#[test]
+fn the_committed_adapters_fit_the_default_model() {
+    use edge_reason::reason::BudgetHint;
+    let engine = edge_reason::engine::Engine::from_file(&common::default_model()).unwrap();
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let (shipped, budget) = (
+        root.join("www/reasoning/adapter"),
+        root.join("train/artifacts/budget-sft"),
+    );
+    for dir in [&shipped, &budget] {
+        let a = Adapter::from_dir(dir, &engine.model.config).unwrap();
+        assert_eq!((a.rank, a.targets.len()), (16, 7), "{}", dir.display());
+    }
+    assert_eq!(BudgetHint::from_adapter_dir(&shipped).unwrap(), None);
+    let hint = BudgetHint::from_adapter_dir(&budget).unwrap().unwrap();
+    assert_eq!(hint.buckets, [32, 64, 128]);
+    assert_eq!(hint.apply("q", 40), "q\n\nThink for at most 64 tokens.");
+}
