@@ -167,7 +167,7 @@ const ops = {
       const e = requireEngine();
       const files = url ? await fetchPair(url, 'adapter_config.json', 'adapter_model.safetensors') : { config, weights };
       const hintFile = url ? await fetchIn(url, 'budget_hint.json', { optional: true }) : null;
-      const hint = hintFile ? await hintFile.text() : budgetHint == null ? undefined : typeof budgetHint === 'string' ? budgetHint : JSON.stringify(budgetHint);
+      const hint = hintFile ? await hintFile.text() : hintText(budgetHint);
       return e.loadAdapter(name, textOf(files.config, 'the adapter config'), bytesOf(files.weights, 'the adapter weights'), hint);
     }),
 
@@ -189,6 +189,13 @@ const ops = {
 
   benchReason: ({ options }) => serial(() => requireEngine().benchReason(options)),
 };
+
+/** A caller's budget hint (`{template, buckets}` or its JSON text) as the text the engine
+ *  parses and checks, or undefined for none. */
+function hintText(hint) {
+  if (hint == null) return undefined;
+  return typeof hint === 'string' ? hint : JSON.stringify(hint);
+}
 
 /** The op that loads a small head (`name`.json + `name`.safetensors, from a directory
  *  URL or given) with `engine[method]`. */

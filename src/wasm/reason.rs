@@ -131,14 +131,13 @@ impl WasmEngine {
             .map_err(js_error)?;
         let adapter =
             Adapter::from_peft(config_json, weights, self.runner.config()).map_err(js_error)?;
-        let summary = serde_json::json!({
+        let mut summary = serde_json::json!({
             "name": name,
             "rank": adapter.rank,
             "targets": adapter.targets.iter().map(|t| t.peft_name()).collect::<Vec<_>>(),
             "budget_hint": hint,
         });
         let loaded = self.runner.load_adapter(adapter).map_err(js_error)?;
-        let mut summary = summary;
         summary["bytes"] = loaded.n_bytes().into();
         self.adapters.retain(|a| a.name != name);
         self.adapters.push(Resident { name, loaded, hint });
@@ -192,10 +191,9 @@ impl WasmEngine {
         let r: ReasonRequest = from_js(Some(request), "reason request")?;
         let tk = self.runner.tokenizer();
         let adapter = self.pick_adapter(r.adapter.as_deref())?;
-        let own = || adapter.and_then(|a| a.hint.clone());
         let hint = r
             .budget_hint
-            .unwrap_or_else(own)
+            .unwrap_or_else(|| adapter.and_then(|a| a.hint.clone()))
             .filter(|_| r.options.mode != Mode::Chat);
         let think = r.options.budget.think;
         let state = |m: &str| hint.as_ref().map_or(m.to_string(), |h| h.apply(m, think));
