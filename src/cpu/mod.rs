@@ -5,7 +5,7 @@
 //! Q8_0 (its output head).
 
 /// The public face of a block kernel module (q4_1, q8_0): `dot` and `dot4` over one
-/// `dot_rows` that picks, at compile time, the module's `dot_rows_avx2` (x86-64 with
+/// `dot_rows` that picks, at compile time, the module's `dot_rows_x86` (x86-64 with
 /// AVX2 and FMA), `dot_rows_simd128` (wasm SIMD128) or `dot_scalar`.
 macro_rules! dot_kernels {
     ($w:ty, $a:ty) => {
@@ -38,7 +38,7 @@ macro_rules! dot_kernels {
             ))]
             {
                 // SAFETY: the target features this function needs are enabled at compile time.
-                unsafe { dot_rows_avx2(w, x) }
+                unsafe { dot_rows_x86(w, x) }
             }
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             {
@@ -127,6 +127,12 @@ pub mod q4_1;
 pub mod q8_0;
 pub mod scaled;
 pub mod wide;
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+mod x86;
 
 /// Activation rows the kernels' `dot4` takes at once (batched candidates).
 pub const ROWS: usize = 4;

@@ -20,33 +20,33 @@ activation_format!(
 
 dot_kernels!(BlockQ8_0, Act);
 
+/// The x86 kernel (AVX2 and FMA).
 #[cfg(all(
     target_arch = "x86_64",
     target_feature = "avx2",
     target_feature = "fma"
 ))]
 #[inline]
-unsafe fn dot_rows_avx2<const R: usize>(w: &[BlockQ8_0], x: [&[Act]; R]) -> [f32; R] {
+unsafe fn dot_rows_x86<const R: usize>(w: &[BlockQ8_0], x: [&[Act]; R]) -> [f32; R] {
+    use super::x86::{hsum, sum_u8_i8};
     use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for (b, wb) in w.iter().enumerate() {
         let dw = wb.d.to_f32();
         let q = _mm256_loadu_si256(wb.qs.as_ptr() as *const __m256i);
-        // maddubs multiplies unsigned by signed: |w| times x with w's sign moved onto x.
+        // The sums multiply unsigned by signed: |w| times x with w's sign moved onto x.
         let q_abs = _mm256_sign_epi8(q, q);
         for r in 0..R {
             let xb = &x[r][b];
             let a = _mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i);
-            // Pairs summed to i16 (at most 2 * 127 * 127 < 32767: quants are -127..=127,
-            // as ggml's quantizer writes them), then to i32.
-            let products =
-                _mm256_madd_epi16(_mm256_maddubs_epi16(q_abs, _mm256_sign_epi8(a, q)), ones);
+            // Pair sums fit i16 (at most 2 * 127 * 127 < 32767: quants
+            // are -127..=127, as ggml's quantizer writes them).
+            let sums = _mm256_cvtepi32_ps(sum_u8_i8(q_abs, _mm256_sign_epi8(a, q)));
             let scale = _mm256_set1_ps(dw * xb.d);
-            acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc[r]);
+            acc[r] = _mm256_fmadd_ps(scale, sums, acc[r]);
         }
     }
-    std::array::from_fn(|r| super::q4_1::hsum_avx(acc[r]))
+    std::array::from_fn(|r| hsum(acc[r]))
 }
 
 /// The browser's kernels (wasm SIMD128): each weight block's quants widened to `i16`
