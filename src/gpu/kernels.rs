@@ -194,7 +194,7 @@ impl Kernel {
             Kernel::AttentionMerge => &[U, U, R, W],
             Kernel::Swiglu | Kernel::Add => &[U, U, W, R],
             Kernel::Sample => &[U, U, R, R, W],
-            Kernel::LoraDown | Kernel::LoraUp => &[U, U, R, R, R, W],
+            Kernel::LoraDown | Kernel::LoraUp => &[U, U, R, R, R, R, W],
             Kernel::Pool => &[U, U, R, W],
         }
     }

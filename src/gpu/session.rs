@@ -1096,7 +1096,8 @@ impl Pass<Gpu> for GpuPass<'_> {
 
     fn lora(&mut self, pair: &GpuLora, x: Act, out: Act) {
         let id = pair as *const _ as usize;
-        let pipeline = self.kernels().pipeline(Kernel::LoraDown, &[]);
+        let int8 = |m: usize| ("INT8", pair.int8[m] as u32);
+        let pipeline = self.kernels().pipeline(Kernel::LoraDown, &[int8(0)]);
         let bg = self.bind(BindKey::LoraDown(id, x), Kernel::LoraDown, |s| {
             vec![
                 whole(&pair.dims),
@@ -1104,13 +1105,14 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.rows),
                 whole(&s.acts[x as usize]),
                 whole(&pair.a),
+                whole(&pair.a_scale),
                 whole(&s.lora_t),
             ]
         });
         let xyz = [pair.rank as u32, self.n, 1];
         self.dispatch_xyz(Kernel::LoraDown, &pipeline, &bg, xyz);
 
-        let pipeline = self.kernels().pipeline(Kernel::LoraUp, &[]);
+        let pipeline = self.kernels().pipeline(Kernel::LoraUp, &[int8(1)]);
         let bg = self.bind(BindKey::LoraUp(id, out), Kernel::LoraUp, |s| {
             vec![
                 whole(&pair.dims),
@@ -1118,6 +1120,7 @@ impl Pass<Gpu> for GpuPass<'_> {
                 whole(&s.rows),
                 whole(&s.lora_t),
                 whole(&pair.b),
+                whole(&pair.b_scale),
                 whole(&s.acts[out as usize]),
             ]
         });

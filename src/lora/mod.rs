@@ -1,6 +1,7 @@
 //! LoRA adapters: PEFT directories (`adapter_config.json` + `adapter_model.safetensors`,
 //! f32/f16/bf16) and an INT8 form of our own (i8 weights + one f32 scale per row), read
-//! into f32 and checked against the base model's shapes.
+//! into [`LoraMatrix`] (the INT8 form as it is, float ones as f32) and checked against
+//! the base model's shapes.
 //!
 //! An adapted linear layer computes `y = W x + s * B (A x)` with `A` (r, in), `B`
 //! (out, r) and `s = alpha / r` (`alpha / sqrt(r)` with rsLoRA); the adapter is never
@@ -14,6 +15,9 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::model::{Arch, Config};
+
+mod matrix;
+pub use matrix::{Int8Rows, LoraMatrix};
 
 /// The linear layers an adapter can target, in a block's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,13 +89,13 @@ impl Target {
     }
 }
 
-/// The low-rank update of one linear layer, in f32.
+/// The low-rank update of one linear layer: `y += B (A x)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraPair {
-    /// (rank, in), row-major.
-    pub a: Vec<f32>,
-    /// (out, rank), row-major, already multiplied by the adapter's scale.
-    pub b: Vec<f32>,
+    /// (rank, in)
+    pub a: LoraMatrix,
+    /// (out, rank), already multiplied by the adapter's scale.
+    pub b: LoraMatrix,
     pub rank: usize,
     pub inp: usize,
     pub out: usize,
@@ -101,12 +105,24 @@ pub struct LoraPair {
 const B_ROWS_PER_TASK: usize = 64;
 
 impl LoraPair {
+    /// The pair of f32 matrices `a` (rank, in) and `b` (out, rank) in our INT8 form.
+    pub fn int8(a: &[f32], b: &[f32], rank: usize, inp: usize, out: usize) -> LoraPair {
+        debug_assert_eq!((a.len(), b.len()), (rank * inp, out * rank));
+        LoraPair {
+            a: LoraMatrix::Int8(Int8Rows::quantize(a, inp)),
+            b: LoraMatrix::Int8(Int8Rows::quantize(b, rank)),
+            rank,
+            inp,
+            out,
+        }
+    }
+
     /// `y += B (A x)` for every row of `x` (m, in) into the same row of `y` (m, out):
     /// `A` and `B` are each read once for all `m` rows (the batched candidates of a
     /// decode step), and both products are split over the thread pool like the base
     /// matmul beside them. Each row's result is the same, bit for bit, as on its own.
     pub fn apply(&self, x: &[f32], y: &mut [f32]) {
-        use crate::cpu::{for_each_chunk, ops::dot};
+        use crate::cpu::for_each_chunk;
         let (r, m) = (self.rank, x.len() / self.inp);
         debug_assert_eq!(y.len(), m * self.out);
         // Work in 32 multiply-adds, the unit the matmuls' fork threshold counts.
@@ -114,9 +130,8 @@ impl LoraPair {
         // tt (rank, m): tt[j][i] = A_j . x_i.
         let mut tt = vec![0f32; r * m];
         for_each_chunk(&mut tt, m, 1, work(r * m * self.inp), |(j, row)| {
-            let a = &self.a[j * self.inp..(j + 1) * self.inp];
             for (t, xi) in row.iter_mut().zip(x.chunks_exact(self.inp)) {
-                *t = dot(a, xi);
+                *t = self.a.dot_row(j, xi);
             }
         });
         // t (m, rank).
@@ -132,9 +147,8 @@ impl LoraPair {
             |(task, tile)| {
                 let o0 = task * B_ROWS_PER_TASK;
                 for (k, col) in tile.chunks_exact_mut(m).enumerate() {
-                    let b = &self.b[(o0 + k) * r..(o0 + k + 1) * r];
                     for (v, ti) in col.iter_mut().zip(t.chunks_exact(r)) {
-                        *v = short_dot(b, ti);
+                        *v = self.b.dot_row(o0 + k, ti);
                     }
                 }
             },
@@ -145,24 +159,11 @@ impl LoraPair {
             }
         }
     }
-}
 
-/// `sum(a[i] * b[i])` for short vectors (a rank's length) in 8 lanes, which vectorize.
-fn short_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += xa[l] * xb[l];
-        }
+    /// Bytes of both matrices in memory.
+    pub fn n_bytes(&self) -> usize {
+        self.a.n_bytes() + self.b.n_bytes()
     }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `adapter_config.json`, the fields we use.
@@ -214,21 +215,18 @@ fn rope_permuted_heads(model: &Config, t: Target) -> Option<usize> {
     }
 }
 
-/// `b` (heads * head_dim, rank) with each head's rows moved from HF order to GGUF order:
-/// GGUF row `2 i + p` of a head is HF row `p * head_dim / 2 + i` (llama.cpp's `permute`).
-fn hf_rows_to_gguf(b: &[f32], heads: usize, head_dim: usize, rank: usize) -> Vec<f32> {
+/// For the rows of a q or k projection (`heads * head_dim`), the HF row each GGUF row
+/// comes from: GGUF row `2 i + p` of a head is HF row `p * head_dim / 2 + i` (llama.cpp's
+/// `permute`).
+fn gguf_rope_rows(heads: usize, head_dim: usize) -> Vec<usize> {
     let half = head_dim / 2;
-    let mut out = vec![0f32; b.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for p in 0..2 {
-                let dst = h * head_dim + 2 * i + p;
-                let src = h * head_dim + p * half + i;
-                out[dst * rank..(dst + 1) * rank].copy_from_slice(&b[src * rank..(src + 1) * rank]);
-            }
-        }
-    }
-    out
+    (0..heads * head_dim)
+        .map(|dst| {
+            let (h, r) = (dst / head_dim, dst % head_dim);
+            let (i, p) = (r / 2, r % 2);
+            h * head_dim + p * half + i
+        })
+        .collect()
 }
 
 impl Adapter {
@@ -278,7 +276,7 @@ impl Adapter {
             .into_iter()
             .map(|n| (canonical_name(n), n.to_string()))
             .collect();
-        let read = |name: &str, rows: usize, cols: usize| -> Result<Vec<f32>> {
+        let read = |name: &str, rows: usize, cols: usize| -> Result<LoraMatrix> {
             let actual = by_name.get(name).ok_or_else(|| {
                 bad(format!(
                     "missing tensor `{name}`: the adapter does not fit this model's layers"
@@ -295,9 +293,9 @@ impl Adapter {
                 let base = t.peft_prefix(i);
                 let a = read(&format!("{base}.lora_A.weight"), cfg.r, inp)?;
                 let mut b = read(&format!("{base}.lora_B.weight"), out, cfg.r)?;
-                b.iter_mut().for_each(|v| *v *= scale);
+                b.scale_by(scale);
                 if let Some(heads) = rope_permuted_heads(model, t) {
-                    b = hf_rows_to_gguf(&b, heads, model.head_dim, cfg.r);
+                    b = b.reorder_rows(&gguf_rope_rows(heads, model.head_dim));
                 }
                 pairs[t as usize] = Some(LoraPair {
                     a,
@@ -379,13 +377,14 @@ impl Adapter {
             .map(|_| {
                 Target::ALL.map(|t| {
                     let (out, inp) = t.shape(c);
-                    Some(LoraPair {
-                        a: values(rank * inp, 1.0 / (inp as f32).sqrt()),
-                        b: values(out * rank, 0.01),
+                    let a = values(rank * inp, 1.0 / (inp as f32).sqrt());
+                    Some(LoraPair::int8(
+                        &a,
+                        &values(out * rank, 0.01),
                         rank,
                         inp,
                         out,
-                    })
+                    ))
                 })
             })
             .collect();
@@ -402,13 +401,13 @@ impl Adapter {
         self.layers.get(layer)?[t as usize].as_ref()
     }
 
-    /// Bytes of the f32 weights.
+    /// Bytes of the weights in memory.
     pub fn n_bytes(&self) -> usize {
         self.layers
             .iter()
             .flatten()
             .flatten()
-            .map(|p| (p.a.len() + p.b.len()) * 4)
+            .map(LoraPair::n_bytes)
             .sum()
     }
 }
@@ -426,8 +425,8 @@ fn layer_of(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// A (rows, cols) tensor as f32: F32, F16, BF16, or I8 with a per-row `.scale`.
-fn read_matrix(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<Vec<f32>> {
+/// A (rows, cols) tensor: I8 with a per-row `.scale` as it is, F32, F16 or BF16 as f32.
+fn read_matrix(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result<LoraMatrix> {
     let t = st
         .tensor(name)
         .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
@@ -443,7 +442,7 @@ fn read_matrix(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result
             .map(|c| f(u16::from_le_bytes([c[0], c[1]])))
             .collect()
     };
-    Ok(match t.dtype() {
+    let values = match t.dtype() {
         Dtype::F32 => d
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -451,36 +450,31 @@ fn read_matrix(st: &SafeTensors, name: &str, rows: usize, cols: usize) -> Result
         Dtype::F16 => halves(|b| f16::from_bits(b).to_f32()),
         Dtype::BF16 => halves(|b| bf16::from_bits(b).to_f32()),
         Dtype::I8 => {
-            let scales = read_matrix(st, &format!("{name}.scale"), rows, 1)?;
-            d.chunks_exact(cols)
-                .zip(&scales)
-                .flat_map(|(row, &s)| row.iter().map(move |&q| q as i8 as f32 * s))
-                .collect()
+            let scale = read_matrix(st, &format!("{name}.scale"), rows, 1)?.to_f32();
+            return Ok(LoraMatrix::Int8(Int8Rows {
+                q: d.iter().map(|&b| b as i8).collect(),
+                scale,
+                cols,
+            }));
         }
         other => {
             return Err(bad(format!(
                 "tensor `{name}` is {other:?}; adapters must be F32, F16, BF16 or I8 with scales"
             )))
         }
-    })
+    };
+    Ok(LoraMatrix::F32 { values, cols })
 }
 
-/// Our INT8 form of an adapter's tensors: for each (rows, cols) f32 matrix, i8 values
-/// and one f32 scale per row (max |w| / 127), as safetensors bytes.
+/// Our INT8 form of an adapter's tensors: for each (rows, cols) f32 matrix, its
+/// [`Int8Rows`] as an i8 tensor and a `<name>.scale` f32 (rows, 1) one, as safetensors
+/// bytes.
 pub fn int8_safetensors(tensors: &[(String, Vec<f32>, usize, usize)]) -> Result<Vec<u8>> {
     let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, w, rows, cols) in tensors {
-        let mut q = Vec::with_capacity(w.len());
-        let mut scales = Vec::with_capacity(rows * 4);
-        for row in w.chunks_exact(*cols) {
-            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if max > 0.0 { max / 127.0 } else { 1.0 };
-            q.extend(
-                row.iter()
-                    .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8 as u8),
-            );
-            scales.extend_from_slice(&s.to_le_bytes());
-        }
+        let m = Int8Rows::quantize(w, *cols);
+        let q = m.q.iter().map(|&v| v as u8).collect();
+        let scales = m.scale.iter().flat_map(|s| s.to_le_bytes()).collect();
         owned.push((name.clone(), Dtype::I8, vec![*rows, *cols], q));
         owned.push((format!("{name}.scale"), Dtype::F32, vec![*rows, 1], scales));
     }
@@ -519,7 +513,7 @@ pub fn int8_peft(safetensors: &[u8]) -> Result<Vec<u8>> {
             };
             Ok((
                 canonical_name(n),
-                read_matrix(&st, n, rows, cols)?,
+                read_matrix(&st, n, rows, cols)?.to_f32(),
                 rows,
                 cols,
             ))
@@ -546,13 +540,8 @@ mod tests {
         let (rank, inp, out, m) = (16, 96, 200, 5);
         let mut random =
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-        let pair = LoraPair {
-            a: random(rank * inp),
-            b: random(out * rank),
-            rank,
-            inp,
-            out,
-        };
+        let pair = LoraPair::int8(&random(rank * inp), &random(out * rank), rank, inp, out);
+        let (a, b) = (pair.a.to_f32(), pair.b.to_f32());
         let (x, y0) = (random(m * inp), random(m * out));
         let mut together = y0.clone();
         pair.apply(&x, &mut together);
@@ -566,9 +555,9 @@ mod tests {
                     + (0..rank)
                         .map(|j| {
                             let t: f64 = (0..inp)
-                                .map(|k| pair.a[j * inp + k] as f64 * x[i * inp + k] as f64)
+                                .map(|k| a[j * inp + k] as f64 * x[i * inp + k] as f64)
                                 .sum();
-                            pair.b[o * rank + j] as f64 * t
+                            b[o * rank + j] as f64 * t
                         })
                         .sum::<f64>();
                 // |terms| < 1 over 96 x 16 products: f32 rounding stays far below 1e-3.

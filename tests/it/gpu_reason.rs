@@ -37,6 +37,13 @@ fn adapter(e: &Engine, rank: usize) -> Adapter {
     Adapter::from_peft(&json, &st, &e.model.config).unwrap()
 }
 
+/// [`adapter`] in our INT8 form, as `edge-reason export-adapter` writes it.
+fn int8_adapter(e: &Engine, rank: usize) -> Adapter {
+    let (json, st) = random_peft_adapter(&e.model.config, rank, 5);
+    let int8 = edge_reason::lora::int8_peft(&st).unwrap();
+    Adapter::from_peft(&json, &int8, &e.model.config).unwrap()
+}
+
 /// Main-sequence rows from position `pos0`, with the adapter flag `lora`.
 fn main_rows(tokens: &[u32], pos0: usize, lora: bool) -> Vec<Row> {
     tokens
@@ -66,8 +73,13 @@ fn gpu_lora_forward_equals_the_cpu_lora_forward_at_every_position() {
     let Some((gm, cpu)) = both() else { return };
     let c = &cpu.model.config;
     let tokens = [1u32, 17, 42, 99, 256, 7, 130, 5];
-    for rank in [4, 16] {
-        let a = adapter(&cpu, rank);
+    // f32 and INT8 (rank 6: B's rows padded to whole words on the device).
+    for (rank, int8) in [(4, false), (16, false), (6, true), (16, true)] {
+        let a = if int8 {
+            int8_adapter(&cpu, rank)
+        } else {
+            adapter(&cpu, rank)
+        };
         let ga = GpuAdapter::upload(&gm.ctx, &a, c).unwrap();
         let mut cache = KvCache::new(c, 16);
         let want = cpu
@@ -89,7 +101,7 @@ fn gpu_lora_forward_equals_the_cpu_lora_forward_at_every_position() {
         let diff = max_diff(&got, &want);
         assert!(
             diff < 1e-3 && moved > 100.0 * diff,
-            "rank {rank}: GPU vs CPU LoRA logits differ by {diff} (the adapter moves them by {moved})"
+            "rank {rank}, int8 {int8}: GPU vs CPU LoRA logits differ by {diff} (the adapter moves them by {moved})"
         );
     }
 }

@@ -37,3 +37,8 @@ struct Attn {
     _pad1: u32,
     _pad2: u32,
 }
+
+// Byte k (0..4, lowest first) of a word of four i8 values, as f32.
+fn i8_lane(word: u32, k: u32) -> f32 {
+    return f32(extractBits(bitcast<i32>(word), 8u * k, 8u));
+}

@@ -1,6 +1,7 @@
-// t[r, j] = sum_i x[r, i] * a[j, i]: the first, thin matmul of a LoRA update (A is
-// (rank, in)), for the rows whose `lora` flag is set (0 for the others). One workgroup
-// per (j, r). Prepended: common.wgsl.
+// t[r, j] = a_scale[j] * sum_i x[r, i] * a[j, i]: the first, thin matmul of a LoRA
+// update (A is (rank, in): with INT8, i8 four to a word, rows padded to whole words;
+// else f32 bits, scales of one), for the rows whose `lora` flag is set (0 for the
+// others). One workgroup per (j, r). Prepended: common.wgsl.
 
 struct LoraDims {
     inp: u32,   // in features
@@ -13,9 +14,11 @@ struct LoraDims {
 @group(0) @binding(1) var<uniform> count: Count;
 @group(0) @binding(2) var<storage, read> rows: array<Row>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;        // (n, in)
-@group(0) @binding(4) var<storage, read> a: array<f32>;        // (rank, in)
-@group(0) @binding(5) var<storage, read_write> t: array<f32>;  // (n, MAX_RANK)
+@group(0) @binding(4) var<storage, read> a: array<u32>;        // (rank, in): see above
+@group(0) @binding(5) var<storage, read> a_scale: array<f32>;  // (rank)
+@group(0) @binding(6) var<storage, read_write> t: array<f32>;  // (n, MAX_RANK)
 
+override INT8: u32 = 1u; // gpu::lora::GpuLora::int8
 const WG: u32 = 64u;
 const MAX_RANK: u32 = 64u; // gpu::lora::MAX_GPU_RANK
 var<workgroup> sums: array<f32, 64>;
@@ -28,10 +31,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         return;
     }
     let xr = r * dims.inp;
-    let aj = j * dims.inp;
     var s = 0.0;
-    for (var i = tid; i < dims.inp; i += WG) {
-        s += x[xr + i] * a[aj + i];
+    if (INT8 == 1u) {
+        let words = (dims.inp + 3u) / 4u;
+        for (var w = tid; w < words; w += WG) {
+            let q = a[j * words + w];
+            let i = xr + 4u * w;
+            for (var k = 0u; k < min(4u, dims.inp - 4u * w); k++) {
+                s += x[i + k] * i8_lane(q, k);
+            }
+        }
+    } else {
+        for (var i = tid; i < dims.inp; i += WG) {
+            s += x[xr + i] * bitcast<f32>(a[j * dims.inp + i]);
+        }
     }
     sums[tid] = s;
     workgroupBarrier();
@@ -42,6 +55,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         workgroupBarrier();
     }
     if (tid == 0u) {
-        t[r * MAX_RANK + j] = sums[0];
+        t[r * MAX_RANK + j] = a_scale[j] * sums[0];
     }
 }
