@@ -120,8 +120,9 @@ unsafe fn dot_rows_x86<const R: usize>(w: &[BlockQ4_1], x: [&[Act]; R]) -> [f32;
     let mut acc = [_mm256_setzero_ps(); R]; // sums of dw * dx * sum(q * qs), by lane
     let mut acc_m = [_mm_setzero_ps(); R]; // lane 1: sum of m * s
     for (b, wb) in w.iter().enumerate() {
-        let dm = two_f16(wb as *const BlockQ4_1 as *const u8); // [dw, m, 0, 0]
-                                                               // 32 unsigned nibbles: elements 0..16 in the low lane, 16..32 in the high lane.
+        // [dw, m, 0, 0]
+        let dm = two_f16(wb as *const BlockQ4_1 as *const u8);
+        // 32 unsigned nibbles: elements 0..16 in the low lane, 16..32 in the high lane.
         let packed = _mm_loadu_si128(wb.qs.as_ptr() as *const __m128i);
         let q = _mm256_and_si256(
             _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),

@@ -2,9 +2,8 @@
 //! (out, rank) in the form they have in memory ([`LoraMatrix`]): a buffer of `u32`
 //! words (INT8: four i8 to a word, each row padded to whole words; f32: the values'
 //! bits) and one of f32 row scales (ones for f32), applied after the layer's INT4
-//! matvec by two thin
-//! kernels (lora_down.wgsl, lora_up.wgsl) over the rows whose `lora` flag is set, so
-//! one batched step can mix candidates with the adapter on and off.
+//! matvec by two thin kernels (lora_down.wgsl, lora_up.wgsl) over the rows whose `lora`
+//! flag is set, so one batched step can mix candidates with the adapter on and off.
 
 use wgpu::util::DeviceExt;
 
@@ -74,16 +73,16 @@ impl GpuAdapter {
                         usage: wgpu::BufferUsages::STORAGE,
                     })
             };
-            let (a_words, a_scales) = words(&p.a);
-            let (b_words, b_scales) = words(&p.b);
-            let (a, a_scale) = (
-                buffer("lora A", bytemuck::cast_slice(&a_words)),
-                buffer("lora A scales", bytemuck::cast_slice(&a_scales)),
-            );
-            let (b, b_scale) = (
-                buffer("lora B", bytemuck::cast_slice(&b_words)),
-                buffer("lora B scales", bytemuck::cast_slice(&b_scales)),
-            );
+            // A matrix's words and row scales, each in a buffer.
+            let mut matrix = |m: &LoraMatrix, labels: [&str; 2]| {
+                let (words, scales) = words(m);
+                (
+                    buffer(labels[0], bytemuck::cast_slice(&words)),
+                    buffer(labels[1], bytemuck::cast_slice(&scales)),
+                )
+            };
+            let (a, a_scale) = matrix(&p.a, ["lora A", "lora A scales"]);
+            let (b, b_scale) = matrix(&p.b, ["lora B", "lora B scales"]);
             let int8 = [&p.a, &p.b].map(|m| matches!(m, LoraMatrix::Int8(_)));
             let dims = LoraDims {
                 inp: p.inp as u32,
