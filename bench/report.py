@@ -105,20 +105,23 @@ def memory_section(doc, webgpu):
     rows = [[f"WebGPU ({r['device']})" if r["backend"] == "webgpu" else "CPU", r["n"],
              r["prompt_tokens"], f"{r['memory_bytes'] / 2**20:.1f}",
              f"{r['kv_bytes_shared'] / 2**20:.1f}" + (" (GPU)" if r["backend"] == "webgpu" else ""),
-             f"{gpu_bytes[str(r['n'])] / 2**20:.1f}"
+             f"{r.get('lora_bytes', 0) / 2**20:.1f}",
+             f"{(gpu_bytes[str(r['n'])] + r.get('lora_bytes', 0)) / 2**20:.1f}"
              if r["backend"] == "webgpu" and str(r["n"]) in gpu_bytes else "-"]
             for r in runs]
+    adapter = runs[0].get("lora", "rank 16") if runs else ""
     return (
         "## Memory\n\n"
         "Peak wasm memory of a page that loads the default model and runs the reasoning benchmark "
         "(`engine.benchReason`) with N candidates after a prompt, "
-        f"{runs[0]['candidate_tokens']} tokens each, one fresh page per row "
+        f"{runs[0]['candidate_tokens']} tokens each, with a {adapter} adapter loaded (INT8 in memory, as the "
+        "shipped one is), one fresh page per row "
         "(`bench/compare_browser.mjs`; wasm memory only grows, so its final size is its peak)."
         + (" GPU buffers: the weights plus a session of N candidates, from the WebGPU streams "
-           f"run below ({webgpu['prefill_tokens']}-token prompt)." if webgpu else "")
+           f"run below ({webgpu['prefill_tokens']}-token prompt), plus the adapter." if webgpu else "")
         + "\n\n"
         + table(["path", "N", "prompt tokens", "peak wasm memory (MiB)", "KV cache (MiB)",
-                 "GPU buffers (MiB)"], rows)
+                 "adapter (MiB)", "GPU buffers (MiB)"], rows)
     )
 
 

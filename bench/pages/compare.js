@@ -42,7 +42,7 @@ async function edge() {
     const r = await engine.benchReason({ prompt_tokens: opt.prefill, n: opt.n, steps: opt.decode, runs: 1 });
     const { memoryBytes } = await engine.info();
     engine.terminate();
-    return { engine: `edge-reason ${engine.version}`, backend: loaded.backend.backend, device, threads: engine.threads, n: opt.n, prompt_tokens: opt.prefill, candidate_tokens: r.candidate_tokens, kv_bytes_shared: r.kv_bytes_shared, memory_bytes: memoryBytes, load_s };
+    return { engine: `edge-reason ${engine.version}`, backend: loaded.backend.backend, device, threads: engine.threads, n: opt.n, prompt_tokens: opt.prefill, candidate_tokens: r.candidate_tokens, kv_bytes_shared: r.kv_bytes_shared, lora: r.lora, lora_bytes: r.lora_bytes, memory_bytes: memoryBytes, load_s };
   }
   const runs = [];
   for (let k = 0; k < opt.runs; k++) {
