@@ -282,20 +282,41 @@ def math_tank(rng, steps):  # held out
     return chain_problem(rng, Chain(v, f"A water tank holds {v} liters."), steps, texts, "How many liters are in the tank now?")
 
 
-def compact_solution(solution: str) -> str:
-    """The worked solution without the copied story: each step's sentence and the bare
-    `Start: N.` go, its arithmetic stays (`She sells 5 muffins: 14 - 5 = 9.` -> `14 - 5 = 9.`).
-    About 40% fewer thinking tokens; what a stated budget of 64 or less is trained to
-    (train/sft.py --budget-buckets)."""
+def rewrite_steps(solution: str, step) -> str:
+    """The worked solution with the bare `Start: N.` dropped and each step line
+    (`sentence: arithmetic.`) replaced by `step(sentence, arithmetic)`."""
     think, rest = solution.split("</think>", 1)
     lines = []
     for line in think.split("\n"):
         if re.fullmatch(r"Start: -?\d+\.", line):
             continue
         if "=" in line and ": " in line:
-            line = line.rsplit(": ", 1)[1]
+            line = step(*line.rsplit(": ", 1))
         lines.append(line)
     return "\n".join(lines) + "</think>" + rest
+
+
+def compact_solution(solution: str) -> str:
+    """The worked solution without the copied story: each step's sentence and the bare
+    `Start: N.` go, its arithmetic stays (`She sells 5 muffins: 14 - 5 = 9.` -> `14 - 5 = 9.`).
+    About 40% fewer thinking tokens; what a stated budget of 64 or less is trained to
+    (train/sft.py --budget-buckets)."""
+    return rewrite_steps(solution, lambda sentence, work: work)
+
+
+def keyed_solution(solution: str, words: int = 2) -> str:
+    """The worked solution in fewer tokens, each step still keyed to its sentence: the
+    bare `Start: N.` goes, each step keeps the first `words` words of its sentence as a
+    place marker, and its arithmetic loses the spaces (the tokenizer spends a token on
+    each space before a number): `She sells 5 muffins: 14 - 5 = 9.` -> `She sells: 14-5=9`.
+    About 40% fewer thinking tokens than the full form (46 against 75 on the test split),
+    as many as `compact_solution` spends (train/sft.py --short-form keyed)."""
+
+    def step(sentence, work):
+        tight = re.sub(r" ?([-+/=]) ?", r"\1", work).removesuffix(".")
+        return " ".join(sentence.split()[:words]) + ": " + tight
+
+    return rewrite_steps(solution, step)
 
 
 def chain_problem(rng, c, steps, texts, question):

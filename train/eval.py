@@ -387,13 +387,14 @@ def write_docs(args, table, n, mixed, mixed_rows, paraphrase=None):
             "lookups). Right: numbers by the runtime's answer key; words when the reference appears as",
             "a word in the final answer. The shipped switcher and adapter are loaded in all three.",
             "",
-            "| mode | accuracy | mean tokens | routed to reasoning | reason-labelled: accuracy | chat-labelled: accuracy |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| mode | accuracy | mean tokens | routed to reasoning | reason-labelled: accuracy | tokens "
+            "| chat-labelled: accuracy | tokens |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for what, m in mixed:
             lines.append(
                 f"| {what} | {m['all']['acc']:.1f}% | {m['all']['tokens']:.0f} | {m['all']['reasoned']:.0f}% | "
-                f"{m['reason']['acc']:.1f}% | {m['chat']['acc']:.1f}% |"
+                f"{m['reason']['acc']:.1f}% | {m['reason']['tokens']:.0f} | {m['chat']['acc']:.1f}% | {m['chat']['tokens']:.0f} |"
             )
         auto = dict(mixed).get(MIXED["mixed_auto"][0])
         if auto:

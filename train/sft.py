@@ -45,7 +45,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import data  # noqa: E402  (train/data.py, beside this file)
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SHORT_FORMS = {"compact": data.compact_solution, "keyed": data.keyed_solution}
 HINT = "Think for at most {budget} tokens."  # how a budget is stated (budget_hint.json)
 BUCKETS = [32, 64, 128]
 
@@ -114,12 +117,11 @@ def tokenizer():
     return Tokenizer.from_file(str(HERE.parent / "tests" / "fixtures" / "smollm2_tokenizer.json"))
 
 
-def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None, full_if_fits=False):
+def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None, full_if_fits=False,
+             short=None):
     """(prompt ids, response ids) per problem. With `budgets`, each problem's budget is
-    drawn from them (None: none stated) and the solution is compact below `full_from`
-    (unless `full_if_fits` and the full solution's thinking fits in the budget)."""
-    from data import compact_solution
-
+    drawn from them (None: none stated) and the solution is `short(solution)` below
+    `full_from` (unless `full_if_fits` and the full solution's thinking fits in the budget)."""
     out = []
     for line in path.open():
         r = json.loads(line)
@@ -128,7 +130,7 @@ def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=()
         b = rng.choice(budgets) if budgets else None
         message = r["prompt"] if b is None else with_hint(r["prompt"], b)
         full = b is None or b >= full_from or (full_if_fits and thinking_tokens(tok, r["solution"]) <= b)
-        solution = r["solution"] if full else compact_solution(r["solution"])
+        solution = r["solution"] if full else short(r["solution"])
         prompt = tok.encode(render(message), add_special_tokens=False).ids
         response = tok.encode(solution + end_of_turn, add_special_tokens=False).ids
         if len(prompt) + len(response) > max_len:
@@ -199,6 +201,8 @@ def main():
     ap.add_argument("--budget-buckets", default="", help="state budgets drawn from these (and none), e.g. 32,64,128")
     ap.add_argument("--full-from", type=int, default=128, help="the smallest stated budget trained to the full solution")
     ap.add_argument("--full-if-fits", action="store_true", help="below --full-from, the full solution too where its thinking fits the budget")
+    ap.add_argument("--short-form", choices=sorted(SHORT_FORMS), default="compact",
+                    help="the solution below --full-from: compact (the arithmetic alone) or keyed (two words of each sentence, tight arithmetic)")
     args = ap.parse_args()
     buckets = [int(b) for b in args.budget_buckets.split(",") if b]
 
@@ -226,7 +230,8 @@ def main():
 
     render, tok = chat_renderer(args.model), tokenizer()
     budgets = [None, *buckets] if buckets else []
-    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>", budgets, args.full_from, rng, args.full_if_fits)
+    rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>", budgets, args.full_from, rng,
+                    args.full_if_fits, SHORT_FORMS[args.short_form])
     if args.limit:
         rows = rows[: args.limit]
     pad_id = tok.token_to_id("<|im_end|>")
