@@ -118,7 +118,7 @@ def tokenizer():
 
 
 def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None, full_if_fits=False,
-             short=None):
+             short=data.compact_solution):
     """(prompt ids, response ids) per problem. With `budgets`, each problem's budget is
     drawn from them (None: none stated) and the solution is `short(solution)` below
     `full_from` (unless `full_if_fits` and the full solution's thinking fits in the budget)."""
