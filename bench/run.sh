@@ -36,6 +36,8 @@ for n in 2 4 8; do
     "$BIN" bench-reason --model "$M" --backend cpu --threads 2 --json --prompt-tokens 200 \
         --n "$n" --steps 16 --runs 3 > "$OUT/reason_n$n.json"
 done
+say "the native GPU path, where there is a hardware GPU"
+bench/gpu.sh
 say "time to the first reasoning token (100 and 1000-token prompts)"
 for p in 100 1000; do
     "$BIN" bench-reason --model "$M" --backend cpu --threads 2 --json --prompt-tokens "$p" \

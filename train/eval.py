@@ -339,7 +339,8 @@ def main():
         if results is not None:
             mixed.append((MIXED[name][0], score_mixed(mixed_rows, results)))
     paraphrase = None
-    if "switch_paraphrase" in args.only.split(",") or (args.table_only and (args.out / "switch_paraphrase.jsonl").exists()):
+    wanted = not args.only or "switch_paraphrase" in args.only.split(",")
+    if wanted and (not args.table_only or (args.out / "switch_paraphrase.jsonl").exists()):
         para_rows = [json.loads(line) for line in (args.data / "switch_paraphrase_test.jsonl").open()]
         results = run_config(args, "switch_paraphrase", para_rows) if not args.table_only else load_kept(args, "switch_paraphrase", para_rows)
         if results is not None:

@@ -174,11 +174,14 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="use at most this many training problems")
     ap.add_argument("--save-every", type=int, default=10, help="keep a checkpoint every this many steps (in OUT/trainer)")
     ap.add_argument("--resume", action="store_true", help="go on from the last checkpoint in OUT/trainer")
+    ap.add_argument("--max-minutes", type=float, default=0,
+                    help="stop after the first step that ends this many minutes after the start, and save the adapter (0: no limit)")
     args = ap.parse_args()
 
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from gguf_hf import hf_llama, read_gguf_llama
@@ -256,12 +259,23 @@ def main():
         remove_unused_columns=False,
     )
     print(json.dumps({"problems": len(rows), "steps": args.steps, "batch": batch, "masked_lora_modules": n_masked}), flush=True)
+    class TimeLimit(TrainerCallback):
+        """Ends training after the step that passes --max-minutes (a lease on a GPU, a
+        CPU session): the trainer then saves the adapter as after its last step."""
+
+        def on_step_end(self, _args, state, control, **_):
+            if args.max_minutes and time.time() - t_start > 60 * args.max_minutes:
+                print(json.dumps({"time_limit": args.max_minutes, "stopped_after_step": state.global_step}), flush=True)
+                control.should_training_stop = True
+            return control
+
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward],
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
+        callbacks=[TimeLimit()],
     )
     checkpoints = sorted((args.out / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if args.resume and not checkpoints:

@@ -12,11 +12,15 @@ pub struct Answer {
     pub key: String,
 }
 
-/// The part of `text` after the reasoning: after the last `</think>` when there is one.
-fn answer_region(text: &str) -> &str {
-    match text.rfind("</think>") {
-        Some(i) => &text[i + "</think>".len()..],
-        None => text,
+/// The parts of `text` after the reasoning, the last first: what follows each
+/// `</think>` up to the next one, or the whole text when there is none. (A candidate
+/// may write a stray `</think>` after its answer; the answer is then in the part
+/// before it. What comes before the first `</think>` is thinking, never an answer.)
+fn answer_regions(text: &str) -> Vec<&str> {
+    let parts: Vec<&str> = text.split("</think>").collect();
+    match parts.split_first() {
+        Some((_thinking, after)) if !after.is_empty() => after.iter().rev().copied().collect(),
+        _ => vec![text],
     }
 }
 
@@ -159,10 +163,14 @@ pub fn normalize(answer: &str) -> String {
 /// The final answer of a candidate's whole text (reasoning included), looked for only
 /// after the thinking, or `None` when it gave none.
 pub fn extract(text: &str) -> Option<Answer> {
-    let region = answer_region(text);
-    let found = boxed(region)
-        .or_else(|| labelled(region))
-        .or_else(|| number_spans(region).last().map(|&(s, e)| &region[s..e]))
+    let found = answer_regions(text)
+        .into_iter()
+        .find_map(|region| {
+            boxed(region)
+                .or_else(|| labelled(region))
+                .or_else(|| number_spans(region).last().map(|&(s, e)| &region[s..e]))
+                .filter(|found| !found.trim().is_empty())
+        })
         .or_else(|| boxed(text))?;
     let text = found.trim().to_string();
     if text.is_empty() {
@@ -208,6 +216,10 @@ mod tests {
             ("No idea.", None),
             // Nothing after the thinking: no answer (the thinking is not mined for one).
             ("<think>the answer is 9</think>", None),
+            // A stray `</think>` after the answer: the answer before it counts.
+            ("<think>3 + 4 = 7</think>\n\nFinal answer: 7\n</think>\n\n", Some("7")),
+            ("<think>a</think>Final answer: 5</think>Final answer: 6", Some("6")),
+            ("<think>the answer is 9</think>\n</think>", None),
             ("", None),
         ];
         for (text, want) in table {
