@@ -217,8 +217,14 @@ mod tests {
             // Nothing after the thinking: no answer (the thinking is not mined for one).
             ("<think>the answer is 9</think>", None),
             // A stray `</think>` after the answer: the answer before it counts.
-            ("<think>3 + 4 = 7</think>\n\nFinal answer: 7\n</think>\n\n", Some("7")),
-            ("<think>a</think>Final answer: 5</think>Final answer: 6", Some("6")),
+            (
+                "<think>3 + 4 = 7</think>\n\nFinal answer: 7\n</think>\n\n",
+                Some("7"),
+            ),
+            (
+                "<think>a</think>Final answer: 5</think>Final answer: 6",
+                Some("6"),
+            ),
             ("<think>the answer is 9</think>\n</think>", None),
             ("", None),
         ];
