@@ -426,15 +426,22 @@ def write_docs(args, table, n, mixed, mixed_rows, paraphrase=None):
     except ImportError:
         print("matplotlib is missing: no plot", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for what, s in table:
+    fig, ax = plt.subplots(figsize=(11, 5))
+    # A marker and colour per configuration, named in the legend: labels written beside
+    # the points overlap where two configurations land close together.
+    markers = "osD^vPX*<>hp"
+    colours = plt.get_cmap("tab20").colors
+    for i, (what, s) in enumerate(table):
         a = s["all"]
-        ax.scatter(a["tokens"], a["acc"])
-        below = "weighted vote" in what  # its majority twin sits on about the same point
-        ax.annotate(what, (a["tokens"], a["acc"]), fontsize=7, xytext=(4, -9 if below else 2), textcoords="offset points")
+        ax.scatter(a["tokens"], a["acc"], marker=markers[i % len(markers)], color=colours[i % len(colours)],
+                   s=55, edgecolors="black", linewidths=0.5, label=what, zorder=3)
     ax.set_xscale("log")
     xs = [s["all"]["tokens"] for _, s in table]
-    ax.set_xlim(min(xs) * 0.85, max(xs) * 4.5)  # room for the labels on the right
+    ax.set_xlim(min(xs) * 0.8, max(xs) * 1.3)
+    ticks = [t for t in (10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000) if min(xs) * 0.8 <= t <= max(xs) * 1.3]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_xlabel("mean generated tokens per problem (log)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"SmolLM2-135M Q4_1 on {n} test problems (edge-reason, CPU)")
