@@ -128,7 +128,7 @@ def memory_section(doc, webgpu):
     )
 
 
-def scaling_section(docs, title="Parallel candidates (CPU)", target=None):
+def scaling_section(docs, title="Parallel candidates (CPU)", target=None, level="##"):
     """Decode step of 1 vs N candidates; `target`: the gain N = 8 should reach."""
     rows = []
     for n, d in docs:
@@ -142,7 +142,7 @@ def scaling_section(docs, title="Parallel candidates (CPU)", target=None):
     cpu = d0["backend"] == "cpu"
     options = f"--backend {d0['backend']}" + (f" --threads {d0['threads']}" if cpu else "")
     return (
-        f"## {title}: one batched step vs N sequential generations\n\n"
+        f"{level} {title}: one batched step vs N sequential generations\n\n"
         f"`edge-reason bench-reason {options} --n N`" + ("" if cpu else f" on `{d0.get('device', '?')}`") + ": "
         f"{d0['prompt_tokens']}-token prompt, adapter on ({d0['lora']}), medians of {d0['runs']}. "
         "N sequential generations (what engines without batched candidates do) take N single "
@@ -152,12 +152,12 @@ def scaling_section(docs, title="Parallel candidates (CPU)", target=None):
     )
 
 
-def ttft_section(docs):
+def ttft_section(docs, level="##"):
     rows = [[d["prompt_tokens"], f'{d["ttft_shared_ms"]:.0f}', f'{d["ttft_reencode_ms"]:.0f}',
              verdict(d["ttft_speedup"], 1.8) if d["prompt_tokens"] >= 1000 else f'{d["ttft_speedup"]:.2f}x']
             for d in docs]
     return (
-        "## Time to the first reasoning token: shared prompt cache vs re-encoding\n\n"
+        f"{level} Time to the first reasoning token: shared prompt cache vs re-encoding\n\n"
         "`edge-reason bench-reason --prompt-tokens P`: from the request, the base prefill and "
         "then the adapter's first token from the shared cache, against prefilling the prompt "
         "again with the adapter on.\n\n"
@@ -178,9 +178,9 @@ def gpu_section(bench, scaling, ttft):
                      f"({bench['decode_tokens']} tokens, one stream).")
     text = "\n\n".join(parts)
     if scaling:
-        text += "\n\n" + scaling_section(scaling, "Parallel candidates on the GPU", target=4.0).replace("## ", "### ", 1)
+        text += "\n\n" + scaling_section(scaling, "Parallel candidates on the GPU", target=4.0, level="###")
     if ttft:
-        text += "\n\n" + ttft_section(ttft).replace("## ", "### ", 1)
+        text += "\n\n" + ttft_section(ttft, level="###")
     return text
 
 
@@ -275,8 +275,8 @@ def main():
     if gpu_bench or gpu_scaling:
         parts.append(gpu_section(gpu_bench, gpu_scaling, gpu_ttft))
     else:
-        parts.append("No hardware GPU on this machine: the N = 8 ≥ 4x target is measured by "
-                     "`bench/gpu.sh` on one (the WebGPU rows above run on SwiftShader, a CPU).")
+        parts.append("No native GPU rows: `bench/gpu.sh` writes them on a machine with a hardware GPU, "
+                     "where the N = 8 ≥ 4x target is measured (the WebGPU rows above run on SwiftShader, a CPU).")
     missing = [name for name, d in [("cpu_vs_llama_cpp.json", native), ("browser_compare.json", browser),
                                     ("reason_n*.json", scaling), ("ttft_*.json", ttft),
                                     ("webgpu_streams.json", webgpu)] if not d]

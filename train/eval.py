@@ -437,8 +437,9 @@ def write_docs(args, table, n, mixed, mixed_rows, paraphrase=None):
                    s=55, edgecolors="black", linewidths=0.5, label=what, zorder=3)
     ax.set_xscale("log")
     xs = [s["all"]["tokens"] for _, s in table]
-    ax.set_xlim(min(xs) * 0.8, max(xs) * 1.3)
-    ticks = [t for t in (10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000) if min(xs) * 0.8 <= t <= max(xs) * 1.3]
+    lo, hi = min(xs) * 0.8, max(xs) * 1.3
+    ax.set_xlim(lo, hi)
+    ticks = [t for t in (10, 20, 30, 50, 100, 200, 300, 500, 1000, 2000, 5000) if lo <= t <= hi]
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

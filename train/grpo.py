@@ -259,6 +259,7 @@ def main():
         remove_unused_columns=False,
     )
     print(json.dumps({"problems": len(rows), "steps": args.steps, "batch": batch, "masked_lora_modules": n_masked}), flush=True)
+
     class TimeLimit(TrainerCallback):
         """Ends training after the step that passes --max-minutes (a lease on a GPU, a
         CPU session): the trainer then saves the adapter as after its last step."""

@@ -17,11 +17,11 @@ pub struct Answer {
 /// may write a stray `</think>` after its answer; the answer is then in the part
 /// before it. What comes before the first `</think>` is thinking, never an answer.)
 fn answer_regions(text: &str) -> Vec<&str> {
-    let parts: Vec<&str> = text.split("</think>").collect();
-    match parts.split_first() {
-        Some((_thinking, after)) if !after.is_empty() => after.iter().rev().copied().collect(),
-        _ => vec![text],
+    let mut parts: Vec<&str> = text.rsplit("</think>").collect();
+    if parts.len() > 1 {
+        parts.pop(); // the thinking
     }
+    parts
 }
 
 /// The contents of the last `\boxed{...}`, braces matched.
