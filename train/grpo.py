@@ -43,7 +43,10 @@ sys.path.insert(0, str(HERE))
 from sft import BUCKETS, TARGETS, PromptMask, as_peft, chat_renderer, with_hint, write_budget_hint  # noqa: E402
 
 THINK_PREFIX = "<think>\n"  # what the runtime feeds first when it reasons (ReasonOptions::think_prefix)
-FINAL = re.compile(r"</think>.*?Final answer:\s*(-?[\d,]+)", re.S)
+FINAL = re.compile(r"</think>.*?Final answer:([^\n]*)", re.S)
+# The number the answer line ends equal to, as the runtime keys it (src/reason/answer.rs):
+# "62", "62 apples", or a worked "60 + 2 = 62."; not an unfinished "60 + 2 = 6 +".
+RESULT = re.compile(r"\s*(-?[\d,]+)\s*(?:[.!]|[A-Za-z%][^=]*)?\s*$")
 
 
 def budget_reward(tokens: int, budget: int, margin: float) -> float:
@@ -57,7 +60,8 @@ def budget_reward(tokens: int, budget: int, margin: float) -> float:
 
 
 def final_answer(text: str) -> int | None:
-    m = FINAL.search(text)
+    line = FINAL.search(text)
+    m = line and RESULT.match(line.group(1).rsplit("=", 1)[-1])
     return int(m.group(1).replace(",", "")) if m else None
 
 

@@ -1,7 +1,8 @@
 //! A candidate's final answer, out of its text, normalized so that equal answers vote
 //! together: `\boxed{...}`, else a `Final answer:` / `Answer:` line, else the last
 //! number; numbers compare by value (1,000 = 1000 = 1000.0; 0.50 = .5 = 1/2; a leading
-//! `$` and trailing units dropped), short text answers trimmed and case-folded.
+//! `$` and trailing units dropped; a worked `60 + 2 = 62` by what it ends equal to),
+//! short text answers trimmed and case-folded.
 
 /// An extracted answer: what the candidate wrote, and the key votes are counted by.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -120,41 +121,59 @@ fn number_key(v: f64) -> String {
 }
 
 /// The normalized key of an answer's text: its value when it is a number (with an
-/// optional leading currency sign and trailing unit words or `%`), else the text
+/// optional leading currency sign and trailing unit words or `%`), or when it is worked
+/// out to one (`60 + 2 = 62.`: what follows the last `=` is a number), else the text
 /// trimmed of markup and punctuation and case-folded.
 pub fn normalize(answer: &str) -> String {
-    // Markup and punctuation around the answer, in any order ("**Paris**.").
+    let worked_to = answer
+        .rsplit_once('=')
+        .and_then(|(_, result)| number_only_key(result));
+    worked_to
+        .or_else(|| number_only_key(answer))
+        .unwrap_or_else(|| text_key(answer))
+}
+
+/// The answer trimmed of markup and punctuation around it, in any order ("**Paris**.").
+fn unwrapped(answer: &str) -> &str {
     let mut t = answer.trim();
     loop {
         let next = t
             .trim_matches(|c: char| matches!(c, '*' | '`' | '"' | '\'') || c.is_whitespace())
             .trim_end_matches(['.', '!', ';', ',']);
         if next == t {
-            break;
+            return t;
         }
         t = next;
     }
-    let unwrapped = t
+}
+
+/// The key of an answer that is a number, alone or with a currency sign, `$...$` or
+/// trailing units ("12 apples", "5 cm", "50%"); `None` for anything else.
+fn number_only_key(answer: &str) -> Option<String> {
+    let t = unwrapped(answer);
+    let math = t
         .strip_prefix('$')
         .and_then(|x| x.strip_suffix('$'))
         .unwrap_or(t);
-    let no_currency = unwrapped.trim_start_matches(['$', '€', '£']).trim();
-    let spans = number_spans(no_currency);
-    if let Some(&(s, e)) = spans.first() {
-        // A number at the start followed only by units ("12 apples", "5 cm", "50%").
-        let tail = no_currency[e..].trim();
-        let units_only = tail.is_empty()
-            || tail == "%"
-            || (spans.len() == 1
-                && tail.split_whitespace().count() <= 2
-                && tail.chars().all(|c| c.is_alphabetic() || c.is_whitespace()));
-        if s == 0 && units_only {
-            if let Some(v) = parse_number(&no_currency[s..e]) {
-                return number_key(v);
-            }
-        }
-    }
-    t.split_whitespace()
+    let bare = math.trim_start_matches(['$', '€', '£']).trim();
+    let spans = number_spans(bare);
+    let &(s, e) = spans.first()?;
+    let tail = bare[e..].trim();
+    let units_only = tail.is_empty()
+        || tail == "%"
+        || (spans.len() == 1
+            && tail.split_whitespace().count() <= 2
+            && tail.chars().all(|c| c.is_alphabetic() || c.is_whitespace()));
+    (s == 0 && units_only)
+        .then(|| parse_number(&bare[s..e]))
+        .flatten()
+        .map(number_key)
+}
+
+/// The key of a text answer: trimmed of markup, whitespace collapsed, case-folded.
+fn text_key(answer: &str) -> String {
+    unwrapped(answer)
+        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase()
@@ -213,6 +232,15 @@ mod tests {
             ("We add 3 and 4 to get 7, then double: 14", Some("14")),
             ("Answer: 1,00", Some("1,00")),
             ("Answer: 2 and 3", Some("2 and 3")),
+            // Worked out on the answer line (forcing cut a step short): what it equals.
+            ("Final answer: 60 + 2 = 62.", Some("62")),
+            (
+                "Final answer: 80 x 2 + 37 x 2 = 160 + 74 = 234",
+                Some("234"),
+            ),
+            ("Answer: x = $5", Some("5")),
+            ("Final answer: 110 + 112 = 121 +", Some("110 + 112 = 121 +")),
+            ("Final answer: a = b", Some("a = b")),
             ("No idea.", None),
             // Nothing after the thinking: no answer (the thinking is not mined for one).
             ("<think>the answer is 9</think>", None),

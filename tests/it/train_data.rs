@@ -166,3 +166,45 @@ fn check_worked_line(line: &str) {
     assert!(sums.len() >= 2, "{line}");
     assert!(sums.windows(2).all(|w| w[0] == w[1]), "{line}: {sums:?}");
 }
+
+/// GRPO's reward (`train/grpo.py` `final_answer`) counts a completion right by the same
+/// answer the runtime votes with: where the reward reads a number, the runtime's key is
+/// that number, and where the runtime's key is no integer, the reward reads none.
+#[test]
+fn the_grpo_reward_reads_the_answer_the_runtime_keys() {
+    let completions = [
+        "Start: 4.\n</think>\n\nFinal answer: 47",
+        "a\n</think>\n\nFinal answer: 1,250",
+        "a\n</think>\n\nFinal answer: 60 + 2 = 62.",
+        "a\n</think>\n\nFinal answer: 80 x 2 + 37 x 2 = 160 + 74 = 234",
+        "a\n</think>\n\nFinal answer: 12 apples",
+        "a\n</think>\n\nFinal answer: -7",
+        "a\n</think>\n\nFinal answer: 110 + 112 = 121 +",
+        "a\n</think>\n\nFinal answer: Paris",
+        "a\n</think>\n\nFinal answer: 3 + 46",
+    ];
+    let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("train");
+    let script = "import json, sys\nfrom grpo import final_answer\n\
+                  print(json.dumps([final_answer(t) for t in json.load(sys.stdin)]))";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .current_dir(&train)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    serde_json::to_writer(child.stdin.take().unwrap(), &completions).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Vec<Option<i64>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (text, reward_reads) in completions.iter().zip(read) {
+        let key = extract(text).map(|a| a.key);
+        let runtime_int = key.as_deref().and_then(|k| k.parse::<i64>().ok());
+        assert_eq!(reward_reads, runtime_int, "{text:?}: runtime key {key:?}");
+    }
+}
