@@ -304,6 +304,21 @@ def compact_solution(solution: str) -> str:
     return rewrite_steps(solution, lambda sentence, work: work)
 
 
+def tight_arithmetic(work: str, ops: str = "-+/=x") -> str:
+    """`14 - 5 = 9.` -> `14-5=9`: the tokenizer spends a token on each space before a
+    number, so the same arithmetic costs about a third fewer tokens without them."""
+    return re.sub(rf" ?([{re.escape(ops)}]) ?", r"\1", work).removesuffix(".")
+
+
+def tight_solution(solution: str) -> str:
+    """The worked solution with every sentence kept and its arithmetic without spaces
+    (`She sells 5 muffins: 14 - 5 = 9.` -> `She sells 5 muffins: 14-5=9`), the bare
+    `Start: N.` dropped: about 23% fewer thinking tokens than the full form (58 against
+    75 on the test split), the story the model keeps its place by still copied
+    (train/sft.py --short-form tight)."""
+    return rewrite_steps(solution, lambda sentence, work: f"{sentence}: {tight_arithmetic(work)}")
+
+
 def keyed_solution(solution: str, words: int = 2) -> str:
     """The worked solution in fewer tokens, each step still keyed to its sentence: the
     bare `Start: N.` goes, each step keeps the first `words` words of its sentence as a
@@ -313,8 +328,7 @@ def keyed_solution(solution: str, words: int = 2) -> str:
     as many as `compact_solution` spends (train/sft.py --short-form keyed)."""
 
     def step(sentence, work):
-        tight = re.sub(r" ?([-+/=]) ?", r"\1", work).removesuffix(".")
-        return " ".join(sentence.split()[:words]) + ": " + tight
+        return " ".join(sentence.split()[:words]) + ": " + tight_arithmetic(work, ops="-+/=")
 
     return rewrite_steps(solution, step)
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE))
 import data  # noqa: E402  (train/data.py, beside this file)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SHORT_FORMS = {"compact": data.compact_solution, "keyed": data.keyed_solution}
+SHORT_FORMS = {"compact": data.compact_solution, "keyed": data.keyed_solution, "tight": data.tight_solution}
 HINT = "Think for at most {budget} tokens."  # how a budget is stated (budget_hint.json)
 BUCKETS = [32, 64, 128]
 
@@ -118,10 +118,11 @@ def tokenizer():
 
 
 def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=(), full_from=0, rng=None, full_if_fits=False,
-             short=data.compact_solution):
+             short=(data.compact_solution,)):
     """(prompt ids, response ids) per problem. With `budgets`, each problem's budget is
-    drawn from them (None: none stated) and the solution is `short(solution)` below
-    `full_from` (unless `full_if_fits` and the full solution's thinking fits in the budget)."""
+    drawn from them (None: none stated), and below `full_from` the solution is the first
+    of the `short` forms whose thinking fits in the budget, else the last of them
+    (the full one first where `full_if_fits` and it fits)."""
     out = []
     for line in path.open():
         r = json.loads(line)
@@ -130,13 +131,22 @@ def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=()
         b = rng.choice(budgets) if budgets else None
         message = r["prompt"] if b is None else with_hint(r["prompt"], b)
         full = b is None or b >= full_from or (full_if_fits and thinking_tokens(tok, r["solution"]) <= b)
-        solution = r["solution"] if full else short(r["solution"])
+        solution = r["solution"] if full else shortest_fitting(tok, r["solution"], short, b)
         prompt = tok.encode(render(message), add_special_tokens=False).ids
         response = tok.encode(solution + end_of_turn, add_special_tokens=False).ids
         if len(prompt) + len(response) > max_len:
             continue
         out.append((prompt, response))
     return out
+
+
+def shortest_fitting(tok, solution: str, forms, budget: int) -> str:
+    """The solution in the first of `forms` whose thinking fits in `budget`, else in the last."""
+    for form in forms[:-1]:
+        written = form(solution)
+        if thinking_tokens(tok, written) <= budget:
+            return written
+    return forms[-1](solution)
 
 
 def thinking_tokens(tok, solution: str) -> int:
@@ -201,10 +211,16 @@ def main():
     ap.add_argument("--budget-buckets", default="", help="state budgets drawn from these (and none), e.g. 32,64,128")
     ap.add_argument("--full-from", type=int, default=128, help="the smallest stated budget trained to the full solution")
     ap.add_argument("--full-if-fits", action="store_true", help="below --full-from, the full solution too where its thinking fits the budget")
-    ap.add_argument("--short-form", choices=sorted(SHORT_FORMS), default="compact",
-                    help="the solution below --full-from: compact (the arithmetic alone) or keyed (two words of each sentence, tight arithmetic)")
+    ap.add_argument("--short-form", default="compact",
+                    help="the solution below --full-from, comma-separated forms tried in order (the first that fits the budget, "
+                         "else the last): compact (the arithmetic alone), keyed (two words of each sentence, tight arithmetic), "
+                         "tight (every sentence, arithmetic without spaces); e.g. tight,compact")
     args = ap.parse_args()
     buckets = [int(b) for b in args.budget_buckets.split(",") if b]
+    unknown = [f for f in args.short_form.split(",") if f not in SHORT_FORMS]
+    if unknown:
+        raise SystemExit(f"--short-form: unknown {', '.join(unknown)} (known: {', '.join(sorted(SHORT_FORMS))})")
+    short_forms = tuple(SHORT_FORMS[f] for f in args.short_form.split(","))
 
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -231,7 +247,7 @@ def main():
     render, tok = chat_renderer(args.model), tokenizer()
     budgets = [None, *buckets] if buckets else []
     rows = examples(args.data / "math_train.jsonl", render, tok, args.max_len, "<|im_end|>", budgets, args.full_from, rng,
-                    args.full_if_fits, SHORT_FORMS[args.short_form])
+                    args.full_if_fits, short_forms)
     if args.limit:
         rows = rows[: args.limit]
     pad_id = tok.token_to_id("<|im_end|>")
