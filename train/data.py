@@ -306,7 +306,8 @@ def compact_solution(solution: str) -> str:
 
 def tight_arithmetic(work: str, ops: str = "-+/=x") -> str:
     """`14 - 5 = 9.` -> `14-5=9`: the tokenizer spends a token on each space before a
-    number, so the same arithmetic costs about a third fewer tokens without them."""
+    number, so the same arithmetic costs about a third fewer tokens without them. (`x` is
+    the only letter in the generated arithmetic: it is the multiplication sign.)"""
     return re.sub(rf" ?([{re.escape(ops)}]) ?", r"\1", work).removesuffix(".")
 
 
@@ -328,6 +329,7 @@ def keyed_solution(solution: str, words: int = 2) -> str:
     as many as `compact_solution` spends (train/sft.py --short-form keyed)."""
 
     def step(sentence, work):
+        # (Spaces kept around `x`, as in the measured keyed run.)
         return " ".join(sentence.split()[:words]) + ": " + tight_arithmetic(work, ops="-+/=")
 
     return rewrite_steps(solution, step)

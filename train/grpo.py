@@ -11,8 +11,9 @@ on the INT4 base model.
   B drawn from the buckets (BUCKETS).
 - Reward = correct x R_budget(L), L = the completion's tokens (thinking and answer):
   R is 1 up to (1 - m) B, falls linearly to 0 at (1 + m) B, 0 beyond (the method's soft
-  barrier, m = --margin). Correct: the `Final answer:` after `</think>` equals the
-  reference.
+  barrier, m = --margin). Correct: the `Final answer:` line after `</think>` keys to
+  the reference as the runtime's vote keys it (`final_answer`; tests/it/train_data.rs
+  checks the two agree).
 - Masked LoRA, as in SFT and as the runtime runs it: the prompt without the adapter,
   then the think prefix (`<think>\n`, which the runtime feeds when it reasons) and the
   completion with it (GenerationMask). `check_masking` verifies at start that TRL's
@@ -43,26 +44,79 @@ sys.path.insert(0, str(HERE))
 from sft import BUCKETS, TARGETS, PromptMask, as_peft, chat_renderer, with_hint, write_budget_hint  # noqa: E402
 
 THINK_PREFIX = "<think>\n"  # what the runtime feeds first when it reasons (ReasonOptions::think_prefix)
-FINAL = re.compile(r"</think>.*?Final answer:([^\n]*)", re.S)
-# The number the answer line ends equal to, as the runtime keys it (src/reason/answer.rs):
-# "62", "62 apples", or a worked "60 + 2 = 62."; not an unfinished "60 + 2 = 6 +".
-RESULT = re.compile(r"\s*(-?[\d,]+)\s*(?:[.!]|[A-Za-z%][^=]*)?\s*$")
-
-
-def budget_reward(tokens: int, budget: int, margin: float) -> float:
-    """The soft barrier: 1 up to (1 - m) B, linear to 0 at (1 + m) B."""
-    lo, hi = (1 - margin) * budget, (1 + margin) * budget
-    if tokens <= lo:
-        return 1.0
-    if tokens >= hi:
-        return 0.0
-    return (hi - tokens) / (hi - lo)
+# A number as the runtime scans one (src/reason/answer.rs `number_spans`): digits with
+# `,` `.` `/` inside, an optional leading `-` or `.`.
+NUMBER = re.compile(r"(?:\d|[-.](?=\d))(?:\d|[,./](?=\d))*")
+LABELS = ("final answer:", "answer:")
 
 
 def final_answer(text: str) -> int | None:
-    line = FINAL.search(text)
-    m = line and RESULT.match(line.group(1).rsplit("=", 1)[-1])
-    return int(m.group(1).replace(",", "")) if m else None
+    """The integer the runtime's vote keys this completion's answer to
+    (src/reason/answer.rs `extract`), where the completion has the trained format: a
+    `Final answer:` line after `</think>`. (The runtime also reads `Answer:`, `\\boxed{}`
+    and a bare last number; the reward asks for the format.)"""
+    for region in reversed(text.split("</think>")[1:]):
+        labelled = None
+        for line in reversed(region.split("\n")):
+            lower = line.lower()
+            label = next((lb for lb in LABELS if lb in lower), None)
+            if label and line[lower.rfind(label) + len(label):].strip():
+                labelled = (label, line[lower.rfind(label) + len(label):].strip())
+                break
+        if "\\boxed{" in region or (labelled is None and NUMBER.search(region)):
+            return None  # the runtime answers from this part, not by the format
+        if labelled is not None:
+            return integer_key(labelled[1]) if labelled[0] == "final answer:" else None
+    return None
+
+
+def integer_key(answer: str) -> int | None:
+    """The runtime's `normalize` of an answer, where that is an integer: arithmetic worked
+    out and closed with a period (`60 + 2 = 62.`), else a number alone with an optional
+    currency sign, `$...$`, and up to two unit words or `%` after it."""
+    closed = answer.strip()
+    if closed.endswith(".") and "=" in closed:
+        work, result = closed[:-1].rsplit("=", 1)
+        result = result.strip().lstrip("$€£")
+        if re.search(r"\d", work) and re.fullmatch(r"[\d\s+\-*/x×÷().,=]*", work) and NUMBER.fullmatch(result):
+            return as_integer(result)
+    t = answer.strip()
+    while True:  # markup and punctuation around it, in any order
+        u = t.strip("*`\"' \t\n").rstrip(".!;,")
+        if u == t:
+            break
+        t = u
+    if len(t) >= 2 and t[0] == "$" and t[-1] == "$":
+        t = t[1:-1]
+    t = t.lstrip("$€£").strip()
+    spans = list(NUMBER.finditer(t))
+    if not spans or spans[0].start() != 0:
+        return None
+    tail = t[spans[0].end():].strip()
+    units = tail in ("", "%") or (len(spans) == 1 and len(tail.split()) <= 2 and all(c.isalpha() or c.isspace() for c in tail))
+    return as_integer(spans[0].group()) if units else None
+
+
+def as_integer(number: str) -> int | None:
+    """`1,000`, `-7`, `4/2`, `5.0` as an integer (the runtime's `parse_number`), else None."""
+    if "/" in number:
+        a, b = number.split("/", 1)
+        a, b = as_fraction_part(a), as_fraction_part(b)
+        return int(a / b) if a is not None and b not in (None, 0) and (a / b).is_integer() else None
+    value = as_fraction_part(number)
+    return int(value) if value is not None and value.is_integer() else None
+
+
+def as_fraction_part(number: str) -> float | None:
+    if "," in number:  # thousands separators only in groups of three
+        groups = number.split(".")[0].lstrip("-").split(",")
+        if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
+            return None
+        number = number.replace(",", "")
+    try:
+        return float(number)
+    except ValueError:
+        return None
 
 
 def prompts(path: Path, render, rng: random.Random, limit: int):

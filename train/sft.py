@@ -22,7 +22,9 @@ message the way the runtime states it (`BudgetHint::apply`: "Think for at most B
 tokens."). The target is the full worked solution with no budget or a budget of at
 least `--full-from` tokens, and the compact one (data.compact_solution: the arithmetic
 without the copied story, about 40% fewer thinking tokens) below it; with
-`--full-if-fits`, also the full one wherever its thinking fits in the stated budget. Continued from the
+`--full-if-fits`, also the full one wherever its thinking fits in the stated budget.
+`--short-form` names other short forms (data.keyed_solution, data.tight_solution), or a
+list of them tried in order: the first whose thinking fits the budget, else the last. Continued from the
 SFT adapter (`--init`, PEFT or the runtime's INT8 form), it learns to write shorter
 when a small budget is stated and keeps the full form otherwise.
 
@@ -131,7 +133,7 @@ def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=()
         b = rng.choice(budgets) if budgets else None
         message = r["prompt"] if b is None else with_hint(r["prompt"], b)
         full = b is None or b >= full_from or (full_if_fits and thinking_tokens(tok, r["solution"]) <= b)
-        solution = r["solution"] if full else shortest_fitting(tok, r["solution"], short, b)
+        solution = r["solution"] if full else first_fitting(tok, r["solution"], short, b)
         prompt = tok.encode(render(message), add_special_tokens=False).ids
         response = tok.encode(solution + end_of_turn, add_special_tokens=False).ids
         if len(prompt) + len(response) > max_len:
@@ -140,8 +142,9 @@ def examples(path: Path, render, tok, max_len: int, end_of_turn: str, budgets=()
     return out
 
 
-def shortest_fitting(tok, solution: str, forms, budget: int) -> str:
-    """The solution in the first of `forms` whose thinking fits in `budget`, else in the last."""
+def first_fitting(tok, solution: str, forms, budget: int) -> str:
+    """The solution in the first of `forms` (in the order given) whose thinking fits in
+    `budget`, else in the last."""
     for form in forms[:-1]:
         written = form(solution)
         if thinking_tokens(tok, written) <= budget:
@@ -217,10 +220,11 @@ def main():
                          "tight (every sentence, arithmetic without spaces); e.g. tight,compact")
     args = ap.parse_args()
     buckets = [int(b) for b in args.budget_buckets.split(",") if b]
-    unknown = [f for f in args.short_form.split(",") if f not in SHORT_FORMS]
-    if unknown:
-        raise SystemExit(f"--short-form: unknown {', '.join(unknown)} (known: {', '.join(sorted(SHORT_FORMS))})")
-    short_forms = tuple(SHORT_FORMS[f] for f in args.short_form.split(","))
+    short_names = [f.strip() for f in args.short_form.split(",") if f.strip()]
+    unknown = [f for f in short_names if f not in SHORT_FORMS]
+    if unknown or not short_names:
+        raise SystemExit(f"--short-form {args.short_form!r}: name one or more of {', '.join(sorted(SHORT_FORMS))}, comma-separated")
+    short_forms = tuple(SHORT_FORMS[f] for f in short_names)
 
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model

@@ -1,7 +1,7 @@
 //! A candidate's final answer, out of its text, normalized so that equal answers vote
 //! together: `\boxed{...}`, else a `Final answer:` / `Answer:` line, else the last
 //! number; numbers compare by value (1,000 = 1000 = 1000.0; 0.50 = .5 = 1/2; a leading
-//! `$` and trailing units dropped; a worked `60 + 2 = 62` by what it ends equal to),
+//! `$` and trailing units dropped; a worked `60 + 2 = 62.` by what it ends equal to),
 //! short text answers trimmed and case-folded.
 
 /// An extracted answer: what the candidate wrote, and the key votes are counted by.
@@ -121,16 +121,33 @@ fn number_key(v: f64) -> String {
 }
 
 /// The normalized key of an answer's text: its value when it is a number (with an
-/// optional leading currency sign and trailing unit words or `%`), or when it is worked
-/// out to one (`60 + 2 = 62.`: what follows the last `=` is a number), else the text
-/// trimmed of markup and punctuation and case-folded.
+/// optional leading currency sign and trailing unit words or `%`) or arithmetic worked
+/// out to one (see `worked_result`), else the text trimmed of markup and punctuation
+/// and case-folded.
 pub fn normalize(answer: &str) -> String {
-    let worked_to = answer
-        .rsplit_once('=')
-        .and_then(|(_, result)| number_only_key(result));
-    worked_to
+    worked_result(answer)
         .or_else(|| number_only_key(answer))
         .unwrap_or_else(|| text_key(answer))
+}
+
+/// The key of arithmetic worked out on the answer line and closed with a period, as a
+/// candidate cut short by forcing may write it (`60 + 2 = 62.`, `80 x 2 = $160.`): the
+/// number after the last `=`, when all before it is numbers and operators. Not a line
+/// left unfinished (`= 121 +`), nor one whose last number the answer's token cap may
+/// have cut (no closing period), nor equations in letters (`x = 2, y = 3.`).
+fn worked_result(answer: &str) -> Option<String> {
+    let closed = answer.trim().strip_suffix('.')?;
+    let (work, result) = closed.rsplit_once('=')?;
+    let arithmetic = work.chars().any(|c| c.is_ascii_digit())
+        && work
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_whitespace() || "+-*/x×÷().,=".contains(c));
+    let result = result.trim().trim_start_matches(['$', '€', '£']);
+    let whole_number = number_spans(result) == [(0, result.len())];
+    (arithmetic && whole_number)
+        .then(|| parse_number(result))
+        .flatten()
+        .map(number_key)
 }
 
 /// The answer trimmed of markup and punctuation around it, in any order ("**Paris**.").
@@ -232,14 +249,22 @@ mod tests {
             ("We add 3 and 4 to get 7, then double: 14", Some("14")),
             ("Answer: 1,00", Some("1,00")),
             ("Answer: 2 and 3", Some("2 and 3")),
-            // Worked out on the answer line (forcing cut a step short): what it equals.
+            // Worked out on the answer line (forcing cut a step short): what it equals,
+            // when the line is closed.
             ("Final answer: 60 + 2 = 62.", Some("62")),
             (
-                "Final answer: 80 x 2 + 37 x 2 = 160 + 74 = 234",
+                "Final answer: 80 x 2 + 37 x 2 = 160 + 74 = 234.",
                 Some("234"),
             ),
-            ("Answer: x = $5", Some("5")),
+            ("Answer: 1,000 + 250 = $1,250.", Some("1250")),
             ("Final answer: 110 + 112 = 121 +", Some("110 + 112 = 121 +")),
+            // (Cut by the answer's token cap: the last number may be cut too.)
+            (
+                "Final answer: 30 x 2 + 2 x 2 = 60",
+                Some("30 x 2 + 2 x 2 = 60"),
+            ),
+            ("Final answer: x = 2, y = 3.", Some("x = 2, y = 3")),
+            ("Final answer: x >= 3.", Some("x >= 3")),
             ("Final answer: a = b", Some("a = b")),
             ("No idea.", None),
             // Nothing after the thinking: no answer (the thinking is not mined for one).

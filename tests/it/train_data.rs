@@ -167,22 +167,60 @@ fn check_worked_line(line: &str) {
     assert!(sums.windows(2).all(|w| w[0] == w[1]), "{line}: {sums:?}");
 }
 
-/// GRPO's reward (`train/grpo.py` `final_answer`) counts a completion right by the same
-/// answer the runtime votes with: where the reward reads a number, the runtime's key is
-/// that number, and where the runtime's key is no integer, the reward reads none.
+/// GRPO's reward (`train/grpo.py` `final_answer`) counts a completion right by the
+/// answer the runtime votes with: on completions in the trained format (a `Final
+/// answer:` line after `</think>`) it reads exactly the integer the runtime keys, and
+/// none where the runtime's key is no integer; where the runtime answers from something
+/// else (`Answer:`, a bare number), the reward reads none (it asks for the format).
 #[test]
 fn the_grpo_reward_reads_the_answer_the_runtime_keys() {
-    let completions = [
+    let formatted = [
         "Start: 4.\n</think>\n\nFinal answer: 47",
         "a\n</think>\n\nFinal answer: 1,250",
         "a\n</think>\n\nFinal answer: 60 + 2 = 62.",
-        "a\n</think>\n\nFinal answer: 80 x 2 + 37 x 2 = 160 + 74 = 234",
-        "a\n</think>\n\nFinal answer: 12 apples",
-        "a\n</think>\n\nFinal answer: -7",
+        "a\n</think>\n\nFinal answer: 80 x 2 + 37 x 2 = 160 + 74 = 234.",
+        "a\n</think>\n\nFinal answer: 60 + 2 = $62.",
+        "a\n</think>\n\nFinal answer: 30 x 2 + 2 x 2 = 60",
         "a\n</think>\n\nFinal answer: 110 + 112 = 121 +",
+        "a\n</think>\n\nFinal answer: 12 apples",
+        "a\n</think>\n\nFinal answer: 5 apples in total",
+        "a\n</think>\n\nFinal answer: -7",
+        "a\n</think>\n\nFinal answer: $5",
+        "a\n</think>\n\nFinal answer: **5**.",
+        "a\n</think>\n\nFinal answer: 5.0",
+        "a\n</think>\n\nFinal Answer: 4/2",
+        "a\n</think>\n\nFinal answer: 1,00",
+        "a\n</think>\n\nFinal answer: x = , y",
         "a\n</think>\n\nFinal answer: Paris",
         "a\n</think>\n\nFinal answer: 3 + 46",
+        "a\n</think>\n\nFinal answer: 5\n</think>\n\n",
+        "a\n</think>\n\nFinal answer: 5</think>Final answer: 6",
     ];
+    let unformatted = [
+        "a\n</think>\n\nAnswer: 5",
+        "a\n</think>\n\nFinal answer:\n5",
+        "a\n</think>\n\nFinal answer: 5</think> so 6",
+        "a\n</think>\n\nThe answer is \\boxed{5}",
+    ];
+    let read = grpo_reward_reads(formatted.iter().chain(&unformatted));
+    for (text, reward_reads) in formatted.iter().chain(&unformatted).zip(read) {
+        let key = extract(text).map(|a| a.key);
+        let runtime_int = key.as_deref().and_then(|k| k.parse::<i64>().ok());
+        if unformatted.contains(text) {
+            assert!(runtime_int.is_some(), "{text:?}: runtime key {key:?}");
+            assert_eq!(
+                reward_reads, None,
+                "{text:?}: the reward asks for the format"
+            );
+        } else {
+            assert_eq!(reward_reads, runtime_int, "{text:?}: runtime key {key:?}");
+        }
+    }
+}
+
+/// What `train/grpo.py`'s `final_answer` reads from each completion.
+fn grpo_reward_reads<'a>(completions: impl Iterator<Item = &'a &'a str>) -> Vec<Option<i64>> {
+    let completions: Vec<&str> = completions.copied().collect();
     let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("train");
     let script = "import json, sys\nfrom grpo import final_answer\n\
                   print(json.dumps([final_answer(t) for t in json.load(sys.stdin)]))";
@@ -201,10 +239,5 @@ fn the_grpo_reward_reads_the_answer_the_runtime_keys() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let read: Vec<Option<i64>> = serde_json::from_slice(&out.stdout).unwrap();
-    for (text, reward_reads) in completions.iter().zip(read) {
-        let key = extract(text).map(|a| a.key);
-        let runtime_int = key.as_deref().and_then(|k| k.parse::<i64>().ok());
-        assert_eq!(reward_reads, runtime_int, "{text:?}: runtime key {key:?}");
-    }
+    serde_json::from_slice(&out.stdout).unwrap()
 }
