@@ -50,6 +50,16 @@ NUMBER = re.compile(r"(?:\d|[-.](?=\d))(?:\d|[,./](?=\d))*")
 LABELS = ("final answer:", "answer:")
 
 
+def budget_reward(tokens: int, budget: int, margin: float) -> float:
+    """The soft barrier: 1 up to (1 - m) B, linear to 0 at (1 + m) B."""
+    lo, hi = (1 - margin) * budget, (1 + margin) * budget
+    if tokens <= lo:
+        return 1.0
+    if tokens >= hi:
+        return 0.0
+    return (hi - tokens) / (hi - lo)
+
+
 def final_answer(text: str) -> int | None:
     """The integer the runtime's vote keys this completion's answer to
     (src/reason/answer.rs `extract`), where the completion has the trained format: a
@@ -60,8 +70,9 @@ def final_answer(text: str) -> int | None:
         for line in reversed(region.split("\n")):
             lower = line.lower()
             label = next((lb for lb in LABELS if lb in lower), None)
-            if label and line[lower.rfind(label) + len(label):].strip():
-                labelled = (label, line[lower.rfind(label) + len(label):].strip())
+            rest = label and line[lower.rfind(label) + len(label):].strip()
+            if rest:
+                labelled = (label, rest)
                 break
         if "\\boxed{" in region or (labelled is None and NUMBER.search(region)):
             return None  # the runtime answers from this part, not by the format

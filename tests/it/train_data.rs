@@ -218,21 +218,46 @@ fn the_grpo_reward_reads_the_answer_the_runtime_keys() {
     }
 }
 
+/// GRPO's length factor is the method's soft barrier: 1 up to (1 - m) B, linear to 0 at
+/// (1 + m) B, 0 beyond (B = 64, m = 0.25: 1 to 48 tokens, 0 from 80).
+#[test]
+fn the_grpo_reward_pays_for_length_by_the_soft_barrier() {
+    let tokens = [0, 48, 56, 64, 72, 80, 200];
+    let paid: Vec<f64> = run_grpo_python(
+        "from grpo import budget_reward\n\
+         print(json.dumps([budget_reward(t, 64, 0.25) for t in json.load(sys.stdin)]))",
+        &tokens,
+    );
+    let want = [1.0, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0];
+    for ((t, got), want) in tokens.iter().zip(&paid).zip(want) {
+        assert!((got - want).abs() < 1e-9, "{t} tokens: {got}, want {want}");
+    }
+}
+
 /// What `train/grpo.py`'s `final_answer` reads from each completion.
 fn grpo_reward_reads<'a>(completions: impl Iterator<Item = &'a &'a str>) -> Vec<Option<i64>> {
     let completions: Vec<&str> = completions.copied().collect();
+    run_grpo_python(
+        "from grpo import final_answer\n\
+         print(json.dumps([final_answer(t) for t in json.load(sys.stdin)]))",
+        &completions,
+    )
+}
+
+/// Runs `code` (with `json` and `sys` imported) in train/ with `input` as JSON on stdin,
+/// and parses what it prints.
+fn run_grpo_python<T: serde::de::DeserializeOwned>(code: &str, input: &impl serde::Serialize) -> T {
     let train = Path::new(env!("CARGO_MANIFEST_DIR")).join("train");
-    let script = "import json, sys\nfrom grpo import final_answer\n\
-                  print(json.dumps([final_answer(t) for t in json.load(sys.stdin)]))";
+    let script = format!("import json, sys\n{code}");
     let mut child = Command::new("python3")
-        .args(["-c", script])
+        .args(["-c", &script])
         .current_dir(&train)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    serde_json::to_writer(child.stdin.take().unwrap(), &completions).unwrap();
+    serde_json::to_writer(child.stdin.take().unwrap(), input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
