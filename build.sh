@@ -255,12 +255,18 @@ const pkg = {
   exports: {
     '.': { types: './index.d.ts', import: './index.js', default: './index.js' },
     './wasm': { types: './edge_reason.d.ts', import: './edge_reason.js', default: './edge_reason.js' },
+    './threads/wasm': { types: './threads/edge_reason.d.ts', import: './threads/edge_reason.js', default: './threads/edge_reason.js' },
+    // The files createEngine's escape hatches (workerUrl, wasmUrl, ...) may point at.
     './worker.js': './worker.js',
+    './worker-threads.js': './worker-threads.js',
     './edge_reason_bg.wasm': './edge_reason_bg.wasm',
+    './threads/edge_reason_bg.wasm': './threads/edge_reason_bg.wasm',
+    './reasoning/*': './reasoning/*',
     './package.json': './package.json',
   },
   files,
-  sideEffects: ['./snippets/*'],
+  // The workers' entry modules run on import; nothing else does.
+  sideEffects: ['./worker.js', './worker-threads.js', './pool-worker.js', './snippets/*'],
   keywords: ['llm', 'webgpu', 'wasm', 'int4', 'gguf', 'browser'],
 };
 fs.writeFileSync('pkg/package.json', JSON.stringify(pkg, null, 2) + '\n');
@@ -289,10 +295,12 @@ cmd_wasm() {
         say "warning: the multi-threaded wasm build failed: pkg/ has the single-threaded one only"
     fi
     rm -f "$out/.gitignore" "$out/threads/.gitignore"
-    # The main-thread wrapper and the worker around the wasm module (js/).
+    # The main-thread wrapper and the workers around the wasm modules (js/), the npm
+    # README, the license, and the reasoning heads trained for the default model.
     cp js/*.js js/*.d.ts "$out/"
-    [ -f README.md ] && cp README.md "$out/"
-    for f in LICENSE LICENSE-APACHE LICENSE.md; do [ -f "$f" ] && cp "$f" "$out/"; done
+    cp js/README.md "$out/README.md"
+    cp LICENSE "$out/"
+    cp -r www/reasoning "$out/reasoning"
     rm -rf pkg
     mv "$out" pkg
     chmod 755 pkg

@@ -1,5 +1,9 @@
 // Types of edge-reason's main-thread API (index.js). The engine runs in a Web Worker.
 
+// The wasm module's classes (edge_reason.d.ts, from wasm-bindgen) declare
+// `[Symbol.dispose]`: this brings its type in for projects whose `lib` predates it.
+/// <reference lib="esnext.disposable" />
+
 import type {
   AdapterSummary, BenchOptions, BenchReport, EngineBackend, GenerateOptions, Generation, LoadOptions,
   ReasonEvent, ReasonRequest,
@@ -99,10 +103,12 @@ export interface BudgetHint {
   buckets?: number[];
 }
 
-/** A LoRA adapter or switcher: a directory URL, or its files' contents. */
+/** A LoRA adapter or switcher: nothing (the one shipped in the package, for the default
+ *  model), a directory URL, or its files' contents. */
 export interface WeightsSource {
   /** Directory holding adapter_config.json + adapter_model.safetensors (or
-   *  switcher.json + switcher.safetensors); resolved against the page. */
+   *  switcher.json + switcher.safetensors); resolved against the page. An optional file
+   *  (budget_hint.json) answered by a 404 or an HTML page counts as absent. */
   url?: string;
   config?: string | object;
   weights?: Uint8Array | ArrayBuffer;
@@ -192,8 +198,17 @@ export interface ChatCompletionChunk {
   stats?: ReasonResult['stats'];
 }
 
+/** The `progress` event an engine dispatches while it downloads and loads a model. */
+export interface EdgeEngineEventMap {
+  progress: CustomEvent<Progress>;
+}
+
 export class EdgeEngine extends EventTarget {
   readonly ready: Promise<EdgeEngine>;
+  addEventListener<K extends keyof EdgeEngineEventMap>(type: K, listener: (this: EdgeEngine, event: EdgeEngineEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof EdgeEngineEventMap>(type: K, listener: (this: EdgeEngine, event: EdgeEngineEventMap[K]) => void, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
   readonly version: string;
   /** CPU threads the CPU path computes on (the multi-threaded build when above 1). */
   readonly threads: number;
@@ -210,9 +225,10 @@ export class EdgeEngine extends EventTarget {
   /** An adapter trained with its budget stated in the prompt carries how
    *  (`budget_hint.json` beside its weights, or `budgetHint`); requests to it state
    *  their budget that way unless they give `budget_hint` (null: none). */
-  loadAdapter(source: WeightsSource & { name?: string; budgetHint?: BudgetHint | string }): Promise<AdapterSummary>;
+  loadAdapter(source?: WeightsSource & { name?: string; budgetHint?: BudgetHint | string }): Promise<AdapterSummary>;
   unloadAdapter(name: string): Promise<boolean>;
-  loadSwitcher(source: WeightsSource): Promise<{ loaded: true }>;
+  /** With no source, the switcher shipped in the package (for the default model). */
+  loadSwitcher(source?: WeightsSource): Promise<{ loaded: true }>;
   loadVerifier(source: WeightsSource): Promise<{ loaded: true }>;
   /** `signal` stops the request between two decode steps: it rejects with ABORTED. */
   reason(request: ReasonRequest, options?: { onEvent?: (event: ReasonEvent) => void; signal?: AbortSignal }): Promise<ReasonResult>;
@@ -231,14 +247,21 @@ export class EdgeEngine extends EventTarget {
 
 /** Starts the engine's worker; resolves once its wasm is ready. */
 export function createEngine(options?: {
+  /** Escape hatches for setups that do not follow `new URL(..., import.meta.url)`: the
+   *  package's worker.js and edge_reason_bg.wasm (one thread), worker-threads.js and
+   *  threads/edge_reason_bg.wasm (threads), wherever they are served. */
   workerUrl?: string | URL;
+  wasmUrl?: string | URL;
+  threadsWorkerUrl?: string | URL;
+  threadsWasmUrl?: string | URL;
   /** Where models are stored: "auto" (default: OPFS, else the Cache API), "opfs" or "cache". */
   storage?: 'auto' | 'opfs' | 'cache';
   /**
    * CPU threads for the CPU path (WebGPU does not need them): "auto" (default: every
    * core up to 8 when the page is cross-origin isolated, else 1) or a number. Threads
    * need COOP: same-origin and COEP: require-corp; without them the engine runs on one
-   * thread and `threadsReason` says so.
+   * thread and `threadsReason` says so, as it does when the multi-threaded build fails to
+   * start (with the cause).
    */
   threads?: 'auto' | number;
 }): Promise<EdgeEngine>;

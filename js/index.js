@@ -6,10 +6,11 @@
 //   const engine = await createEngine();
 //   await engine.load({ url, sha256, onProgress: (p) => console.log(p.phase, p.loadedBytes) });
 //   const { text } = await engine.generate('Hello', { max_tokens: 32, onText: (t) => out.append(t) });
-//   await engine.loadAdapter({ url: '/adapters/reasoning/' });
+//   await engine.loadAdapter();   // the reasoning adapter shipped in the package
 //   const r = await engine.chat.completions.create({ messages, n: 8, reasoning: { mode: 'auto', budget: 256 } });
 
 import { EngineError, ERROR_CODES, fromPlain } from './errors.js';
+import { awaitStart, describeWorkerError } from './spawn.js';
 import { chunksOf, requestOf, summarize, toCompletion } from './reason.js';
 
 export { EngineError, ERROR_CODES };
@@ -20,6 +21,12 @@ export async function createEngine(options = {}) {
   await engine.ready;
   return engine;
 }
+
+/** How long the engine's worker may take to load its wasm (and start its threads). */
+const ENGINE_START_MS = 60_000;
+
+const NOT_ISOLATED =
+  'one CPU thread: the page is not cross-origin isolated (serve it with COOP: same-origin and COEP: require-corp for threads)';
 
 /**
  * Asks the browser to keep this site's storage (so it does not evict a model under
@@ -33,16 +40,24 @@ async function withPersist(call) {
   return { ...result, persisted };
 }
 
-/** The CPU threads to ask the worker for. */
-function threadCount(threads) {
+/**
+ * The CPU threads to start for `threads` ("auto" or a number): `{threads, reason}`, the
+ * reason saying why it is one thread when it is.
+ */
+function threadPlan(threads) {
   if (threads === 'auto') {
-    return globalThis.crossOriginIsolated ? Math.max(1, Math.min(8, navigator.hardwareConcurrency || 1)) : 1;
+    if (!globalThis.crossOriginIsolated) return { threads: 1, reason: NOT_ISOLATED };
+    const cores = globalThis.navigator?.hardwareConcurrency || 1;
+    if (cores < 2) return { threads: 1, reason: 'one CPU thread: this device reports one core' };
+    return { threads: Math.min(8, cores), reason: null };
   }
   const n = Number(threads);
   if (!Number.isInteger(n) || n < 1 || n > 64) {
     throw new EngineError('INVALID_ARGUMENT', `threads ${JSON.stringify(threads)}: use "auto" or a whole number from 1 to 64`);
   }
-  return n;
+  if (n === 1) return { threads: 1, reason: 'one CPU thread, as asked' };
+  if (!globalThis.crossOriginIsolated) return { threads: 1, reason: NOT_ISOLATED };
+  return { threads: n, reason: null };
 }
 
 /** `url` resolved against the page (the worker lives elsewhere), when it is a string. */
@@ -50,8 +65,50 @@ function absolute(url) {
   return typeof url === 'string' ? new URL(url, globalThis.location?.href).href : url;
 }
 
+/** A URL option (string or URL) as an absolute string, or undefined. */
+function urlOption(url) {
+  return url == null ? undefined : new URL(String(url), globalThis.location?.href).href;
+}
+
+/**
+ * The engine's worker for one build. Each `new Worker(new URL(...), {type: 'module'})`
+ * is written out literally: the form Vite and webpack turn into a bundled worker (with
+ * the wasm it imports); `workerUrl` / `threadsWorkerUrl` replace them by hand.
+ */
+function engineWorker(multiThreaded, { workerUrl, threadsWorkerUrl }) {
+  const url = multiThreaded ? threadsWorkerUrl : workerUrl;
+  if (url != null) return new Worker(urlOption(url), { type: 'module', name: multiThreaded ? 'edge-reason-threads' : 'edge-reason' });
+  // Distinct names: webpack names each worker's chunk by it.
+  return multiThreaded
+    ? new Worker(new URL('./worker-threads.js', import.meta.url), { type: 'module', name: 'edge-reason-threads' })
+    : new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'edge-reason' });
+}
+
+/**
+ * The reasoning heads shipped in the package (trained for the default model,
+ * SmolLM2-135M-Instruct): each file's URL written out, so that bundlers emit them.
+ */
+const SHIPPED_HEADS = {
+  adapter: () => ({
+    config: new URL('./reasoning/adapter/adapter_config.json', import.meta.url).href,
+    weights: new URL('./reasoning/adapter/adapter_model.safetensors', import.meta.url).href,
+  }),
+  switcher: () => ({
+    config: new URL('./reasoning/switcher/switcher.json', import.meta.url).href,
+    weights: new URL('./reasoning/switcher/switcher.safetensors', import.meta.url).href,
+  }),
+};
+
+/** A head source with nothing in it means the shipped head. */
+function headSource(source, shipped) {
+  const { url, config, weights, ...rest } = source;
+  if (url == null && config == null && weights == null) return { ...rest, files: shipped() };
+  return { ...rest, url: absolute(url), config, weights };
+}
+
 export class EdgeEngine extends EventTarget {
-  #worker;
+  #worker = null;
+  #terminated = false;
   #pending = new Map();
   #next = 1;
 
@@ -61,33 +118,59 @@ export class EdgeEngine extends EventTarget {
    * `storage`: "auto" (OPFS, else the Cache API), "opfs" or "cache".
    * `threads`: CPU threads for the CPU path, "auto" (every core, up to 8, when the page
    * is cross-origin isolated; else 1) or a number (1 is the single-threaded build).
+   * `workerUrl`, `wasmUrl`, `threadsWorkerUrl`, `threadsWasmUrl`: where the worker and
+   * wasm of each build are, for setups that do not follow `new URL(..., import.meta.url)`.
    */
-  constructor({ workerUrl, storage = 'auto', threads = 'auto' } = {}) {
+  constructor({ workerUrl, wasmUrl, threadsWorkerUrl, threadsWasmUrl, storage = 'auto', threads = 'auto' } = {}) {
     super();
     this.#storage = storage;
-    const url = new URL(workerUrl ?? new URL('./worker.js', import.meta.url), globalThis.location?.href);
-    url.searchParams.set('threads', String(threadCount(threads)));
-    this.#worker = new Worker(url, { type: 'module', name: 'edge-reason' });
-    this.ready = new Promise((resolve, reject) => {
-      this.#worker.addEventListener('message', (e) => {
-        const msg = e.data;
-        if (msg?.ready === true) {
-          this.version = msg.version;
-          this.threads = msg.threads;
-          this.threadsReason = msg.threadsReason;
-          resolve(this);
-        } else if (msg?.ready === false) {
-          reject(fromPlain(msg.error));
-        } else {
-          this.#receive(msg);
+    const plan = threadPlan(threads);
+    const urls = { workerUrl, threadsWorkerUrl };
+    const start = async (multiThreaded, reason) => {
+      const worker = engineWorker(multiThreaded, urls);
+      const started = awaitStart(worker, {
+        what: multiThreaded ? "the engine's multi-threaded worker (worker-threads.js)" : "the engine's worker (worker.js)",
+        timeoutMs: ENGINE_START_MS,
+        answer: (msg) => (msg?.ready === true ? { ok: true, value: msg } : msg?.ready === false ? { ok: false, code: msg.error?.code, message: msg.error?.message } : null),
+      });
+      worker.postMessage({
+        op: 'init',
+        args: { threads: plan.threads, threadsReason: reason, wasmUrl: urlOption(multiThreaded ? threadsWasmUrl : wasmUrl) },
+      });
+      return { worker, ready: await started };
+    };
+    this.ready = (async () => {
+      let up = null;
+      let reason = plan.reason;
+      if (plan.threads > 1) {
+        try {
+          up = await start(true, null);
+        } catch (err) {
+          reason = `one CPU thread: the multi-threaded build failed to start (${err.message})`;
         }
-      });
-      this.#worker.addEventListener('error', (e) => {
-        const err = new EngineError('INTERNAL', `the engine's worker failed: ${e.message ?? 'it could not start'}`);
-        reject(err);
-        for (const p of this.#pending.values()) p.reject(err);
-        this.#pending.clear();
-      });
+      }
+      up ??= await start(false, reason);
+      if (this.#terminated) {
+        up.worker.terminate();
+        throw new EngineError('ABORTED', 'the engine was terminated while it started');
+      }
+      this.#attach(up.worker);
+      this.version = up.ready.version;
+      this.threads = up.ready.threads;
+      this.threadsReason = up.ready.threads > 1 ? null : up.ready.threadsReason;
+      return this;
+    })();
+  }
+
+  /** Routes the started worker's messages to the calls waiting for them; a worker that
+   *  dies fails the calls waiting. */
+  #attach(worker) {
+    this.#worker = worker;
+    worker.addEventListener('message', (e) => this.#receive(e.data));
+    worker.addEventListener('error', (e) => {
+      const err = new EngineError('INTERNAL', `the engine's worker failed: ${describeWorkerError(e)}`);
+      for (const p of this.#pending.values()) p.reject(err);
+      this.#pending.clear();
     });
   }
 
@@ -111,8 +194,9 @@ export class EdgeEngine extends EventTarget {
     else p.reject(fromPlain(msg.error));
   }
 
-  #call(op, args, { signal, onProgress, onText, onEvent } = {}) {
-    if (signal?.aborted) return Promise.reject(new EngineError('ABORTED', 'the operation was aborted before it started'));
+  async #call(op, args, { signal, onProgress, onText, onEvent } = {}) {
+    if (!this.#worker) await this.ready;
+    if (signal?.aborted) throw new EngineError('ABORTED', 'the operation was aborted before it started');
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       const onAbort = () => this.#worker.postMessage({ op: 'abort', args: { target: id } });
@@ -167,26 +251,28 @@ export class EdgeEngine extends EventTarget {
   }
 
   /**
-   * Makes a LoRA adapter resident under `name` (default "reasoning"): `{url}` of a
-   * directory with adapter_config.json + adapter_model.safetensors, or `{config,
+   * Makes a LoRA adapter resident under `name` (default "reasoning"): with no source, the
+   * reasoning adapter shipped in the package (trained for the default model); `{url}` of
+   * a directory with adapter_config.json + adapter_model.safetensors; or `{config,
    * weights}`. Several may be resident; a request names the one it reasons with.
    * An adapter trained with its thinking budget stated in the prompt carries how
    * (`budget_hint.json` in its directory, or `budgetHint`: `{template, buckets}`);
    * requests to it then state their budget that way unless they give `budget_hint`
    * themselves (`null` for none). Resolves to the adapter's summary and `budget_hint`.
    */
-  loadAdapter({ name = 'reasoning', url, config, weights, budgetHint } = {}) {
-    return this.#call('loadAdapter', { name, url: absolute(url), config, weights, budgetHint });
+  loadAdapter({ name = 'reasoning', budgetHint, ...source } = {}) {
+    return this.#call('loadAdapter', { name, budgetHint, ...headSource(source, SHIPPED_HEADS.adapter) });
   }
 
   unloadAdapter(name) {
     return this.#call('unloadAdapter', { name });
   }
 
-  /** Loads the switcher: `{url}` of a directory with switcher.json +
-   *  switcher.safetensors, or `{config, weights}`. */
-  loadSwitcher({ url, config, weights } = {}) {
-    return this.#call('loadSwitcher', { url: absolute(url), config, weights });
+  /** Loads the switcher: with no source, the one shipped in the package (for the
+   *  default model); `{url}` of a directory with switcher.json + switcher.safetensors;
+   *  or `{config, weights}`. */
+  loadSwitcher(source = {}) {
+    return this.#call('loadSwitcher', headSource(source, SHIPPED_HEADS.switcher));
   }
 
   /** Loads the verifier head: `{url}` of a directory with verifier.json +
@@ -314,7 +400,8 @@ export class EdgeEngine extends EventTarget {
 
   /** Stops the worker; pending calls fail with ABORTED. */
   terminate() {
-    this.#worker.terminate();
+    this.#terminated = true;
+    this.#worker?.terminate();
     const err = new EngineError('ABORTED', 'the engine was terminated');
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();

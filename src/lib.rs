@@ -40,12 +40,6 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
-/// `initThreadPool(n)` of the multi-threaded wasm build: n Web Workers sharing this
-/// module's memory become rayon's pool (the CPU path's matmuls split their output
-/// columns over them). js/worker.js calls it when the page is cross-origin isolated.
-#[cfg(all(target_arch = "wasm32", feature = "threads"))]
-pub use wasm_bindgen_rayon::init_thread_pool;
-
 pub use error::{Error, Result};
 
 /// The crate version, as shown by the CLI and the demo page.

@@ -7,8 +7,11 @@
 //          /pkg/      -> pkg/     (wasm-bindgen output, made by `./build.sh wasm`)
 //          /models/   -> models/  (GGUF files, made by `./build.sh model`)
 //
-// Every answer carries COOP/COEP/CORP (so SharedArrayBuffer works), GET and HEAD only,
-// byte ranges (`Range: bytes=a-b`, `a-`, `-n`, one range per request) with 206/416.
+// Every answer carries COOP/COEP/CORP (so SharedArrayBuffer works; `isolated: false`
+// leaves them out, as most static hosts do), GET and HEAD only, byte ranges
+// (`Range: bytes=a-b`, `a-`, `-n`, one range per request) with 206/416. `spa: true`
+// answers unknown paths with the "/" mount's index.html (HTTP 200), as single-page-app
+// hosts and dev servers do.
 //
 // Hook point: `createServer({ hooks })` takes an optional list of request hooks. Each is
 // `async (ctx) => boolean`, called in order before a file is served, with
@@ -72,6 +75,8 @@ const SECURITY_HEADERS = {
   'Cross-Origin-Resource-Policy': 'same-origin',
   'X-Content-Type-Options': 'nosniff',
 };
+// What a host that does not isolate its pages sends.
+const PLAIN_HEADERS = { 'X-Content-Type-Options': 'nosniff' };
 
 /**
  * Parse a Range header against a file size.
@@ -129,10 +134,10 @@ export function resolvePath(mounts, urlPath) {
   return { mount, file };
 }
 
-function send(res, status, body, headers = {}) {
+function send(res, status, body, headers = {}, base = SECURITY_HEADERS) {
   const buf = Buffer.from(body);
   res.writeHead(status, {
-    ...SECURITY_HEADERS,
+    ...base,
     'Content-Type': 'text/plain; charset=utf-8',
     'Content-Length': buf.length,
     'Cache-Control': 'no-store',
@@ -143,10 +148,13 @@ function send(res, status, body, headers = {}) {
 
 /**
  * Create (not start) the server.
- * options: { mounts?, hooks?: Array<async (ctx) => boolean>, log?: (line) => void }
+ * options: { mounts?, hooks?: Array<async (ctx) => boolean>, log?: (line) => void,
+ *            isolated? (default true), spa? (default false) }
  */
 export function createServer(options = {}) {
   const mounts = options.mounts ?? defaultMounts();
+  const base = options.isolated === false ? PLAIN_HEADERS : SECURITY_HEADERS;
+  const spaIndex = options.spa ? path.join(mounts.find((m) => m.prefix === '/')?.dir ?? '.', 'index.html') : null;
   const hooks = options.hooks ?? [];
   const control = options.control ?? null;
   const log = options.log ?? (() => {});
@@ -156,7 +164,7 @@ export function createServer(options = {}) {
       await handle(req, res);
     } catch (err) {
       log(`500 ${req.method} ${req.url}: ${err?.stack ?? err}`);
-      if (!res.headersSent) send(res, 500, 'internal error\n');
+      if (!res.headersSent) send(res, 500, 'internal error\n', {}, base);
       else res.destroy(err);
     }
   });
@@ -167,32 +175,36 @@ export function createServer(options = {}) {
     if (control && (await control(req, res, url))) return done('control');
 
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' });
+      send(res, 405, 'method not allowed\n', { Allow: 'GET, HEAD' }, base);
       return done(405);
     }
     // Check the raw path too: URL() already folded "/a/../b", which must not pass silently.
     const rawPath = (req.url ?? '/').split('?')[0];
     if (/(^|\/|%2f|\\|%5c)(\.|%2e){2}(\/|%2f|\\|%5c|$)/i.test(rawPath)) {
-      send(res, 403, 'forbidden\n');
+      send(res, 403, 'forbidden\n', {}, base);
       return done(403);
     }
     const resolved = resolvePath(mounts, url.pathname);
     if (!resolved) {
-      send(res, 403, 'forbidden\n');
+      send(res, 403, 'forbidden\n', {}, base);
       return done(403);
     }
     let { file } = resolved;
     let stat = await fsp.stat(file).catch(() => null);
     if (stat?.isDirectory()) {
       if (!url.pathname.endsWith('/')) {
-        send(res, 301, 'moved\n', { Location: url.pathname + '/' + url.search });
+        send(res, 301, 'moved\n', { Location: url.pathname + '/' + url.search }, base);
         return done(301);
       }
       file = path.join(file, 'index.html');
       stat = await fsp.stat(file).catch(() => null);
     }
+    if ((!stat || !stat.isFile()) && spaIndex) {
+      file = spaIndex;
+      stat = await fsp.stat(file).catch(() => null);
+    }
     if (!stat || !stat.isFile()) {
-      send(res, 404, 'not found\n');
+      send(res, 404, 'not found\n', {}, base);
       return done(404);
     }
 
@@ -209,7 +221,7 @@ export function createServer(options = {}) {
     }
 
     const headers = {
-      ...SECURITY_HEADERS,
+      ...base,
       'Content-Type': mimeType(file),
       'Accept-Ranges': 'bytes',
       'Last-Modified': stat.mtime.toUTCString(),
@@ -218,10 +230,13 @@ export function createServer(options = {}) {
     };
 
     if (range === 'unsatisfiable') {
-      send(res, 416, 'range not satisfiable\n', {
-        'Content-Range': `bytes */${size}`,
-        'Accept-Ranges': 'bytes',
-      });
+      send(
+        res,
+        416,
+        'range not satisfiable\n',
+        { 'Content-Range': `bytes */${size}`, 'Accept-Ranges': 'bytes' },
+        base,
+      );
       return done(416);
     }
     if (!range && req.headers['if-none-match'] === etag) {

@@ -6,7 +6,7 @@
 // Online, every request goes to the network first (a new deploy shows at once) and the
 // answer refreshes the cache; offline, the cache answers.
 
-const VERSION = 3;
+const VERSION = 4;
 const CACHE = `edge-reason-app-v${VERSION}`;
 
 // What the page needs, relative to this worker's scope. The JS module graph below
@@ -29,9 +29,10 @@ const SEEDS = [
   '/reasoning/switcher/switcher.json',
   '/reasoning/switcher/switcher.safetensors',
 ];
-// The multi-threaded build, which worker.js imports dynamically (so it is not followed
-// from the seeds), and which a package may lack (the engine then runs on one thread).
-const OPTIONAL = ['/pkg/threads/edge_reason.js', '/pkg/threads/edge_reason_bg.wasm'];
+// The multi-threaded build, whose worker and pool threads index.js and pool.js start with
+// `new Worker(...)` (not followed from the seeds), and which a package may lack (the
+// engine then runs on one thread).
+const OPTIONAL = ['/pkg/worker-threads.js', '/pkg/pool-worker.js', '/pkg/threads/edge_reason.js', '/pkg/threads/edge_reason_bg.wasm'];
 // Files an adapter may or may not have: their 404 is kept too, so that offline the
 // engine still learns there is none instead of failing to fetch.
 const MAYBE_ABSENT = ['/reasoning/adapter/budget_hint.json'];

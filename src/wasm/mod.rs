@@ -19,11 +19,13 @@
 //! - `sha256OfReader(reader, onProgress)`: the whole file's SHA-256 (verification).
 //! - `wasmMemoryBytes()`: the size of wasm memory now (it never shrinks: the peak).
 //! - `cpuThreads()`: threads the CPU path computes on; in the multi-threaded build
-//!   (`--features threads`), `initThreadPool(n)` (from wasm-bindgen-rayon, re-exported in
-//!   lib.rs) starts them.
+//!   (`--features threads`), `PoolStart`, `sharedModule`, `sharedMemory` and
+//!   `runPoolThread` (pool.rs) are what js/pool.js starts them with.
 
 mod detect;
 mod js;
+#[cfg(feature = "threads")]
+mod pool;
 mod reader;
 mod reason;
 

@@ -49,7 +49,13 @@ after(async () => {
 describe('the npm package', { timeout: 600_000 }, () => {
   test('npm pack holds a proper ES module package with types, the worker and the wasm', () => {
     const files = packed.files.map((f) => f.path);
-    for (const f of ['package.json', 'README.md', 'index.js', 'index.d.ts', 'worker.js', 'edge_reason.js', 'edge_reason.d.ts', 'edge_reason_bg.wasm']) {
+    const want = [
+      'package.json', 'README.md', 'LICENSE', 'index.js', 'index.d.ts', 'worker.js', 'worker-threads.js', 'pool-worker.js',
+      'edge_reason.js', 'edge_reason.d.ts', 'edge_reason_bg.wasm', 'threads/edge_reason.js', 'threads/edge_reason_bg.wasm',
+      'reasoning/adapter/adapter_config.json', 'reasoning/adapter/adapter_model.safetensors',
+      'reasoning/switcher/switcher.json', 'reasoning/switcher/switcher.safetensors',
+    ];
+    for (const f of want) {
       assert.ok(files.includes(f), `${f} is in the tarball: ${files.join(', ')}`);
     }
     const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'app', 'node_modules', 'edge-reason', 'package.json'), 'utf8'));
@@ -58,6 +64,18 @@ describe('the npm package', { timeout: 600_000 }, () => {
     assert.equal(pkg.type, 'module');
     assert.equal(pkg.types, './index.d.ts');
     assert.equal(pkg.exports['.'].import, './index.js');
+    assert.equal(pkg.license, 'Apache-2.0');
+    // Every export names a file in the package ("./reasoning/*" a folder of them).
+    for (const [key, target] of Object.entries(pkg.exports)) {
+      for (const t of typeof target === 'string' ? [target] : Object.values(target)) {
+        const file = t.replace('/*', '');
+        assert.ok(fs.existsSync(path.join(dir, 'app', 'node_modules', 'edge-reason', file)), `export ${key} -> ${t}`);
+      }
+    }
+    // The npm README is for npm users: it says how to install, not how to build this repository.
+    const readme = fs.readFileSync(path.join(dir, 'app', 'node_modules', 'edge-reason', 'README.md'), 'utf8');
+    assert.match(readme, /npm install edge-reason/);
+    assert.doesNotMatch(readme, /build\.sh/);
     // Every relative import of every module resolves to a file in the package.
     const base = path.join(dir, 'app', 'node_modules', 'edge-reason');
     for (const f of files.filter((f) => f.endsWith('.js'))) {

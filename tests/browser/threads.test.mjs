@@ -72,6 +72,53 @@ describe('CPU threads', { timeout: 600_000 }, () => {
     assert.deepEqual(got.two.ids, got.one.ids);
   });
 
+  test('a multi-threaded build that cannot start falls back to one thread and says why', async () => {
+    const { page } = browser;
+    await page.goto(server.url, { waitUntil: 'load' });
+    const got = await page.evaluate(async () => {
+      const m = await import('/pkg/index.js');
+      const run = async (options) => {
+        const engine = await m.createEngine(options);
+        const out = { threads: engine.threads, reason: engine.threadsReason, version: engine.version };
+        engine.terminate();
+        return out;
+      };
+      // A worker script that is not there; then the one-thread wasm, which cannot be
+      // instantiated on shared memory, given to the threads build.
+      return {
+        isolated: self.crossOriginIsolated,
+        noWorker: await run({ threads: 2, threadsWorkerUrl: '/no-such-worker.js' }),
+        wrongWasm: await run({ threads: 2, threadsWasmUrl: '/pkg/edge_reason_bg.wasm' }),
+      };
+    });
+    assert.equal(got.isolated, true);
+    for (const r of [got.noWorker, got.wrongWasm]) {
+      assert.equal(r.threads, 1, JSON.stringify(r));
+      assert.match(r.version, /^\d+\.\d+\.\d+/);
+      assert.match(r.reason, /^one CPU thread: the multi-threaded build failed to start \(/);
+    }
+    assert.match(got.noWorker.reason, /worker-threads\.js\) failed to start: its script did not load/);
+    assert.match(got.wrongWasm.reason, /wasm failed to start: .+/);
+  });
+
+  test('an engine worker that cannot start rejects with the cause, at once', async () => {
+    const { page } = browser;
+    await page.goto(server.url, { waitUntil: 'load' });
+    const got = await page.evaluate(async () => {
+      const m = await import('/pkg/index.js');
+      const t0 = performance.now();
+      try {
+        await m.createEngine({ threads: 1, workerUrl: '/no-such-worker.js' });
+        return { resolved: true };
+      } catch (e) {
+        return { code: e.code, message: e.message, ms: performance.now() - t0 };
+      }
+    });
+    assert.equal(got.code, 'INTERNAL', JSON.stringify(got));
+    assert.match(got.message, /the engine's worker \(worker\.js\) failed to start: its script did not load/);
+    assert.ok(got.ms < 30_000, `${got.ms} ms`);
+  });
+
   test('a page that is not cross-origin isolated runs on one thread and says why', async () => {
     const { page } = browser;
     await page.goto(`${server.url}${PLAIN.slice(1)}`, { waitUntil: 'load' });
