@@ -6,6 +6,7 @@
 #   ./build.sh test      setup + model + native tests + wasm + browser tests
 #   ./build.sh setup     system packages, wasm32 std, wasm-bindgen-cli, test node deps
 #   ./build.sh model     fetch + verify the default model into models/
+#   ./build.sh formats   the default model as Q4_K_M, Q5_K_M, Q6_K, Q8_0 (models/derived/)
 #   ./build.sh wasm      build pkg/ (ES module + .d.ts + wasm + package.json)
 #   ./build.sh serve     start the dev server (foreground)
 #   ./build.sh native    cargo build --release (the `edge-reason` CLI)
@@ -206,6 +207,19 @@ write_model_manifest() {
     quietly node tools/model-manifest.mjs "$dest"
 }
 
+# The default model in the formats people download, for the tests and benchmarks:
+# llama.cpp's tensor types for each (tests/fixtures/smollm2_quants.json), made without
+# llama.cpp by examples/requantize.rs, each tensor checked against the recipe's SHA-256.
+cmd_formats() {
+    local recipe=tests/fixtures/smollm2_quants.json out=models/derived sig
+    sig="$(sha256_of "$recipe") $(stat -c '%s %Y' models/$MODEL_NAME)"
+    if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$sig" ]; then return 0; fi
+    say "making the default model's Q4_K_M, Q5_K_M, Q6_K and Q8_0 files ($out/)"
+    cargo run $(cargo_q) --release --example requantize -- \
+        --model "models/$MODEL_NAME" --recipe "$recipe" --out "$out"
+    echo "$sig" >"$out/.stamp"
+}
+
 # ---------------------------------------------------------------------------- wasm
 
 # wasm_cargo_build RUSTFLAGS TARGET_DIR [cargo args...]
@@ -388,7 +402,7 @@ step_wait() {
 # The browser test files that time downloads and count bytes: one at a time, alone.
 ALONE_TESTS=(tests/browser/storage.test.mjs)
 # The files that run SwiftShader (Chrome's WebGPU on the CPU) for minutes, first.
-SWIFTSHADER_TESTS=(tests/browser/page.test.mjs tests/browser/demo.test.mjs tests/browser/reason.test.mjs)
+SWIFTSHADER_TESTS=(tests/browser/page.test.mjs tests/browser/demo.test.mjs tests/browser/reason.test.mjs tests/browser/formats.test.mjs)
 
 browser_tests() {
     local files=(tests/browser/*.test.mjs) paired=("${SWIFTSHADER_TESTS[@]}") f rc=0
@@ -421,7 +435,8 @@ cmd_test() {
     # about 1.5 of 2 cores busy on lavapipe, and the build's one-crate stretches leave
     # the rest idle.
     local native=0
-    if step native-build cargo test $(cargo_q) --release --no-run; then
+    if step native-build cargo test $(cargo_q) --release --no-run &&
+        step formats cmd_formats; then
         step_start native-tests native_tests
         native=1
     else
@@ -453,11 +468,12 @@ main() {
         all) cmd_setup; cmd_model; cmd_wasm; cmd_serve "$@" ;;
         setup) cmd_setup ;;
         model) cmd_model ;;
+        formats) cmd_model; cmd_formats ;;
         wasm) cmd_wasm ;;
         serve) cmd_serve "$@" ;;
         native) cmd_native ;;
         test) cmd_test ;;
-        bench) cmd_setup; cmd_model; cmd_native; cmd_wasm; bench/run.sh ;;
+        bench) cmd_setup; cmd_model; cmd_native; cmd_formats; cmd_wasm; bench/run.sh ;;
         -h | --help | help) usage ;;
         *) usage >&2; die "unknown command: $cmd" ;;
     esac

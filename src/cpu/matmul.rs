@@ -6,13 +6,13 @@
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
-    BlockQ8_0, GgmlType,
+    BlockQ8_0, BlockQ8_1, GgmlType,
 };
 use half::{bf16, f16};
 
 use super::activations;
 use super::q4_1::{self, BlockQ4_1};
-use super::{for_each_chunk, q8_0, ROWS};
+use super::{for_each_chunk, q5_0, q8_0, ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
 
@@ -227,8 +227,19 @@ impl Matrix {
                 q4_1::dot,
                 Some(q4_1::dot4),
             ),
-            Blocks::Q5_0(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_0),
-            Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, GgmlType::from_float),
+            Blocks::Q5_0(b) => blocked_matmul(
+                q5_0_blocks(b),
+                x,
+                m,
+                self.cols,
+                y,
+                q5_0::BLOCK,
+                q8_0::Act::ZERO,
+                q5_0::quantize,
+                q5_0::dot,
+                Some(q5_0::dot4),
+            ),
+            Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_1),
             Blocks::Q8_0(b) => blocked_matmul(
                 q8_0_blocks(b),
                 x,
@@ -287,6 +298,22 @@ fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     // SAFETY: both are repr(C) { f32, [i8; 256], [i16; 16] } (sizes checked in tests).
     let src = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const BlockQ8K, ours.len()) };
     out.clone_from_slice(src);
+}
+
+/// ggml's `quantize_row_q8_1` (candle's own rounds differently, which moved Q5_1
+/// models' logits by up to 0.5 from llama.cpp's).
+fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    let mut ours = vec![activations::BlockQ8_1::ZERO; out.len()];
+    activations::quantize_q8_1(x, &mut ours);
+    // SAFETY: both are repr(C) { f16, f16, [i8; 32] } (sizes checked in tests).
+    let src = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const BlockQ8_1, ours.len()) };
+    out.clone_from_slice(src);
+}
+
+/// candle's Q5_0 blocks (how the weights are stored) as ours (what our kernel reads).
+fn q5_0_blocks(b: &[BlockQ5_0]) -> &[q5_0::BlockQ5_0] {
+    // SAFETY: both are repr(C) { f16, [u8; 4], [u8; 16] } (sizes checked in q5_0's tests).
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const q5_0::BlockQ5_0, b.len()) }
 }
 
 /// candle's Q8_0 blocks (how the weights are stored) as ours (what our kernel reads).

@@ -1,8 +1,9 @@
 //! The CPU backend: quantized matmul and the small ops of the forward pass, on plain
 //! `f32` slices. Quantized block formats and most dot products come from candle-core;
-//! the default model's two formats have kernels of our own (AVX2, wasm SIMD128 and
-//! scalar) that take several activation rows at once: Q4_1 (scalar-only in candle) and
-//! Q8_0 (its output head).
+//! the formats that carry most of the default model's weights in the files people
+//! download have kernels of our own (AVX2, wasm SIMD128 and scalar) that take several
+//! activation rows at once: Q4_1 (scalar-only in candle), Q8_0 (its output head) and
+//! Q5_0 (scalar-only in candle; most of its tensors in a Q4_K_M file).
 
 /// The public face of a block kernel module (q4_1, q8_0): `dot` and `dot4` over one
 /// `dot_rows` that picks, at compile time, the module's `dot_rows_x86` (x86-64 with
@@ -124,6 +125,7 @@ pub mod matmul;
 pub mod ops;
 mod pass;
 pub mod q4_1;
+pub mod q5_0;
 pub mod q8_0;
 pub mod scaled;
 pub mod wide;

@@ -40,3 +40,26 @@ pub unsafe fn two_f16(p: *const u8) -> __m128 {
 pub unsafe fn two_f32(p: *const f32) -> __m128 {
     _mm_castpd_ps(_mm_load_sd(p as *const f64))
 }
+
+/// The 32 bits at `p` (little-endian) as 32 bytes, byte `j` 0xFF where bit `j` is set
+/// and 0 where not (ggml's `bytes_from_bits_32`).
+///
+/// # Safety
+/// `p` must point to 4 readable bytes.
+#[inline(always)]
+pub unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let bits = std::ptr::read_unaligned(p as *const i32);
+    // Byte j of the result starts as byte j / 8 of the bits.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(bits),
+        _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0x0000000000000000,
+        ),
+    );
+    // All ones but bit j % 8: all ones together exactly where that bit is set.
+    let others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1))
+}

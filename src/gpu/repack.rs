@@ -23,6 +23,14 @@ pub enum Format {
     Q4 = 3,
     /// Q4_K: ggml's super-block scales, nibbles as [`Format::Q4`].
     Q4K = 4,
+    /// Q5_0 and Q5_1: nibbles as [`Format::Q4`] plus a word of fifth bits; one `(d, m)`
+    /// f16 pair per unit.
+    Q5 = 5,
+    /// Q5_K: scales as [`Format::Q4K`], codes as [`Format::Q5`].
+    Q5K = 6,
+    /// Q6_K: nibbles as [`Format::Q4`] plus two words of high bit pairs; per unit the
+    /// super-block's `d` and the two 16-weight sub-blocks' int8 scales.
+    Q6K = 7,
 }
 
 impl Format {
@@ -34,22 +42,25 @@ impl Format {
             TensorType::Q8_0 => Format::Q8_0,
             TensorType::Q4_0 | TensorType::Q4_1 => Format::Q4,
             TensorType::Q4K => Format::Q4K,
+            TensorType::Q5_0 | TensorType::Q5_1 => Format::Q5,
+            TensorType::Q5K => Format::Q5K,
+            TensorType::Q6K => Format::Q6K,
             other => {
                 return Err(Error::UnsupportedConfig(format!(
                     "tensor `{name}` is stored as {other}, which the GPU backend does not run; \
-                     it runs F32, F16, BF16, Q8_0, Q4_0, Q4_1 and Q4_K (use the CPU backend \
-                     for this model)"
+                     it runs F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K \
+                     (use the CPU backend for this model)"
                 )))
             }
         })
     }
 
-    /// Words of `scales` per row of `units` units (Q4_K: four per 8 units).
+    /// Words of `scales` per row of `units` units (Q4_K, Q5_K: four per 8 units).
     pub fn scale_words(self, units: usize) -> usize {
         match self {
             Format::F32 | Format::F16 => 0,
-            Format::Q8_0 | Format::Q4 => units,
-            Format::Q4K => units / 2,
+            Format::Q8_0 | Format::Q4 | Format::Q5 | Format::Q6K => units,
+            Format::Q4K | Format::Q5K => units / 2,
         }
     }
 
@@ -60,6 +71,8 @@ impl Format {
             Format::F16 => 16,
             Format::Q8_0 => 8,
             Format::Q4 | Format::Q4K => 4,
+            Format::Q5 | Format::Q5K => 5,
+            Format::Q6K => 6,
         }
     }
 }
@@ -79,6 +92,26 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 fn word_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The GPU words of one unit's codes (each below `1 << bits`, 4 to 6 bits): four words
+/// of low nibbles, byte i holding weight i (low) and i + 16 (high); for 5 bits a word
+/// with weight i's fifth bit at bit i; for 6 bits two words with weight i's top two bits
+/// at bits 2 (i % 16) of word i / 16.
+fn push_codes(quants: &mut Vec<u32>, codes: &[u8; UNIT], bits: u32) {
+    let nibble_bytes: [u8; 16] =
+        std::array::from_fn(|i| (codes[i] & 0xF) | (codes[i + 16] & 0xF) << 4);
+    quants.extend(nibble_bytes.chunks_exact(4).map(|c| word_at(c, 0)));
+    match bits {
+        4 => {}
+        5 => quants.push((0..UNIT).fold(0, |w, i| w | ((codes[i] as u32 >> 4) & 1) << i)),
+        6 => quants.extend([0, 16].map(|first| {
+            (0..16).fold(0, |w, i| {
+                w | ((codes[first + i] as u32 >> 4) & 3) << (2 * i)
+            })
+        })),
+        _ => unreachable!("{bits}-bit codes"),
+    }
 }
 
 /// Repacks rows `rows` of `m`.
@@ -121,19 +154,69 @@ pub fn repack(m: &Matrix, rows: Range<usize>, name: &str) -> Result<Repacked> {
                 quants.extend((0..4).map(|i| word_at(b, 4 + 4 * i)));
             }
         }
-        TensorType::Q4K => {
-            // block_q4_K: d, dmin (f16), scales[12], qs[128]. Sub-block j of 32 weights
-            // sits in qs[32 (j/2) ..][..32], low nibbles for even j, high for odd.
+        TensorType::Q4K | TensorType::Q5K => {
+            // block_q4_K: d, dmin (f16), scales[12], qs[128]; block_q5_K: the same with
+            // qh[32] before qs. Sub-block j of 32 weights sits in qs[32 (j/2) ..][..32],
+            // low nibbles for even j, high for odd; its fifth bits are bit j of qh[0..32].
+            let five = m.ttype == TensorType::Q5K;
             for b in raw.chunks_exact(block_bytes) {
                 scales.push(word_at(b, 0));
                 scales.extend((0..3).map(|i| word_at(b, 4 + 4 * i)));
-                let qs = &b[16..144];
+                let (qh, qs) = if five {
+                    (&b[16..48], &b[48..176])
+                } else {
+                    (&b[..0], &b[16..144])
+                };
                 for j in 0..8 {
-                    let pair = &qs[32 * (j / 2)..][..32];
-                    let shift = 4 * (j % 2);
-                    let nib = |l: usize| (pair[l] >> shift) & 0xF;
-                    let bytes: Vec<u8> = (0..16).map(|i| nib(i) | (nib(i + 16) << 4)).collect();
-                    quants.extend(bytes.chunks_exact(4).map(|c| word_at(c, 0)));
+                    let codes: [u8; UNIT] = std::array::from_fn(|l| {
+                        let nibble = (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0xF;
+                        let fifth = if five { (qh[l] >> j) & 1 } else { 0 };
+                        nibble | fifth << 4
+                    });
+                    push_codes(&mut quants, &codes, if five { 5 } else { 4 });
+                }
+            }
+        }
+        TensorType::Q5_0 | TensorType::Q5_1 => {
+            // block_q5_0: d (f16), qh (u32), qs[16]; w = d * (q - 16) = d * q + (-16 d).
+            // block_q5_1: d, m (f16), qh, qs[16]; w = d * q + m. qs is the Q4 layout
+            // already; bit i of qh is weight i's fifth bit.
+            let with_min = m.ttype == TensorType::Q5_1;
+            let at = if with_min { 4 } else { 2 };
+            for b in raw.chunks_exact(block_bytes) {
+                let d = f16::from_bits(u16_at(b, 0));
+                let min = if with_min {
+                    f16::from_bits(u16_at(b, 2))
+                } else {
+                    f16::from_f32(-16.0 * d.to_f32())
+                };
+                scales.push(d.to_bits() as u32 | (min.to_bits() as u32) << 16);
+                quants.extend((0..4).map(|i| word_at(b, at + 4 + 4 * i)));
+                quants.push(word_at(b, at));
+            }
+        }
+        TensorType::Q6K => {
+            // block_q6_K: ql[128], qh[64], scales[16] (i8), d (f16); 16 sub-blocks of 16
+            // weights, w = d * scales[s] * (q - 32) with q of 6 bits (ggml's
+            // dequantize_row_q6_K gives the bit positions).
+            for b in raw.chunks_exact(block_bytes) {
+                let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
+                let d = u16_at(b, 208) as u32;
+                let mut q = [0u8; 256];
+                for half in 0..2 {
+                    let (ql, qh) = (&ql[64 * half..], &qh[32 * half..]);
+                    for l in 0..32 {
+                        let y = &mut q[128 * half + l..];
+                        y[0] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+                        y[32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                        y[64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        y[96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+                for (u, codes) in q.chunks_exact(UNIT).enumerate() {
+                    let codes: &[u8; UNIT] = codes.try_into().expect("32 codes");
+                    push_codes(&mut quants, codes, 6);
+                    scales.push(d | (sc[2 * u] as u32) << 16 | (sc[2 * u + 1] as u32) << 24);
                 }
             }
         }
@@ -170,20 +253,38 @@ pub fn unit_weights(r: &Repacked, unit: usize) -> [f32; UNIT] {
                 w[i] = (q[i / 4] >> (8 * (i % 4))) as u8 as i8 as f32 * d;
             }
         }
-        Format::Q4 | Format::Q4K => {
-            let (scale, offset) = if r.format == Format::Q4 {
-                (half(r.scales[unit] & 0xFFFF), half(r.scales[unit] >> 16))
-            } else {
-                q4k_affine(&r.scales, unit)
+        Format::Q4 | Format::Q4K | Format::Q5 | Format::Q5K => {
+            let (scale, offset) = match r.format {
+                Format::Q4 | Format::Q5 => {
+                    (half(r.scales[unit] & 0xFFFF), half(r.scales[unit] >> 16))
+                }
+                _ => q4k_affine(&r.scales, unit),
             };
-            for i in 0..16 {
-                let byte = (q[i / 4] >> (8 * (i % 4))) & 0xFF;
-                w[i] = (byte & 0xF) as f32 * scale + offset;
-                w[i + 16] = (byte >> 4) as f32 * scale + offset;
+            for (i, o) in w.iter_mut().enumerate() {
+                *o = unit_code(r.format, q, i) as f32 * scale + offset;
+            }
+        }
+        Format::Q6K => {
+            let s = r.scales[unit];
+            let d = half(s & 0xFFFF);
+            for (i, o) in w.iter_mut().enumerate() {
+                let sc = (s >> (16 + 8 * (i / 16))) as u8 as i8 as f32;
+                *o = d * sc * (unit_code(r.format, q, i) as f32 - 32.0);
             }
         }
     }
     w
+}
+
+/// The code of weight `i` of a unit's words `q` (see [`push_codes`]).
+fn unit_code(format: Format, q: &[u32], i: usize) -> u32 {
+    let byte = (q[(i % 16) / 4] >> (8 * (i % 4))) & 0xFF;
+    let nibble = if i < 16 { byte & 0xF } else { byte >> 4 };
+    match format {
+        Format::Q5 | Format::Q5K => nibble | ((q[4] >> i) & 1) << 4,
+        Format::Q6K => nibble | ((q[4 + i / 16] >> (2 * (i % 16))) & 3) << 4,
+        _ => nibble,
+    }
 }
 
 /// `(d * sc, -(dmin * m))` of Q4_K unit `unit`, as ggml's `get_scale_min_k4`.
@@ -206,7 +307,9 @@ fn q4k_affine(scales: &[u32], unit: usize) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::k_quants::{BlockQ4K, BlockQ4_0, BlockQ8_0, GgmlType};
+    use candle_core::quantized::k_quants::{
+        BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, GgmlType,
+    };
 
     /// Raw GGUF bytes of `rows` x `cols` weights quantized to `T` by candle (ggml's
     /// reference quantizers).
@@ -285,8 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn five_and_six_bit_formats_repack_exactly() {
+        let (_, b) = quantized::<BlockQ5_0>(3, 64);
+        check(TensorType::Q5_0, 3, 64, &b);
+        let (_, b) = quantized::<BlockQ5_1>(3, 64);
+        check(TensorType::Q5_1, 3, 64, &b);
+        let (_, b) = quantized::<BlockQ5K>(3, 512);
+        check(TensorType::Q5K, 3, 512, &b);
+        let (_, b) = quantized::<BlockQ6K>(3, 512);
+        check(TensorType::Q6K, 3, 512, &b);
+    }
+
+    #[test]
     fn unsupported_types_are_refused_by_name() {
-        let e = Format::of(TensorType::Q6K, "output.weight").unwrap_err();
+        let e = Format::of(TensorType::Q3K, "output.weight").unwrap_err();
         assert!(e.to_string().contains("output.weight"), "{e}");
         assert!(e.to_string().contains("CPU backend"), "{e}");
     }

@@ -21,6 +21,20 @@ pub fn default_model() -> PathBuf {
     p
 }
 
+/// The default model in another format (`file` under models/derived/), made by
+/// `./build.sh formats` with examples/requantize.rs from tests/fixtures/smollm2_quants.json.
+pub fn derived_model(file: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models/derived")
+        .join(file);
+    assert!(
+        p.exists(),
+        "{} is missing: run `./build.sh formats` to make the default model's other formats",
+        p.display()
+    );
+    p
+}
+
 /// A GPU device, or `None` (the test is skipped, with a message) when there is none;
 /// `EDGE_REASON_REQUIRE_GPU=1` (set by `./build.sh test`) makes that a failure.
 pub fn gpu_or_skip() -> Option<edge_reason::gpu::GpuContext> {

@@ -133,6 +133,22 @@ fn packed_dot(p: Packed, xb: u32) -> f32 {
         return p.affine.x * q;
     }
     // Byte i of word j holds weight 4j + i (low nibble) and 16 + 4j + i (high).
+    if (has_high_bits()) {
+        // Codes of 5 or 6 bits, two scales (Q6_K's 16-weight sub-blocks; Q5's equal):
+        // each half dotted and scaled apart.
+        let qa = dot(nibbles(p.lo.x, 0u) + high_bits(p, 0u, 0u), x0)
+               + dot(nibbles(p.lo.y, 0u) + high_bits(p, 0u, 1u), x1)
+               + dot(nibbles(p.lo.z, 0u) + high_bits(p, 0u, 2u), x2)
+               + dot(nibbles(p.lo.w, 0u) + high_bits(p, 0u, 3u), x3);
+        let qb = dot(nibbles(p.lo.x, 4u) + high_bits(p, 1u, 0u), x4)
+               + dot(nibbles(p.lo.y, 4u) + high_bits(p, 1u, 1u), x5)
+               + dot(nibbles(p.lo.z, 4u) + high_bits(p, 1u, 2u), x6)
+               + dot(nibbles(p.lo.w, 4u) + high_bits(p, 1u, 3u), x7);
+        let xa = (x0 + x1) + (x2 + x3);
+        let xb = (x4 + x5) + (x6 + x7);
+        return p.affine.x * qa + p.affine.y * (xa.x + xa.y + xa.z + xa.w)
+             + p.affine_hi.x * qb + p.affine_hi.y * (xb.x + xb.y + xb.z + xb.w);
+    }
     let q = dot(nibbles(p.lo.x, 0u), x0) + dot(nibbles(p.lo.y, 0u), x1)
           + dot(nibbles(p.lo.z, 0u), x2) + dot(nibbles(p.lo.w, 0u), x3)
           + dot(nibbles(p.lo.x, 4u), x4) + dot(nibbles(p.lo.y, 4u), x5)

@@ -10,11 +10,21 @@
 //         pack2x16float(d, m): w = d * q + m (Q4_0: m = -8 d).
 //   Q4_K: quants as Q4; scales 4 words per super-block of 8 units: pack2x16float(d,
 //         dmin), then ggml's 12 bytes of 6-bit scales and mins.
+//   Q5:   (Q5_0, Q5_1) quants 5 words per unit: the 4 nibble words of Q4, then a word
+//         whose bit i is weight i's fifth bit; scales as Q4 (Q5_0: m = -16 d).
+//   Q5_K: quants as Q5; scales as Q4_K.
+//   Q6_K: quants 6 words per unit: the 4 nibble words of Q4, then two words holding
+//         the top two bits of weights 0-15 and 16-31, weight i at bits 2 (i % 16);
+//         scales 1 word per unit: the super-block's d (f16 bits) in the low half, the
+//         int8 scales of weights 0-15 and 16-31 in bytes 2 and 3: w = d * sc * (q - 32).
 const FMT_F32: u32 = 0u;
 const FMT_F16: u32 = 1u;
 const FMT_Q8_0: u32 = 2u;
 const FMT_Q4: u32 = 3u;
 const FMT_Q4_K: u32 = 4u;
+const FMT_Q5: u32 = 5u;
+const FMT_Q5_K: u32 = 6u;
+const FMT_Q6_K: u32 = 7u;
 
 override FORMAT: u32 = 3u;
 
@@ -39,9 +49,24 @@ fn q4k_scale_byte(sb: u32, k: u32) -> u32 {
     return (scales[sb * 4u + 1u + k / 4u] >> (8u * (k % 4u))) & 0xFFu;
 }
 
-// (scale, offset) of a 4-bit unit: w = scale * q + offset.
+// Whether codes have a fifth (and sixth) bit in words after the nibbles, and how many
+// words a unit's codes take.
+fn has_high_bits() -> bool {
+    return FORMAT == FMT_Q5 || FORMAT == FMT_Q5_K || FORMAT == FMT_Q6_K;
+}
+fn code_words() -> u32 {
+    if (FORMAT == FMT_Q6_K) {
+        return 6u;
+    }
+    if (FORMAT == FMT_Q5 || FORMAT == FMT_Q5_K) {
+        return 5u;
+    }
+    return 4u;
+}
+
+// (scale, offset) of a 4- or 5-bit unit: w = scale * q + offset.
 fn q4_affine(unit: u32) -> vec2<f32> {
-    if (FORMAT == FMT_Q4_K) {
+    if (FORMAT == FMT_Q4_K || FORMAT == FMT_Q5_K) {
         let sb = unit / 8u;
         let j = unit % 8u;
         let dd = unpack2x16float(scales[sb * 4u]);
@@ -88,6 +113,13 @@ fn unit_weights(unit: u32) -> array<vec4<f32>, 8> {
             let q = quants[base + i];
             w[i] = vec4<f32>(i8_at(q, 0u), i8_at(q, 1u), i8_at(q, 2u), i8_at(q, 3u)) * d;
         }
+    } else if (has_high_bits()) {
+        let p = load_packed(unit);
+        let words = array<u32, 4>(p.lo.x, p.lo.y, p.lo.z, p.lo.w);
+        for (var i = 0u; i < 4u; i++) {
+            w[i] = (nibbles(words[i], 0u) + high_bits(p, 0u, i)) * p.affine.x + p.affine.y;
+            w[i + 4u] = (nibbles(words[i], 4u) + high_bits(p, 1u, i)) * p.affine_hi.x + p.affine_hi.y;
+        }
     } else {
         let a = q4_affine(unit);
         let base = unit * 4u;
@@ -104,16 +136,18 @@ fn unit_weights(unit: u32) -> array<vec4<f32>, 8> {
     return w;
 }
 
-// The quantized formats (Q4_0, Q4_1, Q4_K, Q8_0) held in registers: a unit's words
-// and its affine, so a matvec reads and decodes them once and dots them with M rows.
+// The quantized formats (Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0) held in
+// registers: a unit's words and its affine, so a matvec reads and decodes them once and
+// dots them with M rows.
 struct Packed {
-    lo: vec4<u32>,      // Q4: the 4 words; Q8_0: words 0-3
-    hi: vec4<u32>,      // Q8_0: words 4-7
-    affine: vec2<f32>,  // w = affine.x * q + affine.y
+    lo: vec4<u32>,         // Q4, Q5, Q6_K: the 4 nibble words; Q8_0: words 0-3
+    hi: vec4<u32>,         // Q8_0: words 4-7; Q5: x = fifth bits; Q6_K: x, y = top bits
+    affine: vec2<f32>,     // weights 0-15 (all for a single scale): w = affine.x * q + affine.y
+    affine_hi: vec2<f32>,  // Q5, Q6_K: weights 16-31
 }
 
 fn is_packed_format() -> bool {
-    return FORMAT == FMT_Q4 || FORMAT == FMT_Q4_K || FORMAT == FMT_Q8_0;
+    return FORMAT == FMT_Q4 || FORMAT == FMT_Q4_K || FORMAT == FMT_Q8_0 || has_high_bits();
 }
 
 fn load_packed(unit: u32) -> Packed {
@@ -124,11 +158,36 @@ fn load_packed(unit: u32) -> Packed {
         p.hi = vec4<u32>(quants[b + 4u], quants[b + 5u], quants[b + 6u], quants[b + 7u]);
         p.affine = vec2<f32>(unpack2x16float(scales[unit]).x, 0.0);
     } else {
-        let b = unit * 4u;
+        let b = unit * code_words();
         p.lo = vec4<u32>(quants[b], quants[b + 1u], quants[b + 2u], quants[b + 3u]);
-        p.affine = q4_affine(unit);
+        if (FORMAT == FMT_Q6_K) {
+            p.hi = vec4<u32>(quants[b + 4u], quants[b + 5u], 0u, 0u);
+            let s = scales[unit];
+            let d = unpack2x16float(s).x;
+            let sc = d * vec2<f32>(vec2<i32>(bitcast<i32>(s << 8u), bitcast<i32>(s)) >> vec2<u32>(24u));
+            p.affine = vec2<f32>(sc.x, -32.0 * sc.x);
+            p.affine_hi = vec2<f32>(sc.y, -32.0 * sc.y);
+        } else {
+            if (has_high_bits()) {
+                p.hi = vec4<u32>(quants[b + 4u], 0u, 0u, 0u);
+            }
+            p.affine = q4_affine(unit);
+            p.affine_hi = p.affine;
+        }
     }
     return p;
+}
+
+// The high part (16 times the fifth bit, or 16 times the top two bits) of the codes
+// of weights 4j..4j+3 (half 0) or 16+4j..16+4j+3 (half 1) of a Q5, Q5_K or Q6_K unit.
+fn high_bits(p: Packed, half: u32, j: u32) -> vec4<f32> {
+    if (FORMAT == FMT_Q6_K) {
+        let w = select(p.hi.x, p.hi.y, half == 1u);
+        let s = 8u * j;
+        return vec4<f32>((vec4<u32>(w) >> vec4<u32>(s, s + 2u, s + 4u, s + 6u)) & vec4<u32>(3u)) * 16.0;
+    }
+    let s = 16u * half + 4u * j;
+    return vec4<f32>((vec4<u32>(p.hi.x) >> vec4<u32>(s, s + 1u, s + 2u, s + 3u)) & vec4<u32>(1u)) * 16.0;
 }
 
 // Four signed bytes of w.
