@@ -6,13 +6,13 @@
 
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
-    BlockQ8_0, BlockQ8_1, GgmlType,
+    BlockQ8_0, GgmlType,
 };
 use half::{bf16, f16};
 
 use super::activations;
-use super::q4_1::{self, BlockQ4_1};
-use super::{for_each_chunk, q5_0, q8_0, ROWS};
+use super::q4_1::BlockQ4_1;
+use super::{for_each_chunk, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, ROWS};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
 
@@ -228,7 +228,7 @@ impl Matrix {
                 Some(q4_1::dot4),
             ),
             Blocks::Q5_0(b) => blocked_matmul(
-                q5_0_blocks(b),
+                view::<_, q5_0::BlockQ5_0>(b),
                 x,
                 m,
                 self.cols,
@@ -239,7 +239,18 @@ impl Matrix {
                 q5_0::dot,
                 Some(q5_0::dot4),
             ),
-            Blocks::Q5_1(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_1),
+            Blocks::Q5_1(b) => blocked_matmul(
+                view::<_, q5_1::BlockQ5_1>(b),
+                x,
+                m,
+                self.cols,
+                y,
+                q5_1::BLOCK,
+                q4_1::Act::ZERO,
+                q5_1::quantize,
+                q5_1::dot,
+                Some(q5_1::dot4),
+            ),
             Blocks::Q8_0(b) => blocked_matmul(
                 q8_0_blocks(b),
                 x,
@@ -254,9 +265,42 @@ impl Matrix {
             ),
             Blocks::Q2K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
             Blocks::Q3K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
-            Blocks::Q4K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
-            Blocks::Q5K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
-            Blocks::Q6K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
+            Blocks::Q4K(b) => blocked_matmul(
+                view::<_, q4_k::BlockQ4K>(b),
+                x,
+                m,
+                self.cols,
+                y,
+                q8_k::BLOCK_K,
+                q8_k::ZERO,
+                q8_k::quantize,
+                q4_k::dot,
+                Some(q4_k::dot4),
+            ),
+            Blocks::Q5K(b) => blocked_matmul(
+                view::<_, q5_k::BlockQ5K>(b),
+                x,
+                m,
+                self.cols,
+                y,
+                q8_k::BLOCK_K,
+                q8_k::ZERO,
+                q8_k::quantize,
+                q5_k::dot,
+                Some(q5_k::dot4),
+            ),
+            Blocks::Q6K(b) => blocked_matmul(
+                view::<_, q6_k::BlockQ6K>(b),
+                x,
+                m,
+                self.cols,
+                y,
+                q8_k::BLOCK_K,
+                q8_k::ZERO,
+                q8_k::quantize,
+                q6_k::dot,
+                Some(q6_k::dot4),
+            ),
         }
     }
 }
@@ -300,20 +344,14 @@ fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     out.clone_from_slice(src);
 }
 
-/// ggml's `quantize_row_q8_1` (candle's own rounds differently, which moved Q5_1
-/// models' logits by up to 0.5 from llama.cpp's).
-fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
-    let mut ours = vec![activations::BlockQ8_1::ZERO; out.len()];
-    activations::quantize_q8_1(x, &mut ours);
-    // SAFETY: both are repr(C) { f16, f16, [i8; 32] } (sizes checked in tests).
-    let src = unsafe { std::slice::from_raw_parts(ours.as_ptr() as *const BlockQ8_1, ours.len()) };
-    out.clone_from_slice(src);
-}
-
-/// candle's Q5_0 blocks (how the weights are stored) as ours (what our kernel reads).
-fn q5_0_blocks(b: &[BlockQ5_0]) -> &[q5_0::BlockQ5_0] {
-    // SAFETY: both are repr(C) { f16, [u8; 4], [u8; 16] } (sizes checked in q5_0's tests).
-    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const q5_0::BlockQ5_0, b.len()) }
+/// candle's blocks of a type (how the weights are stored) as ours (what our kernels read).
+/// Both are repr(C) layouts of ggml's block of the same size (each kernel module's tests
+/// check the sizes).
+fn view<C, O>(b: &[C]) -> &[O] {
+    assert_eq!(std::mem::size_of::<C>(), std::mem::size_of::<O>());
+    // SAFETY: same size, and both are plain bytes and halves whose every bit pattern is
+    // valid (ggml's block layout); the alignment of ours is at most candle's (2).
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const O, b.len()) }
 }
 
 /// candle's Q8_0 blocks (how the weights are stored) as ours (what our kernel reads).
@@ -457,8 +495,10 @@ mod tests {
             TensorType::Q4_0 => pack::<BlockQ4_0>(&data),
             TensorType::Q4_1 => pack::<candle_core::quantized::k_quants::BlockQ4_1>(&data),
             TensorType::Q5_0 => pack::<BlockQ5_0>(&data),
+            TensorType::Q5_1 => pack::<BlockQ5_1>(&data),
             TensorType::Q8_0 => pack::<BlockQ8_0>(&data),
             TensorType::Q4K => pack::<BlockQ4K>(&data),
+            TensorType::Q5K => pack::<BlockQ5K>(&data),
             TensorType::Q6K => pack::<BlockQ6K>(&data),
             _ => unreachable!(),
         };
@@ -476,8 +516,10 @@ mod tests {
             TensorType::Q4_0,
             TensorType::Q4_1,
             TensorType::Q5_0,
+            TensorType::Q5_1,
             TensorType::Q8_0,
             TensorType::Q4K,
+            TensorType::Q5K,
             TensorType::Q6K,
         ] {
             for m in [1, 3, 5, 21] {

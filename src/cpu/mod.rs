@@ -2,8 +2,10 @@
 //! `f32` slices. Quantized block formats and most dot products come from candle-core;
 //! the formats that carry most of the default model's weights in the files people
 //! download have kernels of our own (AVX2, wasm SIMD128 and scalar) that take several
-//! activation rows at once: Q4_1 (scalar-only in candle), Q8_0 (its output head) and
-//! Q5_0 (scalar-only in candle; most of its tensors in a Q4_K_M file).
+//! activation rows at once: Q4_1 (scalar-only in candle), Q8_0 (its output head), Q5_0
+//! and Q5_1 (scalar-only in candle; most of its tensors in Q4_K_M and Q5_K_M files), and
+//! the K-quants Q4_K, Q5_K and Q6_K (candle's take one row at a time) with their Q8_K
+//! activations.
 
 /// The public face of a block kernel module (q4_1, q8_0): `dot` and `dot4` over one
 /// `dot_rows` that picks, at compile time, the module's `dot_rows_x86` (x86-64 with
@@ -125,8 +127,13 @@ pub mod matmul;
 pub mod ops;
 mod pass;
 pub mod q4_1;
+pub mod q4_k;
 pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
 pub mod q8_0;
+pub mod q8_k;
 pub mod scaled;
 pub mod wide;
 #[cfg(all(

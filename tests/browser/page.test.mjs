@@ -418,17 +418,23 @@ describe('wasm CPU engine', () => {
   });
 });
 
-// The browser's SIMD128 kernels (src/cpu/q4_1.rs, q8_0.rs) against llama.cpp on the
-// tiny random-weight qwen2 fixture, whose Q8_0 embedding and attention and Q4_1 FFN
+// The browser's SIMD128 kernels (src/cpu/q4_1.rs, q8_0.rs, q4_k.rs, q6_k.rs) against
+// llama.cpp on the tiny random-weight fixtures; tiny_qwen2's Q8_0 embedding and attention and Q4_1 FFN
 // output run through them: natively that model matches llama.cpp to float noise (no
 // activation sits on a rounding boundary), so the wasm path must too, at every prompt
 // and for every teacher-forced greedy token. A kernel off by one nibble is off by far
 // more than 1e-3 here, where the default model's 0.75 above could hide it.
 describe('wasm CPU kernels', () => {
-  const EXACT = 1e-3;
-  test('match llama.cpp to float noise on the tiny fixture model', { timeout: 120_000 }, async () => {
-    const fx = JSON.parse(fs.readFileSync(path.join(root, 'tests', 'fixtures', 'tiny_qwen2_logits.json'), 'utf8'));
-    const model = fs.readFileSync(path.join(root, 'tests', 'fixtures', 'tiny_qwen2.gguf')).toString('base64');
+  // tiny_qwen2 (Q8_0, Q4_1 and the rest) to float noise; tiny_llama_q4k (Q4_K and Q6_K:
+  // the K-quant kernels) within the native test's 0.25 (tests/it/parity.rs: one
+  // activation on a Q8 rounding boundary), where a wrong nibble or scale is off by more.
+  for (const [name, tolerance] of [['tiny_qwen2', 1e-3], ['tiny_llama_q4k', 0.25]]) {
+    test(`match llama.cpp on ${name}`, { timeout: 120_000 }, () => checkTiny(name, tolerance));
+  }
+
+  async function checkTiny(name, EXACT) {
+    const fx = JSON.parse(fs.readFileSync(path.join(root, 'tests', 'fixtures', `${name}_logits.json`), 'utf8'));
+    const model = fs.readFileSync(path.join(root, 'tests', 'fixtures', `${name}.gguf`)).toString('base64');
     await withPage(BASE_FLAGS, {}, async ({ page, logs, errors }) => {
       const got = await page.evaluate(
         async ({ model, prompts }) => {
@@ -462,7 +468,7 @@ describe('wasm CPU kernels', () => {
         );
       });
     });
-  });
+  }
 });
 
 // The WebGPU backend compiled to wasm, on SwiftShader, against the plain-f32 CPU
