@@ -3,6 +3,8 @@
 bench/out/ (bench/run.sh runs them all; each section is left out when its JSON is):
 
   cpu_vs_llama_cpp.json    bench/compare_llama_cpp.py: native CPU vs llama.cpp
+  cpu_vs_llama_cpp_*.json  the same on other GGUFs: the default model as Q4_K_M and Q8_0,
+                           and a model of Qwen2.5-0.5B's shapes as Q4_K_M (bench/make_model.py)
   browser_compare.json     bench/compare_browser.mjs: wasm CPU and WebGPU paths vs wllama,
                            and the peak wasm memory of reasoning runs
   reason_n{2,4,8}.json     edge-reason bench-reason --n N: decode step, 1 vs N candidates
@@ -203,6 +205,26 @@ def webgpu_section(doc):
     )
 
 
+def formats_section(docs):
+    rows = []
+    for doc in docs:
+        for r in doc["results"]:
+            rows.append([doc["model"], r["threads"], f'{r["ours"]["decode_tok_s"]:.0f}',
+                         f'{r["llama.cpp"]["decode_tok_s"]:.0f}', verdict(r["decode_ratio"], 1.0),
+                         f'{r["ours"]["prefill_tok_s"]:.0f}', f'{r["llama.cpp"]["prefill_tok_s"]:.0f}',
+                         verdict(r["prefill_ratio"], 1.0)])
+    runs = sorted({d["runs"] for d in docs})
+    return (
+        "## Native CPU on the formats people download\n\n"
+        "`bench/compare_llama_cpp.py --model M`, the same way as above (medians of "
+        f"{'/'.join(map(str, runs))} alternating runs): the default model as llama.cpp's Q4_K_M "
+        "and Q8_0 (`./build.sh formats`), and a random-weight model of Qwen2.5-0.5B's shapes "
+        "as Q4_K_M (`bench/make_model.py`; prefill 256, decode 64).\n\n"
+        + table(["GGUF", "threads", "decode ours (tok/s)", "decode llama.cpp", "decode ratio",
+                 "prefill ours", "prefill llama.cpp", "prefill ratio"], rows)
+    )
+
+
 def chart(path, native, browser):
     import matplotlib
 
@@ -247,6 +269,8 @@ def main():
     ap.add_argument("--png", default=os.path.join(ROOT, "docs", "benchmarks.png"))
     a = ap.parse_args()
     native = load(a.out_dir, "cpu_vs_llama_cpp.json")
+    formats = [load(a.out_dir, f) for f in sorted(os.listdir(a.out_dir)) if f.startswith("cpu_vs_llama_cpp_")] \
+        if os.path.isdir(a.out_dir) else []
     browser = load(a.out_dir, "browser_compare.json")
     scaling = [(n, d) for n in (2, 4, 8) if (d := load(a.out_dir, f"reason_n{n}.json"))]
     ttft = [d for p in (100, 1000) if (d := load(a.out_dir, f"ttft_{p}.json"))]
@@ -262,6 +286,8 @@ def main():
         parts.append(f"![decode tokens/s]({os.path.basename(a.png)})")
     if native:
         parts.append(native_section(native))
+    if formats:
+        parts.append(formats_section(formats))
     if browser:
         parts.append(browser_section(browser, native))
     if browser and browser.get("memory"):

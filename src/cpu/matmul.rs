@@ -12,7 +12,9 @@ use half::{bf16, f16};
 
 use super::activations;
 use super::q4_1::BlockQ4_1;
-use super::{for_each_chunk, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, ROWS};
+use super::{
+    for_each_chunk, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_k, RowKernels, PREFILL_ROWS, ROWS,
+};
 use crate::error::{Error, Result};
 use crate::gguf::TensorType;
 
@@ -225,7 +227,7 @@ impl Matrix {
                 q4_1::Act::ZERO,
                 q4_1::quantize,
                 q4_1::dot,
-                Some(q4_1::dot4),
+                Some(&q4_1::ROW_KERNELS),
             ),
             Blocks::Q5_0(b) => blocked_matmul(
                 view::<_, q5_0::BlockQ5_0>(b),
@@ -237,7 +239,7 @@ impl Matrix {
                 q8_0::Act::ZERO,
                 q5_0::quantize,
                 q5_0::dot,
-                Some(q5_0::dot4),
+                Some(&q5_0::ROW_KERNELS),
             ),
             Blocks::Q5_1(b) => blocked_matmul(
                 view::<_, q5_1::BlockQ5_1>(b),
@@ -249,7 +251,7 @@ impl Matrix {
                 q4_1::Act::ZERO,
                 q5_1::quantize,
                 q5_1::dot,
-                Some(q5_1::dot4),
+                Some(&q5_1::ROW_KERNELS),
             ),
             Blocks::Q8_0(b) => blocked_matmul(
                 q8_0_blocks(b),
@@ -261,7 +263,7 @@ impl Matrix {
                 q8_0::Act::ZERO,
                 q8_0::quantize,
                 q8_0::dot,
-                Some(q8_0::dot4),
+                Some(&q8_0::ROW_KERNELS),
             ),
             Blocks::Q2K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
             Blocks::Q3K(b) => candle_matmul(b, x, m, self.cols, y, quantize_q8_k),
@@ -275,7 +277,7 @@ impl Matrix {
                 q8_k::ZERO,
                 q8_k::quantize,
                 q4_k::dot,
-                Some(q4_k::dot4),
+                Some(&q4_k::ROW_KERNELS),
             ),
             Blocks::Q5K(b) => blocked_matmul(
                 view::<_, q5_k::BlockQ5K>(b),
@@ -287,7 +289,7 @@ impl Matrix {
                 q8_k::ZERO,
                 q8_k::quantize,
                 q5_k::dot,
-                Some(q5_k::dot4),
+                Some(&q5_k::ROW_KERNELS),
             ),
             Blocks::Q6K(b) => blocked_matmul(
                 view::<_, q6_k::BlockQ6K>(b),
@@ -299,7 +301,7 @@ impl Matrix {
                 q8_k::ZERO,
                 q8_k::quantize,
                 q6_k::dot,
-                Some(q6_k::dot4),
+                Some(&q6_k::ROW_KERNELS),
             ),
         }
     }
@@ -369,9 +371,6 @@ fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     out.clone_from_slice(src);
 }
 
-/// One weight row against [`ROWS`] activation rows, bit-identical to that many dots.
-type Dot4<W, A> = fn(&[W], [&[A]; ROWS]) -> [f32; ROWS];
-
 /// The one matmul loop: quantize each activation row with `quantize`, then compute
 /// output columns in parallel tasks; each task reads its weight rows once for all `m`
 /// activation rows (that is what makes batched decode cheap).
@@ -386,7 +385,7 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
     zero: A,
     quantize: impl Fn(&[f32], &mut [A]),
     dot: impl Fn(&[W], &[A]) -> f32 + Sync,
-    dot4: Option<Dot4<W, A>>,
+    rows: Option<&RowKernels<W, A>>,
 ) {
     let per_row = k / block; // blocks per weight row and per activation row
     let n = w.len() / per_row; // output columns
@@ -405,21 +404,29 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
         return;
     }
     let weight_row = |c: usize| &w[c * per_row..(c + 1) * per_row];
-    // The dots of weight row `wr` with activation rows `r0..r0 + out.len()`, four at a
-    // time where there is a `dot4`; `out[i]` gets row `r0 + i`'s at stride `stride`.
-    let dots = |wr: &[W], r0: usize, rows: usize, out: &mut [f32], stride: usize| {
+    // The dots of weight row `wr` with activation rows `r0..r0 + out.len()`, eight or
+    // four at a time where there are multi-row kernels; `out[i]` gets row `r0 + i`'s at
+    // stride `stride`.
+    let dots = |wr: &[W], r0: usize, n_rows: usize, out: &mut [f32], stride: usize| {
         let xr = |r: usize| &xq[r * per_row..(r + 1) * per_row];
         let mut i = 0;
-        if let Some(dot4) = dot4 {
-            while i + ROWS <= rows {
-                let four = dot4(wr, std::array::from_fn(|k| xr(r0 + i + k)));
-                for (k, v) in four.into_iter().enumerate() {
-                    out[(i + k) * stride] = v;
+        if let Some(k) = rows {
+            while i + PREFILL_ROWS <= n_rows {
+                let eight = (k.eight)(wr, std::array::from_fn(|j| xr(r0 + i + j)));
+                for (j, v) in eight.into_iter().enumerate() {
+                    out[(i + j) * stride] = v;
+                }
+                i += PREFILL_ROWS;
+            }
+            while i + ROWS <= n_rows {
+                let four = (k.four)(wr, std::array::from_fn(|j| xr(r0 + i + j)));
+                for (j, v) in four.into_iter().enumerate() {
+                    out[(i + j) * stride] = v;
                 }
                 i += ROWS;
             }
         }
-        for i in i..rows {
+        for i in i..n_rows {
             out[i * stride] = dot(wr, xr(r0 + i));
         }
     };

@@ -31,6 +31,20 @@ macro_rules! dot_kernels {
             dot_rows(w, x)
         }
 
+        /// [`dot4`] for [`PREFILL_ROWS`](super::PREFILL_ROWS) rows: prefill unpacks each
+        /// weight block once for eight tokens (measured: 16-24% faster prefill than
+        /// four on the default model's Q4_K_M and Q8_0 files).
+        #[inline]
+        pub fn dot8(w: &[$w], x: [&[$a]; super::PREFILL_ROWS]) -> [f32; super::PREFILL_ROWS] {
+            dot_rows(w, x)
+        }
+
+        /// The multi-row kernels, for the matmul loop.
+        pub const ROW_KERNELS: super::RowKernels<$w, $a> = super::RowKernels {
+            four: dot4,
+            eight: dot8,
+        };
+
         /// One weight row against `R` activation rows.
         #[inline]
         fn dot_rows<const R: usize>(w: &[$w], x: [&[$a]; R]) -> [f32; R] {
@@ -145,6 +159,16 @@ mod x86;
 
 /// Activation rows the kernels' `dot4` takes at once (batched candidates).
 pub const ROWS: usize = 4;
+
+/// Activation rows the kernels' `dot8` takes at once (prefill).
+pub const PREFILL_ROWS: usize = 8;
+
+/// A kernel module's multi-row dots: one weight row against [`ROWS`] or
+/// [`PREFILL_ROWS`] activation rows, each result bit-identical to a one-row `dot`.
+pub struct RowKernels<W, A> {
+    pub four: fn(&[W], [&[A]; ROWS]) -> [f32; ROWS],
+    pub eight: fn(&[W], [&[A]; PREFILL_ROWS]) -> [f32; PREFILL_ROWS],
+}
 
 /// Work (in block dots: 32 multiply-adds) below which a loop runs on the calling thread
 /// instead of forking over the thread pool, from outside the pool and from one of its

@@ -181,6 +181,28 @@ fn fused_mul_add(a: f32, b: f32, c: f32) -> f32 {
 /// The fixed-size lane array vectorizes; the order keeps sums close to llama.cpp's.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // The same sums in registers (compilers keep the lane array in memory here).
+        super::x86::dot_f32(a, b)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        dot_lanes(a, b)
+    }
+}
+
+/// [`dot`] lane by lane.
+#[inline]
+pub fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; DOT_LANES];
     let (ca, cb) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
     let (ta, tb) = (ca.remainder(), cb.remainder());
@@ -257,30 +279,44 @@ pub fn attention(
     let kv_stride = n_kv_heads * hd;
     let scale = 1.0 / (hd as f32).sqrt();
 
-    // One task per (query, head): each writes its own head_dim slice of `out`.
+    // One task per (query, KV head): the `group` query heads that share the KV head, whose
+    // slices of `out` are adjacent, read each key and value row once between them.
+    // Each head's sums are those of one head alone (the same dots, in the same order).
     // Block dots of the work: per (query, head), 2 * head_dim multiply-adds a position.
     let work = (0..n_q).map(|t| first_pos + t + 1).sum::<usize>() * n_heads * hd / 16;
-    super::for_each_chunk(out, hd, 4, work, |(i, o)| {
-        let (t, h) = (i / n_heads, i % n_heads);
-        let kvh = h / group;
-        let qh = &q[t * n_heads * hd + h * hd..][..hd];
+    super::for_each_chunk(out, group * hd, 1, work, |(i, o)| {
+        let (t, kvh) = (i / n_kv_heads, i % n_kv_heads);
+        // (group, head_dim): the queries of heads kvh * group .. (kvh + 1) * group.
+        let qg = &q[t * n_heads * hd + kvh * group * hd..][..group * hd];
         let n_pos = first_pos + t + 1;
-        let mut scores = Vec::with_capacity(n_pos);
+        let mut scores = vec![0f32; group * n_pos]; // (group, n_pos)
         let head = kvh * hd..(kvh + 1) * hd;
+        let mut p = 0;
         for_each_kv_row(kv, n_pos, kv_stride, head.clone(), false, |kp| {
-            scores.push(dot(qh, kp) * scale)
-        });
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        scores.iter_mut().for_each(|s| *s -= max);
-        exp_in_place(&mut scores);
-        let total: f32 = scores.iter().sum();
-        o.fill(0.0);
-        let mut weights = scores.iter();
-        for_each_kv_row(kv, n_pos, kv_stride, head, true, |vp| {
-            let w = weights.next().expect("one score per position") / total;
-            for (a, &b) in o.iter_mut().zip(vp) {
-                *a += w * b;
+            for (j, qh) in qg.chunks_exact(hd).enumerate() {
+                scores[j * n_pos + p] = dot(qh, kp) * scale;
             }
+            p += 1;
+        });
+        let totals: Vec<f32> = scores
+            .chunks_exact_mut(n_pos)
+            .map(|s| {
+                let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                s.iter_mut().for_each(|v| *v -= max);
+                exp_in_place(s);
+                s.iter().sum()
+            })
+            .collect();
+        o.fill(0.0);
+        let mut p = 0;
+        for_each_kv_row(kv, n_pos, kv_stride, head, true, |vp| {
+            for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
+                let w = scores[j * n_pos + p] / totals[j];
+                for (a, &b) in oh.iter_mut().zip(vp) {
+                    *a += w * b;
+                }
+            }
+            p += 1;
         });
     });
     debug_assert_eq!(out.len(), n_q * n_heads * hd);
@@ -309,6 +345,23 @@ mod tests {
         let n1: f32 = x[4..].iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-4);
         assert_ne!(&x[4..], &x[..4]);
+    }
+
+    #[test]
+    fn dot_in_registers_is_bit_identical_to_the_lanes() {
+        for n in [0, 1, 31, 32, 64, 100, 576] {
+            let a: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 % 1013) as f32 - 500.0) * 1e-3)
+                .collect();
+            let b: Vec<f32> = (0..n)
+                .map(|i| ((i * 104729 % 997) as f32 - 480.0) * 3e-2)
+                .collect();
+            assert_eq!(
+                dot(&a, &b).to_bits(),
+                dot_lanes(&a, &b).to_bits(),
+                "n = {n}"
+            );
+        }
     }
 
     #[test]

@@ -63,3 +63,31 @@ pub unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
     let others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
     _mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1))
 }
+
+/// `sum(a[i] * b[i])` over the shorter slice, exactly as ggml's `ggml_vec_dot_f32` with
+/// AVX2 computes it: four registers of eight fused multiply-add lanes, reduced as
+/// (x0 + x2) + (x1 + x3), the two halves added, two horizontal adds; then the tail.
+/// (`ops::dot` is the same order written lane by lane, for other targets.)
+#[inline]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let whole = n / 32 * 32;
+    // SAFETY: the loads read a[i..i + 32] and b[i..i + 32] for i + 32 <= whole <= n.
+    let mut sum = unsafe {
+        let mut x = [_mm256_setzero_ps(); 4];
+        for i in (0..whole).step_by(32) {
+            for (k, acc) in x.iter_mut().enumerate() {
+                let (pa, pb) = (a.as_ptr().add(i + 8 * k), b.as_ptr().add(i + 8 * k));
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), *acc);
+            }
+        }
+        let x0 = _mm256_add_ps(_mm256_add_ps(x[0], x[2]), _mm256_add_ps(x[1], x[3]));
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(x0), _mm256_extractf128_ps(x0, 1));
+        let t1 = _mm_hadd_ps(t0, t0);
+        _mm_cvtss_f32(_mm_hadd_ps(t1, t1))
+    };
+    for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
+        sum += x * y;
+    }
+    sum
+}
