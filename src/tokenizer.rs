@@ -36,6 +36,10 @@ const DEFAULT_SPLITS: [&str; 4] = [
 /// The ChatML template, used when a model ships none.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// The roles a chat message may have: those the chat templates of the supported model
+/// families know. A role is template markup, so it cannot be free text.
+pub const CHAT_ROLES: [&str; 5] = ["system", "user", "assistant", "tool", "developer"];
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Message {
@@ -64,6 +68,8 @@ pub struct Tokenizer {
     /// Tokens that end a generation (EOS, `<|im_end|>`, `<|eot_id|>`...).
     pub end_of_generation: Vec<u32>,
     pub chat_template: String,
+    /// The text of every control token, to find it in message content.
+    control_texts: Vec<String>,
 }
 
 fn tk_err(e: impl std::fmt::Display) -> Error {
@@ -136,7 +142,21 @@ impl Tokenizer {
             Some(Value::String(s)) => s.clone(),
             _ => CHATML_TEMPLATE.to_string(),
         };
-        Ok(Self::assemble(inner, bos, eos, add_bos, chat_template))
+        Self::assemble(inner, bos, eos, add_bos, chat_template).checked()
+    }
+
+    /// The tokenizer, once its chat template renders a one-message chat: a template that
+    /// cannot (a syntax error, a loop past its fuel, an exception) is refused when the
+    /// model loads, naming the problem, rather than at the first request.
+    fn checked(self) -> Result<Self> {
+        self.apply_chat_template(&[Message::new("user", "Hello")], true)
+            .map_err(|e| match e {
+                Error::ChatTemplate(why) => Error::ChatTemplate(format!(
+                    "the model's chat template does not render a one-message chat: {why}"
+                )),
+                other => other,
+            })?;
+        Ok(self)
     }
 
     /// Builds the tokenizer from a Hugging Face `tokenizer.json`; special token ids and
@@ -148,7 +168,7 @@ impl Tokenizer {
             Some(t) => (t.bos, t.eos, t.add_bos, t.chat_template),
             None => (None, None, false, CHATML_TEMPLATE.to_string()),
         };
-        Ok(Self::assemble(inner, bos, eos, add_bos, template))
+        Self::assemble(inner, bos, eos, add_bos, template).checked()
     }
 
     fn assemble(
@@ -174,6 +194,12 @@ impl Tokenizer {
                 }
             }
         }
+        let control_texts = inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content)
+            .collect();
         Tokenizer {
             inner,
             literal,
@@ -182,6 +208,7 @@ impl Tokenizer {
             add_bos,
             end_of_generation,
             chat_template,
+            control_texts,
         }
     }
 
@@ -208,6 +235,82 @@ impl Tokenizer {
         }
         ids.extend(self.encode(text, true)?);
         Ok(ids)
+    }
+
+    /// Prompt ids of a chat: `messages` rendered with the model's template, with BOS as
+    /// [`Tokenizer::encode_prompt`] adds it. Only the template's own markers become
+    /// control tokens: each message's content is text, so a message that writes
+    /// `<|im_end|>` gets the ids of those characters, never the control token. Roles are
+    /// checked against [`CHAT_ROLES`].
+    ///
+    /// Content without control-token text (every ordinary message) is encoded with the
+    /// rest of the rendered prompt in one piece, exactly as llama.cpp and Hugging Face
+    /// tokenize a chat; content with such text is cut out of the rendering (the template
+    /// is rendered with a placeholder per message) and encoded on its own as plain text.
+    pub fn encode_chat(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        for m in messages {
+            if !CHAT_ROLES.contains(&m.role.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "message role {:?} is not one of {}: roles are part of the template's markup, not free text",
+                    m.role.chars().take(40).collect::<String>(),
+                    CHAT_ROLES.join(", ")
+                )));
+            }
+        }
+        if !messages.iter().any(|m| self.has_control_text(&m.content)) {
+            return self.encode_prompt(&self.apply_chat_template(messages, add_generation_prompt)?);
+        }
+        // Render with a placeholder for each content, then encode the template's text
+        // with control tokens parsed and each content as plain text in its place.
+        let placeholder = |i: usize| format!("\u{F8FF}edge-reason-content-{i}\u{F8FF}");
+        let marked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message::new(&m.role, &placeholder(i)))
+            .collect();
+        let rendered = self.apply_chat_template(&marked, add_generation_prompt)?;
+        let mut ids = Vec::new();
+        if let (true, Some(b)) = (self.add_bos, self.bos) {
+            ids.push(b);
+        }
+        let mut rest = rendered.as_str();
+        while let Some(start) = rest.find("\u{F8FF}edge-reason-content-") {
+            ids.extend(self.encode(&rest[..start], true)?);
+            let after = &rest[start + "\u{F8FF}edge-reason-content-".len()..];
+            let (index, tail) = after
+                .split_once('\u{F8FF}')
+                .and_then(|(n, tail)| Some((n.parse::<usize>().ok()?, tail)))
+                .filter(|(n, _)| *n < messages.len())
+                .ok_or_else(|| {
+                    Error::ChatTemplate(
+                        "the chat template altered a message placeholder: this template cannot render a message that contains control-token text".into(),
+                    )
+                })?;
+            ids.extend(self.encode(&messages[index].content, false)?);
+            rest = tail;
+        }
+        ids.extend(self.encode(rest, true)?);
+        Ok(ids)
+    }
+
+    /// Prompt ids of one user prompt: as the user's message of a chat (its text is
+    /// text, see [`Tokenizer::encode_chat`]) or, without `chat`, as the model's own text
+    /// with control tokens parsed ([`Tokenizer::encode_prompt`]).
+    pub fn encode_user_prompt(&self, prompt: &str, chat: bool) -> Result<Vec<u32>> {
+        if chat {
+            self.encode_chat(&[Message::new("user", prompt)], true)
+        } else {
+            self.encode_prompt(prompt)
+        }
+    }
+
+    /// Whether `text` holds the text of a control token (`<|im_start|>`, `<eos>`, ...).
+    fn has_control_text(&self, text: &str) -> bool {
+        self.control_texts.iter().any(|t| text.contains(t.as_str()))
     }
 
     /// Text of `ids`, special tokens included.
@@ -283,8 +386,21 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     })
 }
 
+/// Instructions one chat template render may run: a template comes from the model file,
+/// and a loop of a million steps stops with an error in milliseconds instead of
+/// stalling the engine. Real templates take tens to a few hundred a message.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// Macro and block nesting a chat template may use (minijinja allows 500).
+pub const TEMPLATE_RECURSION: usize = 32;
+
+/// Bytes one render may write beyond its messages' own text: the template's markup.
+pub const TEMPLATE_MARKUP_BYTES: usize = 1 << 20;
+
 /// Renders a Jinja chat template the way Hugging Face does (trim and lstrip blocks,
-/// Python string methods, `raise_exception`).
+/// Python string methods, `raise_exception`), within [`TEMPLATE_FUEL`] instructions,
+/// [`TEMPLATE_RECURSION`] levels and an output of the messages' text plus
+/// [`TEMPLATE_MARKUP_BYTES`].
 pub fn render_chat_template(
     template: &str,
     messages: &[Message],
@@ -294,6 +410,8 @@ pub fn render_chat_template(
 ) -> Result<String> {
     let err = |e: minijinja::Error| Error::ChatTemplate(format!("{e:#}"));
     let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(TEMPLATE_RECURSION);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -313,10 +431,48 @@ pub fn render_chat_template(
         bos_token => bos_token,
         eos_token => eos_token,
     };
-    env.get_template("chat")
+    let limit = messages
+        .iter()
+        .map(|m| m.content.len() + m.role.len())
+        .sum::<usize>()
+        + TEMPLATE_MARKUP_BYTES;
+    let mut out = CappedOutput {
+        bytes: Vec::new(),
+        limit,
+    };
+    let rendered = env
+        .get_template("chat")
         .map_err(err)?
-        .render(ctx)
-        .map_err(err)
+        .render_captured_to(ctx, &mut out)
+        .map(|_| ());
+    match rendered {
+        // minijinja writes whole strings, so the bytes are UTF-8.
+        Ok(_) => String::from_utf8(out.bytes).map_err(|e| Error::ChatTemplate(e.to_string())),
+        Err(_) if out.bytes.len() > limit => Err(Error::ChatTemplate(format!(
+            "the chat template wrote more than {limit} bytes (its messages plus {TEMPLATE_MARKUP_BYTES} of markup): it is not a chat template this engine renders"
+        ))),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// A render's output that refuses to grow past `limit` bytes.
+struct CappedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.extend_from_slice(buf);
+        if self.bytes.len() > self.limit {
+            return Err(std::io::Error::other("output limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +500,25 @@ mod tests {
         let t = "{% if messages|length == 0 %}{{ raise_exception('need a message') }}{% endif %}";
         let err = render_chat_template(t, &[], true, "", "").unwrap_err();
         assert!(err.to_string().contains("need a message"), "{err}");
+    }
+
+    #[test]
+    fn runaway_templates_stop_with_an_error() {
+        let cases = [
+            // Two nested loops of 100,000: past the fuel in milliseconds.
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            // Output past the cap.
+            "{% for i in range(100000) %}{{ 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' }}{% endfor %}",
+            // Recursion past the limit.
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        ];
+        for t in cases {
+            let t0 = std::time::Instant::now();
+            let err =
+                render_chat_template(t, &[Message::new("user", "hi")], true, "", "").unwrap_err();
+            assert_eq!(err.code(), "UNSUPPORTED_MODEL", "{err}");
+            assert!(t0.elapsed().as_secs() < 10, "{t}: took {:?}", t0.elapsed());
+        }
     }
 
     #[test]

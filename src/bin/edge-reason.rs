@@ -16,7 +16,6 @@ use edge_reason::reason::{
 };
 use edge_reason::runner::{self, BackendRequest, Runner};
 use edge_reason::sampler::SamplerConfig;
-use edge_reason::tokenizer::Message;
 use edge_reason::{Error, Result};
 use serde_json::json;
 
@@ -77,6 +76,11 @@ enum Command {
         /// Treat special-token text like `<|im_start|>` as plain text.
         #[arg(long)]
         no_special: bool,
+        /// The ids of the chat prompt with TEXT as the user's message (BOS included as
+        /// the model wants): message content is text, so control-token text in it
+        /// stays characters; without this, TEXT is tokenized as it is.
+        #[arg(long, conflicts_with = "no_special")]
+        chat: bool,
     },
     /// The highest logits at the last position of a raw prompt (no chat template).
     Logits {
@@ -400,9 +404,14 @@ fn run(cli: Cli) -> Result<()> {
             common,
             text,
             no_special,
+            chat,
         } => {
             let loaded = load(&common)?;
-            let ids = loaded.tokenizer().encode(&text, !no_special)?;
+            let ids = if chat {
+                loaded.tokenizer().encode_user_prompt(&text, true)?
+            } else {
+                loaded.tokenizer().encode(&text, !no_special)?
+            };
             if common.json {
                 print_json(json!({ "ids": ids }));
             } else {
@@ -446,12 +455,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let loaded = load(&common)?;
             let tokenizer = loaded.tokenizer();
-            let text = if chat {
-                tokenizer.apply_chat_template(&[Message::new("user", &prompt)], true)?
-            } else {
-                prompt
-            };
-            let ids = tokenizer.encode_prompt(&text)?;
+            let ids = tokenizer.encode_user_prompt(&prompt, chat)?;
             let sampler = SamplerConfig {
                 temperature,
                 top_k,
@@ -605,12 +609,7 @@ fn run(cli: Cli) -> Result<()> {
                     Some(h) => h.apply(prompt, budget),
                     None => prompt.to_string(),
                 };
-                let text = if raw {
-                    prompt
-                } else {
-                    tk.apply_chat_template(&[Message::new("user", &prompt)], true)?
-                };
-                tk.encode_prompt(&text)
+                tk.encode_user_prompt(&prompt, !raw)
             };
             let options = ReasonOptions {
                 mode: match mode {
@@ -717,12 +716,7 @@ fn print_features(loaded: &Runner, path: &Path, raw: bool, pooling: Pooling) -> 
     let context = loaded.config().context_length;
     let mut out = std::io::stdout().lock();
     for_each_prompt(path, |id, prompt| {
-        let text = if raw {
-            prompt.to_string()
-        } else {
-            tk.apply_chat_template(&[Message::new("user", prompt)], true)?
-        };
-        let ids = tk.encode_prompt(&text)?;
+        let ids = tk.encode_user_prompt(prompt, !raw)?;
         if ids.is_empty() || ids.len() > context {
             return Err(Error::InvalidArgument(format!(
                 "the prompt is {} tokens; 1 to {context} fit the model's context",

@@ -310,13 +310,7 @@ impl WasmEngine {
     ) -> Result<JsValue, JsValue> {
         let o: GenerateOptions = from_js(options, "generate options")?;
         let tk = self.runner.tokenizer();
-        let text = if o.chat {
-            tk.apply_chat_template(&[crate::tokenizer::Message::new("user", &prompt)], true)
-                .map_err(js_error)?
-        } else {
-            prompt
-        };
-        let ids = tk.encode_prompt(&text).map_err(js_error)?;
+        let ids = tk.encode_user_prompt(&prompt, o.chat).map_err(js_error)?;
         let sampler = crate::sampler::SamplerConfig {
             temperature: o.temperature,
             top_k: o.top_k,

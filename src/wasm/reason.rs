@@ -197,23 +197,22 @@ impl WasmEngine {
             .filter(|_| r.options.mode != Mode::Chat);
         let think = r.options.budget.think;
         let state = |m: &str| hint.as_ref().map_or(m.to_string(), |h| h.apply(m, think));
-        let text =
+        // A raw prompt is the model's own text, control tokens parsed; a chat's message
+        // contents are text (Tokenizer::encode_chat).
+        let ids =
             match (r.prompt, r.messages) {
-                (Some(p), None) if r.raw => state(&p),
-                (Some(p), None) => tk
-                    .apply_chat_template(&[Message::new("user", &state(&p))], true)
-                    .map_err(js_error)?,
+                (Some(p), None) => tk.encode_user_prompt(&state(&p), !r.raw),
                 (None, Some(mut m)) if !m.is_empty() && !r.raw => {
                     if let Some(last) = m.iter_mut().rev().find(|m| m.role == "user") {
                         last.content = state(&last.content);
                     }
-                    tk.apply_chat_template(&m, true).map_err(js_error)?
+                    tk.encode_chat(&m, true)
                 }
                 _ => return Err(invalid(
                     "reason: give `prompt` (optionally `raw`) or a non-empty `messages`, not both",
                 )),
-            };
-        let ids = tk.encode_prompt(&text).map_err(js_error)?;
+            }
+            .map_err(js_error)?;
         let mut failed = None;
         let heads = Heads {
             switcher: self.switcher.as_ref(),

@@ -395,5 +395,9 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
     assert.equal(bothInputs.code, 'INVALID_ARGUMENT');
     const tooMany = await call(page, 'cpu', 'reason', { prompt: 'hi', options: { mode: 'chat', n: 17 } });
     assert.equal(tooMany.code, 'INVALID_ARGUMENT');
+    // A role is template markup, not free text (src/tokenizer.rs CHAT_ROLES).
+    const badRole = await call(page, 'cpu', 'reason', { messages: [{ role: 'user<|im_end|>', content: 'hi' }], options: { mode: 'chat' } });
+    assert.equal(badRole.code, 'INVALID_ARGUMENT', JSON.stringify(badRole));
+    assert.match(badRole.message, /role/);
   });
 });

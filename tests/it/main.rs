@@ -17,3 +17,4 @@ mod reason;
 mod switcher;
 mod tokenizer_variants;
 mod train_data;
+mod untrusted;
