@@ -19,6 +19,16 @@ const MAX_DIMS: u32 = 4;
 /// and merges, is about 2 MiB).
 const FIRST_PREFIX: u64 = 1 << 20;
 
+/// The largest header [`Gguf::read_header`] reads: real headers, vocabularies included,
+/// take a few MiB (Gemma 3's 262,144 tokens: about 6 MiB).
+pub const MAX_HEADER_BYTES: u64 = 64 << 20;
+
+/// Memory the parsed metadata may take (each value is a [`Value`], strings add their
+/// bytes): Gemma 3's vocabulary takes about 25 MiB. A header whose arrays declare more
+/// (say ten million one-byte items, 32 bytes each once parsed) is refused before it is
+/// built.
+pub const MAX_METADATA_BYTES: u64 = 96 << 20;
+
 /// Storage type of a tensor, with the ggml type ids used in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TensorType {
@@ -234,6 +244,7 @@ impl Gguf {
             buf: prefix,
             pos: 0,
             file_len,
+            budget: MAX_METADATA_BYTES,
         };
         let magic: [u8; 4] = r.bytes(4, "magic")?.try_into().expect("4 bytes");
         if magic != MAGIC {
@@ -328,7 +339,17 @@ impl Gguf {
             read_at(have as u64, &mut prefix[have..])?;
             match Self::parse_prefix(&prefix, file_len) {
                 Err(Error::Truncated { end, .. }) if want < file_len && end <= file_len => {
-                    want = (want * 2).max(end).min(file_len);
+                    if end > MAX_HEADER_BYTES {
+                        return Err(Error::Corrupt(format!(
+                            "the GGUF header runs past {} MiB (to byte {end}): not a model this engine loads",
+                            MAX_HEADER_BYTES >> 20
+                        )));
+                    }
+                    want = want
+                        .saturating_mul(2)
+                        .max(end)
+                        .min(file_len)
+                        .min(MAX_HEADER_BYTES);
                 }
                 other => return other,
             }
@@ -450,6 +471,8 @@ struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     file_len: u64,
+    /// Bytes of parsed metadata still allowed (see [`MAX_METADATA_BYTES`]).
+    budget: u64,
 }
 
 /// Nesting depth allowed for arrays of arrays.
@@ -465,8 +488,8 @@ impl<'a> Reader<'a> {
             return Err(Error::Truncated {
                 what: what.to_string(),
                 start: self.pos as u64,
-                end: self.pos as u64 + n,
-                available: self.buf.len().min(self.file_len as usize) as u64,
+                end: (self.pos as u64).saturating_add(n),
+                available: (self.buf.len() as u64).min(self.file_len),
             });
         }
         let start = self.pos;
@@ -499,9 +522,21 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array(what)?))
     }
 
+    /// Takes `n` bytes of the metadata budget for `what`.
+    fn spend(&mut self, n: u64, what: &str) -> Result<()> {
+        self.budget = self.budget.checked_sub(n).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "the metadata needs more than {} MiB once parsed (at {what}): not a model this engine loads",
+                MAX_METADATA_BYTES >> 20
+            ))
+        })?;
+        Ok(())
+    }
+
     fn string(&mut self, what: &str) -> Result<String> {
         let len = self.u64(what)?;
         let bytes = self.bytes(len, what)?;
+        self.spend(len, what)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| Error::Corrupt(format!("{what} is not valid UTF-8")))
     }
@@ -540,7 +575,12 @@ impl<'a> Reader<'a> {
                     _ => 1,
                 };
                 self.check_count(len, min_item, &what)?;
-                let mut items = Vec::with_capacity(len as usize);
+                self.spend(
+                    len.saturating_mul(std::mem::size_of::<Value>() as u64),
+                    &what,
+                )?;
+                // Reserve what the budget allows at most; the bytes read bound the rest.
+                let mut items = Vec::with_capacity(len.min(1 << 16) as usize);
                 for _ in 0..len {
                     items.push(self.value(item_type, key, depth + 1)?);
                 }

@@ -138,3 +138,73 @@ fn bit_flipped_headers_never_panic() {
         assert!(r.is_ok(), "round {round}: a bit-flipped header panicked");
     }
 }
+
+/// A GGUF v3 header: `n_kv` metadata entries from `kv` (already encoded), no tensors.
+fn header(n_kv: u64, kv: &[u8]) -> Vec<u8> {
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend(n_kv.to_le_bytes());
+    b.extend(kv);
+    b
+}
+
+fn key(name: &str, value_type: u32) -> Vec<u8> {
+    let mut b = (name.len() as u64).to_le_bytes().to_vec();
+    b.extend(name.as_bytes());
+    b.extend(value_type.to_le_bytes());
+    b
+}
+
+#[test]
+fn a_length_near_the_top_of_u64_is_a_truncation_not_an_overflow() {
+    // A 48-byte file whose one string claims u64::MAX - 4 bytes: the "truncated" error
+    // names where it would end, saturated, instead of wrapping (a panic in debug).
+    let mut kv = key("general.name", 8);
+    kv.extend((u64::MAX - 4).to_le_bytes());
+    let f = header(1, &kv);
+    let err = edge_reason::gguf::Gguf::parse(&f).unwrap_err();
+    match err {
+        Error::Truncated { start, end, .. } => assert!(end >= start, "{start}..{end}"),
+        other => panic!("expected a truncation, got {other}"),
+    }
+}
+
+#[test]
+fn arrays_cannot_ask_for_more_memory_than_the_metadata_budget() {
+    // Sixteen million one-byte items (16 MB of file) would take 512 MB once parsed.
+    let n: u64 = 16 << 20;
+    let mut kv = key("tokenizer.ggml.scores", 9);
+    kv.extend(0u32.to_le_bytes()); // u8 items
+    kv.extend(n.to_le_bytes());
+    kv.extend(std::iter::repeat_n(7u8, n as usize));
+    let f = header(1, &kv);
+    let err = edge_reason::gguf::Gguf::parse(&f).unwrap_err();
+    assert_eq!(err.code(), "CORRUPT_MODEL", "{err}");
+    assert!(err.to_string().contains("MiB once parsed"), "{err}");
+}
+
+#[test]
+fn a_header_past_its_size_limit_is_refused_without_reading_the_file() {
+    // A string that claims 100 MiB of a 200 MiB "file": read_header stops at its cap
+    // instead of reading (and holding) the whole file.
+    let mut kv = key("general.name", 8);
+    kv.extend((100u64 << 20).to_le_bytes());
+    let f = header(1, &kv);
+    let file_len = 200u64 << 20;
+    let mut read = 0u64;
+    let err = edge_reason::gguf::Gguf::read_header(file_len, |offset, buf| {
+        read = read.max(offset + buf.len() as u64);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = *f.get(offset as usize + i).unwrap_or(&b'x');
+        }
+        Ok(())
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), "CORRUPT_MODEL", "{err}");
+    assert!(err.to_string().contains("header runs past"), "{err}");
+    assert!(
+        read <= edge_reason::gguf::MAX_HEADER_BYTES,
+        "read {read} bytes"
+    );
+}
