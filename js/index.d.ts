@@ -135,7 +135,10 @@ export interface ReasonResult {
 }
 
 export interface ChatCompletionParams {
-  messages: { role: 'system' | 'user' | 'assistant' | string; content: string }[];
+  /** Each message's content is text: control-token text in it (`<|im_end|>`, ...) stays
+   *  characters, only the chat template's own markup becomes control tokens. A role is
+   *  markup too: one of these five (else INVALID_ARGUMENT). */
+  messages: { role: 'system' | 'user' | 'assistant' | 'tool' | 'developer'; content: string }[];
   /** Candidates when the request reasons (1 to 16); a chat answer has one. */
   n?: number;
   stream?: boolean;
