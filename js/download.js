@@ -18,6 +18,8 @@ export const DEFAULT_CHUNK_BYTES = 8 << 20;
 export const MIN_CHUNK_BYTES = 64 << 10;
 export const MAX_CHUNK_BYTES = 16 << 20;
 export const DEFAULT_CONCURRENCY = 4;
+/** The largest model file a download accepts (whatever a server or manifest says). */
+export const MAX_MODEL_BYTES = 64 * 2 ** 30;
 export const DEFAULT_RETRY = Object.freeze({ attempts: 6, baseDelayMs: 500 });
 const RETRYABLE_STATUS = new Set([408, 425, 429, 500, 502, 503, 504]);
 const PROGRESS_EVERY_MS = 100;
@@ -60,6 +62,46 @@ function normalizeSha(value, what) {
   const v = String(value).trim().toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(v)) throw new EngineError('INVALID_ARGUMENT', `${what} is not a SHA-256 (64 hex digits): ${value}`);
   return v;
+}
+
+/**
+ * `value` as a model size in bytes: a whole number from 1 to MAX_MODEL_BYTES, else an
+ * error with `code` naming `what` (a server's or manifest's claim, or the caller's).
+ */
+export function checkedSize(value, what, code = 'NETWORK') {
+  if (!Number.isSafeInteger(value) || value < 1 || value > MAX_MODEL_BYTES) {
+    throw new EngineError(code, `${what} gives a size of ${String(value).slice(0, 40)} bytes; a model file is 1 byte to ${MAX_MODEL_BYTES / 2 ** 30} GiB: check the URL`);
+  }
+  return value;
+}
+
+/**
+ * A model manifest ({size, sha256?, chunkBytes?, chunks?}) checked whatever it holds:
+ * the size as `checkedSize`, chunkBytes a whole number of MIN_CHUNK_BYTES to
+ * MAX_CHUNK_BYTES (also without chunks), chunks (which need chunkBytes) one SHA-256 per
+ * chunk. Returns it normalized; throws INVALID_ARGUMENT naming the problem.
+ */
+export function validateManifest(m, url) {
+  const bad = (why) => new EngineError('INVALID_ARGUMENT', `the model manifest ${url} ${why}`);
+  if (m == null || typeof m !== 'object' || Array.isArray(m)) throw bad('is not an object {size, sha256?, chunkBytes?, chunks?}');
+  const size = checkedSize(m.size, `the model manifest ${url}`, 'INVALID_ARGUMENT');
+  let chunkBytes = null;
+  if (m.chunkBytes != null) {
+    if (!Number.isInteger(m.chunkBytes) || m.chunkBytes < MIN_CHUNK_BYTES || m.chunkBytes > MAX_CHUNK_BYTES) {
+      throw bad(`has chunkBytes ${String(m.chunkBytes).slice(0, 40)}: use a whole number from ${MIN_CHUNK_BYTES} to ${MAX_CHUNK_BYTES}`);
+    }
+    chunkBytes = m.chunkBytes;
+  }
+  let chunks = null;
+  if (m.chunks != null) {
+    if (chunkBytes == null) throw bad('lists chunks without chunkBytes');
+    const n = Math.max(1, Math.ceil(size / chunkBytes));
+    if (!Array.isArray(m.chunks) || m.chunks.length !== n) {
+      throw bad(`must list ${n} chunk hashes (${size} bytes in chunks of ${chunkBytes})`);
+    }
+    chunks = m.chunks.map((h, i) => normalizeSha(h, `chunk ${i} of the model manifest`));
+  }
+  return { size, sha256: normalizeSha(m.sha256, 'the model manifest sha256'), chunkBytes, chunks };
 }
 
 /** `Content-Range: bytes a-b/total` as numbers, or null. */
@@ -129,7 +171,7 @@ function normalize(source) {
     id: checkId(source.id ?? idFromUrl(url)),
     url,
     sha256: normalizeSha(source.sha256, 'sha256'),
-    size: source.size ?? null,
+    size: source.size == null ? null : checkedSize(source.size, 'the `size` option', 'INVALID_ARGUMENT'),
     manifestUrl: source.manifestUrl ? new URL(source.manifestUrl, self.location.href).href : null,
     chunkBytes,
     concurrency,
@@ -164,7 +206,9 @@ async function ensureLocked(o, ctx) {
   const t0 = performance.now();
   const { store } = ctx;
   let local = await store.readManifest(o.id);
-  if (local?.complete && (!o.sha256 || local.sha256 === o.sha256)) {
+  const stats = { fetchedBytes: 0, retries: 0, refetchedChunks: 0 };
+  const net = { url: o.url, signal: ctx.signal, retry: o.retry, stats };
+  if (local?.complete && (!o.sha256 || local.sha256 === o.sha256) && (await sameModel(local, o, net))) {
     new Progress(ctx.onProgress, 'download', local.size, local.size, true).done();
     return { id: o.id, size: local.size, sha256: local.sha256, fromCache: true, fetchedBytes: 0, retries: 0, refetchedChunks: 0, seconds: 0 };
   }
@@ -173,13 +217,14 @@ async function ensureLocked(o, ctx) {
     throw new EngineError('NOT_FOUND', `model "${o.id}" is not complete in browser storage${have}: load it from its URL`);
   }
 
-  const stats = { fetchedBytes: 0, retries: 0, refetchedChunks: 0 };
-  const net = { url: o.url, signal: ctx.signal, retry: o.retry, stats };
   const remote = o.manifestUrl ? await fetchModelManifest(o.manifestUrl, net) : null;
-  const expectedSha = o.sha256 ?? normalizeSha(remote?.sha256, 'the model manifest sha256');
+  const expectedSha = o.sha256 ?? remote?.sha256 ?? null;
   const probe = await probeServer(net);
   const size = probe.size ?? remote?.size ?? o.size;
   if (size == null) throw new EngineError('NETWORK', `${o.url} sent no length and no model manifest gives one: pass {size}`);
+  // Before any array is sized by it: what fits the quota (the stored part aside).
+  const kept = local && local.size === size ? storedBytes(local) : 0;
+  await checkQuota(size - kept, size);
   for (const [what, expected] of [['the caller', o.size], ['the model manifest', remote?.size]]) {
     if (expected != null && expected !== size) {
       throw new EngineError('INTEGRITY', `${o.url} is ${size} bytes but ${what} expects ${expected}: check the URL`);
@@ -316,22 +361,38 @@ function checkStatus(res, okStatus, url) {
   throw new EngineError('NETWORK', `${url} answered HTTP ${res.status}${res.status === 404 ? ' (not found): check the URL' : ''}`);
 }
 
+/** Manifests are a few KB (a SHA-256 per chunk); more is not one. */
+const MAX_MANIFEST_BYTES = 8 << 20;
+
 async function fetchModelManifest(url, net) {
   return withRetries(net, `fetching the model manifest ${url}`, async () => {
     const res = await fetch(url, { signal: net.signal, cache: 'no-store' });
     checkStatus(res, 200, url);
+    const text = await res.text();
+    if (text.length > MAX_MANIFEST_BYTES) {
+      throw new EngineError('INVALID_ARGUMENT', `the model manifest ${url} is ${text.length} characters, more than a manifest holds`);
+    }
     let m;
     try {
-      m = await res.json();
+      m = JSON.parse(text);
     } catch (err) {
       throw new EngineError('INVALID_ARGUMENT', `the model manifest ${url} is not JSON: ${err.message}`);
     }
-    if (!Number.isInteger(m?.size) || (m.chunks != null && (!Array.isArray(m.chunks) || !Number.isInteger(m.chunkBytes)))) {
-      throw new EngineError('INVALID_ARGUMENT', `the model manifest ${url} needs {size, sha256?, chunkBytes?, chunks?}`);
-    }
-    if (m.chunks) m.chunks = m.chunks.map((h, i) => normalizeSha(h, `chunk ${i} of the model manifest`));
-    return m;
+    return validateManifest(m, url);
   });
+}
+
+/**
+ * Whether the complete stored copy `local` is the model `o` asks for: by its SHA-256
+ * when `o` gives one (checked by the caller), by `{id}` alone, or by the same URL; a
+ * different URL under the same name must answer with the stored size and validators
+ * (ETag, Last-Modified), else it is another file and is downloaded again.
+ */
+async function sameModel(local, o, net) {
+  if (o.sha256 || !o.url || local.url === o.url) return true;
+  const probe = await probeServer(net);
+  const validators = (probe.etag || probe.lastModified) && probe.etag === local.etag && probe.lastModified === local.lastModified;
+  return probe.size === local.size && Boolean(validators);
 }
 
 /** Size, Range support and validators of the file, from a one-byte Range request. */
@@ -343,12 +404,13 @@ async function probeServer(net) {
       // Range ignored: the body is the whole file; stop it, it is fetched later.
       res.body?.cancel().catch(() => {});
       const len = res.headers.get('Content-Length');
-      return { ranges: false, size: len == null ? null : Number(len), ...validators };
+      return { ranges: false, size: len == null ? null : checkedSize(Number(len), `${net.url}'s Content-Length`), ...validators };
     }
     checkStatus(res, 206, net.url);
     await res.arrayBuffer();
     const cr = parseContentRange(res.headers.get('Content-Range'));
-    return { ranges: true, size: cr?.total ?? null, ...validators };
+    const total = cr?.total == null ? null : checkedSize(cr.total, `${net.url}'s Content-Range`);
+    return { ranges: true, size: total, ...validators };
   });
 }
 

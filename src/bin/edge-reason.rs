@@ -597,13 +597,15 @@ fn run(cli: Cli) -> Result<()> {
                 .transpose()?;
             let tk = loaded.tokenizer();
             // The flag, else what the adapter was trained with (its budget_hint.json).
-            let hint = budget_hint
-                .map(|template| BudgetHint {
-                    template,
-                    buckets: budget_buckets,
-                })
-                .or(trained_hint.flatten())
-                .filter(|h| mode != ReasonMode::Chat && !h.template.is_empty());
+            // An empty --budget-hint states none.
+            let flagged = match budget_hint {
+                Some(t) if t.is_empty() => Some(None),
+                Some(t) => Some(Some(BudgetHint::new(t, budget_buckets)?)),
+                None => None,
+            };
+            let hint = flagged
+                .unwrap_or(trained_hint.flatten())
+                .filter(|_| mode != ReasonMode::Chat);
             let encode = |prompt: &str| -> Result<Vec<u32>> {
                 let prompt = match &hint {
                     Some(h) => h.apply(prompt, budget),

@@ -150,37 +150,80 @@ impl Forcer {
 }
 
 /// How a thinking budget is stated in the prompt, for adapters trained with budget
-/// buckets (the model then paces its thinking to the stated length).
+/// buckets (the model then paces its thinking to the stated length). Made only through
+/// [`BudgetHint::new`], which checks it, whether it comes from a `budget_hint.json`, a
+/// request (serde) or command-line flags.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "UncheckedHint")]
 pub struct BudgetHint {
     /// Appended to the user's message after a blank line; `{budget}` becomes the
     /// stated budget, e.g. "Think for at most {budget} tokens."
-    pub template: String,
+    template: String,
     /// The budgets the adapter was trained with: the smallest one at least B is
     /// stated (the largest when B is above them all). Empty: B itself.
-    #[serde(default)]
-    pub buckets: Vec<usize>,
+    buckets: Vec<usize>,
 }
+
+/// A budget hint as read, before [`BudgetHint::new`] checks it.
+#[derive(serde::Deserialize)]
+struct UncheckedHint {
+    template: String,
+    #[serde(default)]
+    buckets: Vec<usize>,
+}
+
+impl TryFrom<UncheckedHint> for BudgetHint {
+    type Error = String;
+
+    fn try_from(h: UncheckedHint) -> std::result::Result<Self, String> {
+        BudgetHint::new(h.template, h.buckets).map_err(|e| e.to_string())
+    }
+}
+
+/// Limits of a budget hint: a sentence, and a few buckets of at most a context's length.
+const MAX_HINT_TEMPLATE_BYTES: usize = 1024;
+const MAX_HINT_BUCKETS: usize = 64;
+const MAX_HINT_BUCKET: usize = 1 << 20;
 
 impl BudgetHint {
     /// The file beside an adapter's weights that says how it was trained to be told its
     /// budget (`train/grpo.py` writes it): `{"template": "...{budget}...", "buckets": [..]}`.
     pub const FILE: &'static str = "budget_hint.json";
 
-    /// Parses and checks the text of a `budget_hint.json`.
-    pub fn from_json(json: &str) -> Result<Self> {
-        let bad = |msg: String| Error::Adapter(format!("{}: {msg}", Self::FILE));
-        let hint: Self = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-        if !hint.template.contains("{budget}") {
-            return Err(bad(format!(
+    /// A checked hint: the template holds `{budget}` and is at most 1 KiB, and the
+    /// buckets (at most 64) are 1 to 2^20 tokens. Errors are INVALID_ARGUMENT.
+    pub fn new(template: String, buckets: Vec<usize>) -> Result<Self> {
+        let bad = |msg: String| Err(Error::InvalidArgument(format!("budget hint: {msg}")));
+        if !template.contains("{budget}") {
+            return bad(format!(
                 "the template {:?} has no `{{budget}}` to put the budget in",
-                hint.template
-            )));
+                template.chars().take(80).collect::<String>()
+            ));
         }
-        if hint.buckets.contains(&0) {
-            return Err(bad("a budget bucket is 0 tokens".into()));
+        if template.len() > MAX_HINT_TEMPLATE_BYTES {
+            return bad(format!(
+                "the template is {} bytes; a hint is a sentence of at most {MAX_HINT_TEMPLATE_BYTES}",
+                template.len()
+            ));
         }
-        Ok(hint)
+        if buckets.len() > MAX_HINT_BUCKETS {
+            return bad(format!(
+                "{} budget buckets; at most {MAX_HINT_BUCKETS}",
+                buckets.len()
+            ));
+        }
+        if let Some(b) = buckets.iter().find(|&&b| b == 0 || b > MAX_HINT_BUCKET) {
+            return bad(format!(
+                "a budget bucket is {b} tokens; buckets are 1 to {MAX_HINT_BUCKET}"
+            ));
+        }
+        Ok(BudgetHint { template, buckets })
+    }
+
+    /// Parses and checks the text of a `budget_hint.json` (its faults are the adapter's:
+    /// INVALID_ADAPTER).
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| Error::Adapter(format!("{}: {e}", Self::FILE)))
     }
 
     /// The hint an adapter directory carries, or None when it has no `budget_hint.json`.
@@ -296,10 +339,9 @@ mod tests {
 
     #[test]
     fn the_budget_is_stated_as_its_bucket() {
-        let hint = BudgetHint {
-            template: "Think for at most {budget} tokens.".into(),
-            buckets: vec![512, 128, 256],
-        };
+        let hint =
+            BudgetHint::new("Think for at most {budget} tokens.".into(), vec![512, 128, 256])
+                .unwrap();
         assert_eq!(hint.stated(100), 128);
         assert_eq!(hint.stated(128), 128);
         assert_eq!(hint.stated(129), 256);
@@ -308,10 +350,7 @@ mod tests {
             hint.apply("What is 6*7?  \n", 200),
             "What is 6*7?\n\nThink for at most 256 tokens."
         );
-        let exact = BudgetHint {
-            template: "({budget})".into(),
-            buckets: vec![],
-        };
+        let exact = BudgetHint::new("({budget})".into(), vec![]).unwrap();
         assert_eq!(exact.apply("q", 77), "q\n\n(77)");
     }
 
@@ -340,6 +379,21 @@ mod tests {
             let err = err.to_string();
             assert!(err.contains(says), "{json}: {err}");
         }
+        // A request's hint (serde) and flags' (new) are checked the same way.
+        for json in [
+            r#"{"template": "Think briefly."}"#,
+            r#"{"template": "{budget}", "buckets": [0]}"#,
+            r#"{"template": "{budget}", "buckets": [2000000]}"#,
+        ] {
+            let err = serde_json::from_str::<BudgetHint>(json).unwrap_err();
+            assert!(err.to_string().contains("budget hint"), "{json}: {err}");
+        }
+        let long = format!("{{budget}}{}", "x".repeat(2000));
+        assert_eq!(
+            BudgetHint::new(long, vec![]).unwrap_err().code(),
+            "INVALID_ARGUMENT"
+        );
+        assert!(BudgetHint::new("{budget}".into(), (1..100).collect()).is_err());
         let dir = std::env::temp_dir().join(format!("budget-hint-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(BudgetHint::from_adapter_dir(&dir).unwrap(), None);

@@ -34,3 +34,29 @@ test('the quota check refuses a download that cannot fit, before anything is wri
   storage.estimate = undefined;
   await checkQuota(1e12, 1e12);
 });
+
+test('sizes from servers and manifests are bounded before anything is sized by them', async () => {
+  const { checkedSize, validateManifest, MAX_MODEL_BYTES, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES } = await import('../../js/download.js');
+  assert.equal(checkedSize(98362432, 'x'), 98362432);
+  // A Content-Range of 2^53 - 1 once built an array of 2^30 chunks.
+  for (const bad of [9007199254740991, MAX_MODEL_BYTES + 1, 0, -1, 1.5, NaN, '100', null]) {
+    assert.throws(() => checkedSize(bad, 'the server'), (e) => e.code === 'NETWORK' && /1 byte to 64 GiB/.test(e.message), String(bad));
+  }
+  const sha = 'a'.repeat(64);
+  assert.deepEqual(validateManifest({ size: 5000, chunkBytes: MIN_CHUNK_BYTES, chunks: [sha] }, 'm'), {
+    size: 5000, sha256: null, chunkBytes: MIN_CHUNK_BYTES, chunks: [sha],
+  });
+  const rejects = [
+    [{ size: 5000, chunkBytes: 1 }, /chunkBytes 1/], // 5,002 manifest rewrites
+    [{ size: 5000, chunkBytes: 1e12 }, /chunkBytes 1000000000000/], // past the 16 MiB cap
+    [{ size: 5000, chunkBytes: MAX_CHUNK_BYTES + 1 }, /chunkBytes/],
+    [{ size: 5000, chunks: [sha] }, /without chunkBytes/],
+    [{ size: 5000, chunkBytes: MIN_CHUNK_BYTES, chunks: [sha, sha] }, /1 chunk hashes/],
+    [{ size: 2 ** 53 }, /64 GiB/],
+    [[], /not an object/],
+    [null, /not an object/],
+  ];
+  for (const [m, why] of rejects) {
+    assert.throws(() => validateManifest(m, 'm'), (e) => e.code === 'INVALID_ARGUMENT' && why.test(e.message), JSON.stringify(m));
+  }
+});

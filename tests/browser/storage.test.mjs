@@ -34,6 +34,7 @@ let server;
 let faults;
 let fixtureDir;
 let fixtureSha;
+let otherSha;
 
 before(async () => {
   fixtureDir = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-reason-fixtures-'));
@@ -42,6 +43,11 @@ before(async () => {
   fixtureSha = crypto.createHash('sha256').update(bytes).digest('hex');
   const manifest = modelManifest(path.join(fixtureDir, 'blob.bin'), CHUNK);
   fs.writeFileSync(path.join(fixtureDir, 'blob.bin.manifest.json'), JSON.stringify(manifest));
+  // Another file of the same name at another URL.
+  fs.mkdirSync(path.join(fixtureDir, 'other'));
+  const other = crypto.randomBytes(3 * MiB + 7);
+  fs.writeFileSync(path.join(fixtureDir, 'other', 'blob.bin'), other);
+  otherSha = crypto.createHash('sha256').update(other).digest('hex');
   faults = createFaults();
   server = await start({
     port: 0,
@@ -279,6 +285,22 @@ describe('model storage (OPFS) under faults', { timeout: 600_000 }, () => {
     const again = await call(page, 'download', blob('abort', { sha256: fixtureSha }));
     assert.ok(again.ok, JSON.stringify(again));
     assert.equal(faults.count(FIXTURE).bytes, SIZE - 4 * CHUNK + 1);
+  });
+
+  test('a stored model is bound to its URL: another file of the same name is fetched, the same URL is not', async () => {
+    fresh();
+    const first = await call(page, 'download', { url: FIXTURE, chunkBytes: CHUNK, retry: RETRY });
+    assert.ok(first.ok, JSON.stringify(first));
+    assert.equal(first.value.id, 'blob.bin');
+    const again = await call(page, 'download', { url: FIXTURE, chunkBytes: CHUNK, retry: RETRY });
+    assert.ok(again.ok && again.value.fromCache, JSON.stringify(again));
+    // Same name, other URL, no sha256: the stored copy is not taken for it.
+    const other = await call(page, 'download', { url: '/fixtures/other/blob.bin', chunkBytes: CHUNK, retry: RETRY });
+    assert.ok(other.ok, JSON.stringify(other));
+    assert.equal(other.value.fromCache, false);
+    assert.equal(other.value.sha256, otherSha);
+    assert.equal(await storedSha(page, 'blob.bin'), otherSha);
+    assert.deepEqual(await call(page, 'deleteModel', { id: 'blob.bin' }), { ok: true, value: true });
   });
 
   test('malformed input gets a clear error code', async () => {
