@@ -131,7 +131,15 @@ const ops = {
       loaded = null;
     }),
 
-  generate: ({ prompt, options }, { onText }) => serial(() => requireEngine().generate(prompt, options, onText)),
+  // A text callback that throws once the caller aborted stops decoding before the next
+  // step (src/wasm/mod.rs, Stoppable); its error is what rejects.
+  generate: ({ prompt, options }, { signal, onText }) =>
+    serial(() =>
+      requireEngine().generate(prompt, options, (t) => {
+        if (signal.aborted) throw new EngineError('ABORTED', 'the generation was aborted');
+        onText(t);
+      }),
+    ),
 
   tokenize: ({ text, special }) => serial(async () => requireEngine().tokenize(text, Boolean(special))),
 
@@ -280,8 +288,15 @@ export function serve(start) {
       });
       self.postMessage({ id, ok: true, value });
     } catch (err) {
-      const e = controller.signal.aborted ? new EngineError('ABORTED', 'the operation was aborted') : asEngineError(err);
-      self.postMessage({ id, ok: false, error: toPlain(e) });
+      // A trap (a Rust panic, or memory that could not grow) leaves the wasm instance in
+      // no state to go on: the page is told, and starts a new worker.
+      const fatal = err instanceof WebAssembly.RuntimeError;
+      const e = fatal
+        ? new EngineError('INTERNAL', `the engine stopped on a fault (${err.message}); it restarts with no model loaded: load the model again`)
+        : controller.signal.aborted
+          ? new EngineError('ABORTED', 'the operation was aborted')
+          : asEngineError(err);
+      self.postMessage({ id, ok: false, error: toPlain(e), fatal });
     } finally {
       controllers.delete(id);
     }

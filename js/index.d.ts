@@ -221,7 +221,8 @@ export class EdgeEngine extends EventTarget {
   download(options: ModelSource): Promise<Stored>;
   listModels(): Promise<StoredModel[]>;
   deleteModel(id: string): Promise<boolean>;
-  generate(prompt: string, options?: GenerateOptions & { onText?: (text: string) => void }): Promise<Generation>;
+  /** `signal` stops the generation before its next token (rejects with ABORTED). */
+  generate(prompt: string, options?: GenerateOptions & { onText?: (text: string) => void; signal?: AbortSignal }): Promise<Generation>;
   tokenize(text: string, options?: { special?: boolean }): Promise<number[]>;
   logits(ids: ArrayLike<number>): Promise<Float32Array>;
   bench(options?: BenchOptions): Promise<BenchReport>;

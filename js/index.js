@@ -108,6 +108,7 @@ function headSource(source, shipped) {
 
 export class EdgeEngine extends EventTarget {
   #worker = null;
+  #options;
   #terminated = false;
   #pending = new Map();
   #next = 1;
@@ -121,9 +122,17 @@ export class EdgeEngine extends EventTarget {
    * `workerUrl`, `wasmUrl`, `threadsWorkerUrl`, `threadsWasmUrl`: where the worker and
    * wasm of each build are, for setups that do not follow `new URL(..., import.meta.url)`.
    */
-  constructor({ workerUrl, wasmUrl, threadsWorkerUrl, threadsWasmUrl, storage = 'auto', threads = 'auto' } = {}) {
+  constructor(options = {}) {
     super();
-    this.#storage = storage;
+    this.#options = options;
+    this.#storage = options.storage ?? 'auto';
+    this.ready = this.#boot();
+  }
+
+  /** Starts the engine's worker (the multi-threaded one first when threads are asked
+   *  for and possible); resolves to this engine once it answers. */
+  #boot() {
+    const { workerUrl, wasmUrl, threadsWorkerUrl, threadsWasmUrl, threads = 'auto' } = this.#options;
     const plan = threadPlan(threads);
     const urls = { workerUrl, threadsWorkerUrl };
     const start = async (multiThreaded, reason) => {
@@ -139,7 +148,7 @@ export class EdgeEngine extends EventTarget {
       });
       return { worker, ready: await started };
     };
-    this.ready = (async () => {
+    return (async () => {
       let up = null;
       let reason = plan.reason;
       if (plan.threads > 1) {
@@ -162,15 +171,29 @@ export class EdgeEngine extends EventTarget {
     })();
   }
 
+  /**
+   * After a fault that leaves the worker unusable (a trap in the wasm, or the worker
+   * itself failing): every waiting call fails with `err`, the worker is replaced by a
+   * fresh one, and later calls go to it (with no model loaded: load() again).
+   */
+  #restart(err) {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+    this.#worker?.terminate();
+    this.#worker = null;
+    if (this.#terminated) return;
+    this.ready = this.#boot();
+    this.ready.catch(() => {}); // the next call sees the failure, if any
+  }
+
   /** Routes the started worker's messages to the calls waiting for them; a worker that
    *  dies fails the calls waiting. */
   #attach(worker) {
     this.#worker = worker;
     worker.addEventListener('message', (e) => this.#receive(e.data));
     worker.addEventListener('error', (e) => {
-      const err = new EngineError('INTERNAL', `the engine's worker failed: ${describeWorkerError(e)}`);
-      for (const p of this.#pending.values()) p.reject(err);
-      this.#pending.clear();
+      if (worker !== this.#worker) return;
+      this.#restart(new EngineError('INTERNAL', `the engine's worker failed (${describeWorkerError(e)}); it restarts with no model loaded: load the model again`));
     });
   }
 
@@ -192,9 +215,11 @@ export class EdgeEngine extends EventTarget {
     p.signal?.removeEventListener('abort', p.onAbort);
     if (msg.ok) p.resolve(msg.value);
     else p.reject(fromPlain(msg.error));
+    if (msg.fatal) this.#restart(fromPlain(msg.error));
   }
 
   async #call(op, args, { signal, onProgress, onText, onEvent } = {}) {
+    if (this.#terminated) throw new EngineError('ABORTED', 'the engine was terminated: create a new one with createEngine()');
     if (!this.#worker) await this.ready;
     if (signal?.aborted) throw new EngineError('ABORTED', 'the operation was aborted before it started');
     const id = this.#next++;
@@ -232,9 +257,10 @@ export class EdgeEngine extends EventTarget {
     return this.#call('deleteModel', { id, storage: this.#storage });
   }
 
-  /** Generates after `prompt`; `options.onText(piece)` gets the text as it comes. */
-  generate(prompt, { onText, ...options } = {}) {
-    return this.#call('generate', { prompt, options }, { onText });
+  /** Generates after `prompt`; `options.onText(piece)` gets the text as it comes, and
+   *  `options.signal` stops it before the next token (rejecting with ABORTED). */
+  generate(prompt, { onText, signal, ...options } = {}) {
+    return this.#call('generate', { prompt, options }, { onText, signal });
   }
 
   tokenize(text, { special = false } = {}) {

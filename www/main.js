@@ -109,7 +109,13 @@ async function showStorage(e) {
 }
 
 let enginePromise = null;
-const engine = () => (enginePromise ??= createEngine());
+// A start that failed (a worker that could not load) is forgotten, so the next action
+// tries again instead of failing forever.
+const engine = () =>
+  (enginePromise ??= createEngine().catch((err) => {
+    enginePromise = null;
+    throw err;
+  }));
 
 async function loadModel() {
   $('load').disabled = true;

@@ -320,15 +320,25 @@ impl WasmEngine {
             ..Default::default()
         };
         let capacity = crate::engine::DEFAULT_CONTEXT.min(ids.len() + o.max_tokens);
-        let mut seq = self.runner.sequence(capacity).map_err(js_error)?;
+        // A callback that throws (the worker's, once the caller aborts) stops decoding
+        // before the next step; its exception is what rejects.
+        let thrown = std::cell::RefCell::new(None);
+        let mut seq = Stoppable {
+            inner: self.runner.sequence(capacity).map_err(js_error)?,
+            thrown: &thrown,
+        };
         let g = crate::engine::generate(tk, &mut seq, &ids, o.max_tokens, sampler, |piece| {
             if let Some(f) = &on_text {
-                let _ = f.call1(&JsValue::NULL, &JsValue::from_str(piece));
+                if let Err(e) = f.call1(&JsValue::NULL, &JsValue::from_str(piece)) {
+                    thrown.borrow_mut().get_or_insert(e);
+                }
             }
         })
-        .await
-        .map_err(js_error)?;
-        to_js(&g)
+        .await;
+        if let Some(e) = thrown.borrow_mut().take() {
+            return Err(e);
+        }
+        to_js(&g.map_err(js_error)?)
     }
 
     /// Prefill and decode speed (and, on WebGPU, the decode step time of 1, 2, 4, 8
@@ -344,6 +354,60 @@ impl WasmEngine {
             .map_err(js_error)?;
         to_js(&report)
     }
+}
+
+/// A sequence that yields to the event loop before each step and refuses to step once
+/// `thrown` holds an exception (a text callback's).
+struct Stoppable<'a, S> {
+    inner: S,
+    thrown: &'a std::cell::RefCell<Option<JsValue>>,
+}
+
+impl<S> Stoppable<'_, S> {
+    /// Lets the worker's event loop run (an abort message lands), then refuses to go on
+    /// when a callback threw.
+    async fn check(&self) -> crate::Result<()> {
+        crate::engine::yield_now().await;
+        match self.thrown.borrow().is_some() {
+            true => Err(crate::Error::Aborted(
+                "the caller stopped the generation".into(),
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+impl<S: Sequence> Sequence for Stoppable<'_, S> {
+    async fn feed(&mut self, tokens: &[u32]) -> crate::Result<Vec<f32>> {
+        self.check().await?;
+        self.inner.feed(tokens).await
+    }
+
+    async fn feed_greedy(&mut self, tokens: &[u32]) -> crate::Result<u32> {
+        self.check().await?;
+        self.inner.feed_greedy(tokens).await
+    }
+
+    async fn feed_sampled(
+        &mut self,
+        tokens: &[u32],
+        sampler: &mut crate::sampler::Sampler,
+        history: &[u32],
+    ) -> crate::Result<u32> {
+        self.check().await?;
+        self.inner.feed_sampled(tokens, sampler, history).await
+    }
+
+    fn room(&self) -> usize {
+        self.inner.room()
+    }
+}
+
+/// Runs once when the module is instantiated (in each thread of the threads build):
+/// a Rust panic reaches the console with its message and place, not as a bare trap.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
 }
 
 /// The crate version (the `version` field of Cargo.toml).

@@ -17,11 +17,32 @@ const root = path.resolve(here, '../..');
 const MODEL_URL = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const modelPath = path.join(root, MODEL_URL);
 const PLAIN = '/not-isolated.html';
+// The engine's worker, with two faults a test can set off: a message that makes the
+// worker throw outside any call (its `error` event), and one answered as a trap is
+// (`fatal`, as engine-worker.js answers a WebAssembly.RuntimeError).
+const FAULTY_WORKER = '/faulty-worker.js';
+const FAULTY_WORKER_JS = `
+import '/pkg/worker.js';
+const real = self.onmessage;
+self.onmessage = (e) => {
+  const { id, op } = e.data ?? {};
+  if (op === 'tokenize' && e.data.args.text === '__throw') return setTimeout(() => { throw new Error('boom'); });
+  if (op === 'tokenize' && e.data.args.text === '__trap') {
+    return self.postMessage({ id, ok: false, error: { code: 'INTERNAL', message: 'the engine stopped on a fault (unreachable)' }, fatal: true });
+  }
+  return real(e);
+};
+`;
 
 let server;
 before(async () => {
   // One page served without COOP/COEP: the only way a page here is not isolated.
   const control = async (req, res, url) => {
+    if (url.pathname === FAULTY_WORKER) {
+      res.writeHead(200, { 'Content-Type': 'text/javascript', 'Cross-Origin-Embedder-Policy': 'require-corp', 'Cross-Origin-Resource-Policy': 'same-origin' });
+      res.end(FAULTY_WORKER_JS);
+      return true;
+    }
     if (url.pathname !== PLAIN) return false;
     res.writeHead(200, { 'Content-Type': 'text/html' });
     res.end('<!doctype html><title>not isolated</title>');
@@ -117,6 +138,49 @@ describe('CPU threads', { timeout: 600_000 }, () => {
     assert.equal(got.code, 'INTERNAL', JSON.stringify(got));
     assert.match(got.message, /the engine's worker \(worker\.js\) failed to start: its script did not load/);
     assert.ok(got.ms < 30_000, `${got.ms} ms`);
+  });
+
+  test('a worker that fails is replaced: the call fails at once, the next ones work after load()', async (t) => {
+    if (!fs.existsSync(modelPath)) return t.skip('no default model (./build.sh model)');
+    const { page } = browser;
+    await page.goto(server.url, { waitUntil: 'load' });
+    const got = await page.evaluate(
+      async ({ url, worker }) => {
+        const m = await import('/pkg/index.js');
+        const engine = await m.createEngine({ threads: 1, workerUrl: worker });
+        const code = (p) => p.then(() => 'ok', (e) => `${e.code}: ${e.message}`);
+        await engine.load({ url, backend: 'cpu' });
+        const before = await code(engine.tokenize('hi'));
+        const trapped = await code(engine.tokenize('__trap'));
+        const afterTrap = await code(engine.tokenize('hi'));
+        await engine.load({ url, backend: 'cpu' });
+        const reloaded = await code(engine.tokenize('hi'));
+        const thrown = await code(engine.tokenize('__throw'));
+        const afterThrow = await code(engine.tokenize('hi'));
+        await engine.load({ url, backend: 'cpu' });
+        const g = await engine.generate('The capital of France is', { max_tokens: 3 });
+        // An aborted generation stops before its next token.
+        const stop = new AbortController();
+        let pieces = 0;
+        const aborted = await code(
+          engine.generate('Once upon a time', { max_tokens: 200, onText: () => ++pieces === 2 && stop.abort(), signal: stop.signal }),
+        );
+        engine.terminate();
+        const afterTerminate = await code(engine.tokenize('hi'));
+        return { before, trapped, afterTrap, reloaded, thrown, afterThrow, ids: g.ids, aborted, pieces, afterTerminate };
+      },
+      { url: MODEL_URL, worker: FAULTY_WORKER },
+    );
+    assert.equal(got.before, 'ok');
+    assert.match(got.trapped, /^INTERNAL: the engine stopped on a fault/);
+    assert.match(got.afterTrap, /^NOT_LOADED/, 'a fresh worker, no model');
+    assert.equal(got.reloaded, 'ok');
+    assert.match(got.thrown, /^INTERNAL: the engine's worker failed .*boom.*load the model again/);
+    assert.match(got.afterThrow, /^NOT_LOADED/);
+    assert.equal(got.ids.length, 3);
+    assert.match(got.aborted, /^ABORTED/);
+    assert.ok(got.pieces < 10, `${got.pieces} pieces after the abort`);
+    assert.match(got.afterTerminate, /^ABORTED: the engine was terminated/);
   });
 
   test('a page that is not cross-origin isolated runs on one thread and says why', async () => {
