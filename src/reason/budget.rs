@@ -220,6 +220,16 @@ impl BudgetHint {
         Ok(BudgetHint { template, buckets })
     }
 
+    /// The template the budget is put in.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// The budgets the adapter was trained with.
+    pub fn buckets(&self) -> &[usize] {
+        &self.buckets
+    }
+
     /// Parses and checks the text of a `budget_hint.json` (its faults are the adapter's:
     /// INVALID_ADAPTER).
     pub fn from_json(json: &str) -> Result<Self> {
@@ -339,9 +349,11 @@ mod tests {
 
     #[test]
     fn the_budget_is_stated_as_its_bucket() {
-        let hint =
-            BudgetHint::new("Think for at most {budget} tokens.".into(), vec![512, 128, 256])
-                .unwrap();
+        let hint = BudgetHint::new(
+            "Think for at most {budget} tokens.".into(),
+            vec![512, 128, 256],
+        )
+        .unwrap();
         assert_eq!(hint.stated(100), 128);
         assert_eq!(hint.stated(128), 128);
         assert_eq!(hint.stated(129), 256);

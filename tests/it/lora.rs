@@ -421,6 +421,6 @@ fn the_committed_adapters_fit_the_default_model() {
     }
     assert_eq!(BudgetHint::from_adapter_dir(&shipped).unwrap(), None);
     let hint = BudgetHint::from_adapter_dir(&budget).unwrap().unwrap();
-    assert_eq!(hint.buckets, [32, 64, 128]);
+    assert_eq!(hint.buckets(), [32, 64, 128]);
     assert_eq!(hint.apply("q", 40), "q\n\nThink for at most 64 tokens.");
 }
