@@ -32,11 +32,11 @@ SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 def vocab(n):
     """n tokens: the 256 GPT-2 byte tokens, filler tokens, then the specials."""
     _, byte_chars = bytes_to_unicode()
-    filler = [f"tok{i}" for i in range(n - 256 - len(SPECIALS))]
+    filler = ["to"] + [f"tok{i}" for i in range(n - 257 - len(SPECIALS))]
     tokens = list(byte_chars) + filler + list(SPECIALS)
     types = [int(gguf.TokenType.NORMAL)] * (n - len(SPECIALS)) + [int(gguf.TokenType.CONTROL)] * len(SPECIALS)
-    # llama.cpp needs merges; these join two byte tokens into nothing that exists, which
-    # leaves tokenization byte-level (the benchmarks never tokenize text).
+    # llama.cpp needs merges: one, whose result is in the vocabulary as BPE requires
+    # (the benchmarks never tokenize text).
     merges = ["t o"]
     return tokens, types, merges
 
