@@ -48,6 +48,7 @@ if (Number(args['gpu-decode']) > 0) {
 const memoryN = args['memory-n'].split(',').filter(Boolean).map(Number);
 
 const server = await start({
+  csp: false, // wllama starts its workers from blob: URLs
   port: 0,
   host: '127.0.0.1',
   mounts: [

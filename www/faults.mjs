@@ -16,6 +16,9 @@
 
 import fs from 'node:fs';
 
+/** The largest rule /__faults takes (rules are a few dozen bytes of JSON). */
+const MAX_RULE_BYTES = 64 << 10;
+
 export function createFaults() {
   const rules = [];
   const counters = new Map();
@@ -128,11 +131,18 @@ export function createFaults() {
       res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
       res.end(JSON.stringify(body) + '\n');
     };
+    // Same origin only: a page of another site must not set faults (a browser sends
+    // Origin on cross-origin requests; tools such as curl or Node send none).
+    const origin = req.headers.origin;
+    if (origin && origin !== `http://${req.headers.host}`) return reply(403, { error: 'same-origin only' }), true;
     if (req.method === 'GET') return reply(200, Object.fromEntries(counters)), true;
     if (req.method === 'DELETE') return api.clear(), api.resetCounts(), reply(200, { ok: true }), true;
     if (req.method === 'POST') {
       let body = '';
-      for await (const piece of req) body += piece;
+      for await (const piece of req) {
+        body += piece;
+        if (body.length > MAX_RULE_BYTES) return req.destroy(), reply(413, { error: `a rule is at most ${MAX_RULE_BYTES} bytes` }), true;
+      }
       try {
         const { fromOffset, ...rule } = JSON.parse(body);
         if (fromOffset != null) rule.when = (range) => (range?.start ?? 0) >= fromOffset;

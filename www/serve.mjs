@@ -78,6 +78,26 @@ const SECURITY_HEADERS = {
 // What a host that does not isolate its pages sends.
 const PLAIN_HEADERS = { 'X-Content-Type-Options': 'nosniff' };
 
+/** The Content-Security-Policy the demo page and the engine run under (documented for
+ *  hosts in js/README.md): scripts and workers from this origin only, wasm compiled
+ *  but no other eval, no plugins, no <base>, no framing. */
+export const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+/** Host names a dev server bound to a loopback address answers to (others are a DNS
+ *  rebinding attempt: a page of another site reaching this one through its name). */
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+function isLoopbackHost(host) {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** Whether the Host header `value` names this loopback server (ports aside). */
+function hostAllowed(value) {
+  if (!value) return false;
+  const name = value.startsWith('[') ? value.slice(0, value.indexOf(']') + 1) : value.split(':')[0];
+  return LOOPBACK_NAMES.has(name.toLowerCase()) || name.toLowerCase().endsWith('.localhost');
+}
+
 /**
  * Parse a Range header against a file size.
  * Returns null (no/ignored header: serve the whole file), {start, end} (inclusive),
@@ -134,6 +154,12 @@ export function resolvePath(mounts, urlPath) {
   return { mount, file };
 }
 
+/** Whether `file`, links resolved, is inside `dir`, links resolved. */
+async function insideRealDir(file, dir) {
+  const [real, root] = await Promise.all([fsp.realpath(file).catch(() => null), fsp.realpath(dir).catch(() => null)]);
+  return Boolean(real && root) && (real === root || real.startsWith(root + path.sep));
+}
+
 function send(res, status, body, headers = {}, base = SECURITY_HEADERS) {
   const buf = Buffer.from(body);
   res.writeHead(status, {
@@ -149,11 +175,18 @@ function send(res, status, body, headers = {}, base = SECURITY_HEADERS) {
 /**
  * Create (not start) the server.
  * options: { mounts?, hooks?: Array<async (ctx) => boolean>, log?: (line) => void,
- *            isolated? (default true), spa? (default false) }
+ *            isolated? (default true), spa? (default false), csp? (default true: the
+ *            CSP header on every answer; an app with inline scripts passes false),
+ *            host? (the address it listens on: on a loopback one, requests must name
+ *            a loopback host) }
  */
 export function createServer(options = {}) {
   const mounts = options.mounts ?? defaultMounts();
-  const base = options.isolated === false ? PLAIN_HEADERS : SECURITY_HEADERS;
+  const base = {
+    ...(options.isolated === false ? PLAIN_HEADERS : SECURITY_HEADERS),
+    ...(options.csp === false ? {} : { 'Content-Security-Policy': CSP }),
+  };
+  const checkHost = isLoopbackHost(options.host ?? '127.0.0.1');
   const spaIndex = options.spa ? path.join(mounts.find((m) => m.prefix === '/')?.dir ?? '.', 'index.html') : null;
   const hooks = options.hooks ?? [];
   const control = options.control ?? null;
@@ -172,6 +205,10 @@ export function createServer(options = {}) {
   async function handle(req, res) {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const done = (status) => log(`${status} ${req.method} ${url.pathname}`);
+    if (checkHost && !hostAllowed(req.headers.host)) {
+      send(res, 421, 'misdirected request: this dev server answers to localhost names only\n', {}, base);
+      return done(421);
+    }
     if (control && (await control(req, res, url))) return done('control');
 
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -206,6 +243,12 @@ export function createServer(options = {}) {
     if (!stat || !stat.isFile()) {
       send(res, 404, 'not found\n', {}, base);
       return done(404);
+    }
+    // A symbolic link inside a mount may point anywhere: serve only what really lies
+    // inside the mount's own directory.
+    if (!(await insideRealDir(file, resolved.mount.dir))) {
+      send(res, 403, 'forbidden\n', {}, base);
+      return done(403);
     }
 
     const size = stat.size;
@@ -269,7 +312,7 @@ export function createServer(options = {}) {
 
 /** Start the server; resolves to { server, url, port, host, close() }. port 0 = any free one. */
 export async function start({ port = 8080, host = '127.0.0.1', ...options } = {}) {
-  const server = createServer(options);
+  const server = createServer({ host, ...options });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

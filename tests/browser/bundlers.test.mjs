@@ -239,6 +239,7 @@ describe('the README example in apps', { timeout: 1_800_000, skip: !haveModel &&
       const server = await startFileServer({
         port: 0,
         isolated,
+        csp: false, // the test page's inline error catcher
         mounts: [
           { prefix: '/models/', dir: models },
           { prefix: '/', dir: dist },
@@ -260,6 +261,7 @@ describe('the README example in apps', { timeout: 1_800_000, skip: !haveModel &&
       port: 0,
       isolated: false,
       spa: true,
+      csp: false, // the import map and the error catcher are inline scripts
       mounts: [
         { prefix: '/models/', dir: models },
         { prefix: '/', dir: app },

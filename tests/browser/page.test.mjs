@@ -34,9 +34,28 @@ assert.ok(
 );
 assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (./build.sh setup installs it)`);
 
+// A module worker that detects the backend, served from this origin (the page's
+// Content-Security-Policy starts workers from its own origin only, not from blob: URLs).
+const DETECT_WORKER = '/detect-worker.js';
+const DETECT_WORKER_JS = `
+import init, { version, detectBackend } from '/pkg/edge_reason.js';
+try {
+  await init();
+  postMessage({ version: version(), choice: await detectBackend() });
+} catch (e) {
+  postMessage({ error: String((e && e.stack) || e) });
+}
+`;
+
 let server;
 before(async () => {
-  server = await start({ port: 0, host: '127.0.0.1' });
+  const control = async (req, res, url) => {
+    if (url.pathname !== DETECT_WORKER) return false;
+    res.writeHead(200, { 'Content-Type': 'text/javascript', 'Cross-Origin-Embedder-Policy': 'require-corp', 'Cross-Origin-Resource-Policy': 'same-origin' });
+    res.end(DETECT_WORKER_JS);
+    return true;
+  };
+  server = await start({ port: 0, host: '127.0.0.1', control });
 });
 after(async () => {
   await server?.close();
@@ -131,23 +150,14 @@ describe('demo page', () => {
 
   test('detectBackend works in a module Worker too', { timeout: TIMEOUT }, async () => {
     await withPage([...BASE_FLAGS, ...WEBGPU_FLAGS], {}, async ({ page, logs, errors }) => {
-      const fromWorker = await page.evaluate(async () => {
-        const src = `
-          import init, { version, detectBackend } from '${location.origin}/pkg/edge_reason.js';
-          try {
-            await init();
-            postMessage({ version: version(), choice: await detectBackend() });
-          } catch (e) {
-            postMessage({ error: String(e && e.stack || e) });
-          }`;
-        const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
+      const fromWorker = await page.evaluate(async (url) => {
         const worker = new Worker(url, { type: 'module' });
         return await new Promise((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error('worker timed out')), 60_000);
           worker.onmessage = (e) => { clearTimeout(timer); worker.terminate(); resolve(e.data); };
           worker.onerror = (e) => { clearTimeout(timer); reject(new Error(`worker error: ${e.message}`)); };
         });
-      });
+      }, DETECT_WORKER);
       assertClean({ logs, errors });
       assert.equal(fromWorker.error, undefined, fromWorker.error);
       assert.equal(fromWorker.version, crateVersion());
@@ -316,6 +326,43 @@ describe('dev server', () => {
       assert.ok([400, 403, 404].includes(res.status), `${p} gave ${res.status}`);
       const body = res.body.toString('latin1');
       assert.ok(!body.includes('[package]') && !body.includes('root:') && !body.includes('set -euo'), `${p} leaked a file`);
+    }
+  });
+
+  test('the Content-Security-Policy the page and the engine run under', async () => {
+    for (const p of ['/', '/main.js', '/pkg/edge_reason_bg.wasm']) {
+      const res = await request(p, { method: 'HEAD' });
+      assert.equal(
+        res.headers['content-security-policy'],
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        p,
+      );
+    }
+  });
+
+  test('a request that names another host is refused (DNS rebinding)', async () => {
+    for (const host of ['evil.example', `evil.example:${server.port}`, '127.0.0.1.evil.example']) {
+      const res = await request('/', { headers: { Host: host } });
+      assert.equal(res.status, 421, host);
+    }
+    for (const host of [`127.0.0.1:${server.port}`, `localhost:${server.port}`, `app.localhost:${server.port}`]) {
+      assert.equal((await request('/', { headers: { Host: host } })).status, 200, host);
+    }
+  });
+
+  test('a symbolic link out of a served directory is not followed', async (t) => {
+    const link = path.join(root, 'www', 'link-out-of-www');
+    try {
+      fs.symlinkSync(path.join(root, 'Cargo.toml'), link);
+    } catch (err) {
+      return t.skip(`cannot make a symbolic link here: ${err.message}`);
+    }
+    try {
+      const res = await request('/link-out-of-www');
+      assert.equal(res.status, 403);
+      assert.ok(!res.body.toString('latin1').includes('[package]'), 'the file behind the link leaked');
+    } finally {
+      fs.rmSync(link, { force: true });
     }
   });
 

@@ -358,6 +358,12 @@ test('serve.mjs --faults: rules and counters over HTTP at /__faults', async () =
     assert.equal(counts[FIXTURE].bytes, 20);
     await fetch(at('/__faults'), { method: 'DELETE' });
     assert.deepEqual(await (await fetch(at('/__faults'))).json(), {});
+    // Same origin only, and a rule is small.
+    const cross = await fetch(at('/__faults'), { method: 'POST', headers: { Origin: 'http://evil.example' }, body: '{}' });
+    assert.equal(cross.status, 403);
+    const huge = await fetch(at('/__faults'), { method: 'POST', body: 'x'.repeat(200 << 10) }).catch((e) => ({ status: `failed: ${e.message}` }));
+    assert.ok(huge.status === 413 || String(huge.status).startsWith('failed'), `a 200 KiB rule: ${huge.status}`);
+    assert.deepEqual(await (await fetch(at('/__faults'))).json(), {}, 'neither added a rule');
   } finally {
     await srv.close();
   }
