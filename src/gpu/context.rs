@@ -57,6 +57,17 @@ pub struct GpuContext {
 impl GpuContext {
     /// Opens the default (high-performance) adapter with every limit it offers.
     pub async fn new() -> Result<Self> {
+        Self::open(None).await
+    }
+
+    /// [`GpuContext::new`] with storage bindings and buffers of at most `bytes` (or
+    /// what the adapter offers, if less): a phone GPU's 128 MiB on any machine, so that
+    /// the weights are split as they would be there.
+    pub async fn with_max_binding(bytes: u64) -> Result<Self> {
+        Self::open(Some(bytes)).await
+    }
+
+    async fn open(max_binding: Option<u64>) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -67,7 +78,13 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::NoGpu(format!("no adapter ({e})")))?;
-        Self::from_adapter(&adapter).await
+        let mut limits = adapter.limits();
+        if let Some(bytes) = max_binding {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(bytes);
+            limits.max_buffer_size = limits.max_buffer_size.min(bytes);
+        }
+        Self::from_adapter(&adapter, limits).await
     }
 
     /// [`GpuContext::new`], blocking (native only).
@@ -76,14 +93,13 @@ impl GpuContext {
         pollster::block_on(Self::new())
     }
 
-    /// Opens a device on `adapter`, asking for its full limits and the optional
-    /// features the kernels can use.
-    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+    /// Opens a device on `adapter` with `limits` (at most the adapter's) and the
+    /// optional features the kernels can use.
+    async fn from_adapter(adapter: &wgpu::Adapter, limits: wgpu::Limits) -> Result<Self> {
         let info = adapter.get_info();
         let offered = adapter.features();
         let wanted =
             wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY;
-        let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("edge-reason"),

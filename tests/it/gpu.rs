@@ -1017,3 +1017,31 @@ fn the_default_model_in_each_download_format_matches_llama_cpp_on_the_gpu() {
         ctx = gm.ctx;
     }
 }
+
+/// Under a small binding limit the embedding, which is also the output head, is split
+/// by rows into parts (as a realistic model's 150k-token embedding is under a phone
+/// GPU's 128 MiB: the default model's 30 MB needs 16 MiB here), and the logits and
+/// greedy tokens are those of the whole matrix, bit for bit: each output row is the
+/// same dot in whichever part it lies.
+#[test]
+fn weights_split_under_a_small_binding_limit_give_the_same_logits() {
+    let Some(ctx) = gpu() else { return };
+    let limit = 16 << 20;
+    let small = pollster::block_on(GpuContext::with_max_binding(limit)).unwrap();
+    assert_eq!(small.max_binding(), limit);
+    let bytes = std::fs::read(default_model()).unwrap();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let whole = GpuModel::load_blocking(ctx, &gguf, &mut BytesSource(&bytes)).unwrap();
+    let split = GpuModel::load_blocking(small, &gguf, &mut BytesSource(&bytes)).unwrap();
+    let embd = &split.model.token_embd;
+    assert!(embd.parts.len() >= 2, "{} parts", embd.parts.len());
+    assert_eq!(whole.model.token_embd.parts.len(), 1);
+    assert!(embd.parts.iter().all(|p| p.quants.size() <= limit));
+    assert_eq!(split.weight_bytes, whole.weight_bytes);
+    let ids = Tokenizer::from_gguf(&gguf)
+        .unwrap()
+        .encode(PARITY_PROMPTS[0], true)
+        .unwrap();
+    assert_eq!(gpu_logits(&split, &ids), gpu_logits(&whole, &ids));
+    assert_eq!(gpu_greedy(&split, &ids, 8), gpu_greedy(&whole, &ids, 8));
+}
