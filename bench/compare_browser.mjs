@@ -6,11 +6,13 @@
 // configuration. Then the peak wasm memory of a reasoning run with 1 and with 8
 // candidates on each backend, a fresh page each (wasm memory only grows).
 //
-//   node bench/compare_browser.mjs [--rounds 3] [--prefill 512] [--decode 128]
+//   node bench/compare_browser.mjs [--model /models/F.gguf] [--rounds 3] [--prefill 512] [--decode 128]
 //        [--threads 1,2] [--gpu-prefill 512] [--gpu-decode 128] [--memory-n 1,8]
 //        [--memory-prompt 500] [--memory-steps 8] [--json out.json]
 //
-// `--gpu-decode 0` leaves out the WebGPU path, `--memory-n ''` the memory runs. On
+// `--model` is a path the dev server serves (models/ is mounted at /models/: the
+// default model, models/derived/ from ./build.sh formats, models/bench/ from
+// bench/make_model.py). `--gpu-decode 0` leaves out the WebGPU path, `--memory-n ''` the memory runs. On
 // SwiftShader (Chromium's WebGPU on the CPU) a token takes seconds: bench/run.sh gives
 // the WebGPU runs, memory ones included, a short prompt (`--gpu-prefill`).
 //
@@ -27,7 +29,7 @@ import { parseArgs } from './args.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..');
 const args = parseArgs({
-  rounds: '3', prefill: '512', decode: '128', threads: '1,2', 'gpu-prefill': '', 'gpu-decode': '128',
+  model: '/models/SmolLM2-135M-Instruct.Q4_1.gguf', rounds: '3', prefill: '512', decode: '128', threads: '1,2', 'gpu-prefill': '', 'gpu-decode': '128',
   'memory-n': '1,8', 'memory-prompt': '500', 'memory-steps': '8', json: '', timeout: '1800',
 });
 const gpuPrefill = args['gpu-prefill'] || args.prefill;
@@ -63,7 +65,7 @@ async function measure(params) {
   const browser = await launch(params.backend === 'webgpu' ? [...BASE_FLAGS, ...WEBGPU_FLAGS] : BASE_FLAGS);
   try {
     const { page } = browser;
-    const q = new URLSearchParams({ runs: 1, ...params });
+    const q = new URLSearchParams({ runs: 1, model: args.model, ...params });
     await page.goto(`${server.url}bench/compare.html?${q}`);
     await page.waitForSelector('body[data-state="done"], body[data-state="error"]', { timeout: Number(args.timeout) * 1000 });
     if ((await page.getAttribute('body', 'data-state')) === 'error') throw new Error(await page.textContent('[data-testid="error"]'));
@@ -121,6 +123,6 @@ for (const s of summary.filter((s) => s.engine === 'edge' && s.backend === 'cpu'
   s.decode_vs_wllama = s.decode_tok_s / w.decode_tok_s;
   s.prefill_vs_wllama = s.prefill_tok_s / w.prefill_tok_s;
 }
-const report = { rounds: Number(args.rounds), date: new Date().toISOString(), results: summary, memory };
+const report = { model: args.model, rounds: Number(args.rounds), date: new Date().toISOString(), results: summary, memory };
 if (args.json) fs.writeFileSync(args.json, JSON.stringify(report, null, 2) + '\n');
 console.log(JSON.stringify(report));

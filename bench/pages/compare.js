@@ -1,5 +1,6 @@
 // One engine, one configuration per page load (bench/compare_browser.mjs drives it):
 //   ?engine=edge|wllama&backend=cpu|webgpu&threads=1&prefill=512&decode=128&runs=3
+//    &model=/models/SmolLM2-135M-Instruct.Q4_1.gguf (any GGUF the server has)
 // Both engines read the same GGUF from the same server and run greedy decoding with
 // EOS ignored, so both decode exactly `decode` tokens after a prompt of `prefill`.
 // Prints {engine, threads, load_s, runs: [{prefill_tok_s, decode_tok_s, ...}]}.
@@ -9,8 +10,8 @@
 // prompt and prints the peak wasm memory it took ({memory_bytes, kv_bytes_shared, ...});
 // wasm memory never shrinks, so its size at the end is its peak.
 
-const MODEL = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const q = new URLSearchParams(location.search);
+const MODEL = q.get('model') ?? '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const opt = {
   engine: q.get('engine') ?? 'edge',
   threads: Number(q.get('threads') ?? 1),
