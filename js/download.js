@@ -59,8 +59,8 @@ async function sha256Hex(bytes) {
 
 function normalizeSha(value, what) {
   if (value == null) return null;
-  const v = String(value).trim().toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(v)) throw new EngineError('INVALID_ARGUMENT', `${what} is not a SHA-256 (64 hex digits): ${value}`);
+  const v = typeof value === 'string' ? value.trim().toLowerCase() : '';
+  if (!/^[0-9a-f]{64}$/.test(v)) throw new EngineError('INVALID_ARGUMENT', `${what} is not a SHA-256 (64 hex digits): ${String(value).slice(0, 80)}`);
   return v;
 }
 
@@ -99,7 +99,8 @@ export function validateManifest(m, url) {
     if (!Array.isArray(m.chunks) || m.chunks.length !== n) {
       throw bad(`must list ${n} chunk hashes (${size} bytes in chunks of ${chunkBytes})`);
     }
-    chunks = m.chunks.map((h, i) => normalizeSha(h, `chunk ${i} of the model manifest`));
+    // Every chunk has its hash (a missing one would leave that chunk unchecked).
+    chunks = m.chunks.map((h, i) => normalizeSha(h ?? '', `chunk ${i} of the model manifest`));
   }
   return { size, sha256: normalizeSha(m.sha256, 'the model manifest sha256'), chunkBytes, chunks };
 }

@@ -131,14 +131,19 @@ const ops = {
       loaded = null;
     }),
 
-  // A text callback that throws once the caller aborted stops decoding before the next
-  // step (src/wasm/mod.rs, Stoppable); its error is what rejects.
+  // The engine yields to this worker's event loop before each step and each part of a
+  // long prompt and asks should_stop (src/wasm/mod.rs, Stoppable): an abort lands
+  // between them and rejects with ABORTED.
   generate: ({ prompt, options }, { signal, onText }) =>
     serial(() =>
-      requireEngine().generate(prompt, options, (t) => {
-        if (signal.aborted) throw new EngineError('ABORTED', 'the generation was aborted');
-        onText(t);
-      }),
+      requireEngine().generate(
+        prompt,
+        options,
+        (t) => {
+          if (!signal.aborted) onText(t);
+        },
+        () => signal.aborted,
+      ),
     ),
 
   tokenize: ({ text, special }) => serial(async () => requireEngine().tokenize(text, Boolean(special))),
@@ -150,10 +155,10 @@ const ops = {
   loadAdapter: ({ name = 'reasoning', url, files, config, weights, budgetHint }) =>
     serial(async () => {
       const e = requireEngine();
-      const given = await headFiles({ url, files, config, weights }, 'adapter_config.json', 'adapter_model.safetensors');
+      const given = await headFiles({ url, files, config, weights }, 'adapter_config.json', 'adapter_model.safetensors', MAX_BYTES.adapter);
       // An optional file: only a real answer counts (not a 404, nor an app's HTML page).
       const hintFile = url ? await fetchIn(url, 'budget_hint.json', { optional: true }) : null;
-      const hint = hintFile ? await hintFile.text() : hintText(budgetHint);
+      const hint = hintFile ? await readText(hintFile, MAX_BYTES.config) : hintText(budgetHint);
       return e.loadAdapter(name, textOf(given.config, 'the adapter config'), bytesOf(given.weights, 'the adapter weights'), hint);
     }),
 
@@ -189,23 +194,69 @@ function loadHead(method, name) {
   return ({ url, files, config, weights }) =>
     serial(async () => {
       const e = requireEngine();
-      const given = await headFiles({ url, files, config, weights }, `${name}.json`, `${name}.safetensors`);
+      const given = await headFiles({ url, files, config, weights }, `${name}.json`, `${name}.safetensors`, MAX_BYTES.head);
       e[method](textOf(given.config, `the ${name} config`), bytesOf(given.weights, `the ${name} weights`));
       return { loaded: true };
     });
 }
 
+/** The most bytes read for each kind of file besides the model (a server may send
+ *  anything): configs and budget hints are a few hundred bytes; a LoRA adapter's weights
+ *  tens of MB in INT8 and a few hundred in f32 at a high rank; a switcher's or a
+ *  verifier's weights well under 1 MB. */
+export const MAX_BYTES = Object.freeze({ config: 1 << 20, adapter: 512 << 20, head: 16 << 20 });
+
 /**
  * A head's `config` (JSON text) and `weights` (bytes): from `url`, a directory holding
  * `configName` and `weightsName`; from `files`, `{config, weights}` as URLs (the heads
  * shipped in the package, which index.js names so that bundlers emit them); or given.
+ * Fetched files are read up to MAX_BYTES.config and `maxWeights` bytes.
  */
-async function headFiles({ url, files, config, weights }, configName, weightsName) {
+async function headFiles({ url, files, config, weights }, configName, weightsName, maxWeights) {
   if (!url && !files) return { config, weights };
   const [c, w] = url
     ? await Promise.all([fetchIn(url, configName), fetchIn(url, weightsName)])
     : await Promise.all([fetchFile(files.config), fetchFile(files.weights)]);
-  return { config: await c.text(), weights: new Uint8Array(await w.arrayBuffer()) };
+  const [configText, weightBytes] = await Promise.all([readText(c, MAX_BYTES.config), readBytes(w, maxWeights)]);
+  return { config: configText, weights: weightBytes };
+}
+
+/** The body of `res` as bytes, refused (INVALID_ARGUMENT, naming the file) past `limit`
+ *  bytes, whether the server declares its size or not: reading stops at the limit. */
+export async function readBytes(res, limit) {
+  const tooBig = () =>
+    new EngineError('INVALID_ARGUMENT', `${res.url || 'a file'} is larger than ${limit} bytes, more than such a file can be: check the URL`);
+  const declared = Number(res.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > limit) {
+    res.body?.cancel().catch(() => {});
+    throw tooBig();
+  }
+  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  const pieces = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      reader.cancel().catch(() => {});
+      throw tooBig();
+    }
+    pieces.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let at = 0;
+  for (const p of pieces) {
+    bytes.set(p, at);
+    at += p.byteLength;
+  }
+  return bytes;
+}
+
+/** The body of `res` as UTF-8 text, at most `limit` bytes (see readBytes). */
+export async function readText(res, limit) {
+  return new TextDecoder().decode(await readBytes(res, limit));
 }
 
 /** The response for the file `name` in the directory URL `dir`; with `optional`, null

@@ -199,7 +199,15 @@ class RequestView {
     $('vote').hidden = true;
     $('vote').querySelector('.bars').replaceChildren();
     $('vote').querySelector('.verdict').textContent = '';
+    // Nothing of the previous request stays while this one runs.
     $('stats').hidden = true;
+    $('stats').replaceChildren();
+    delete $('stats').dataset.state;
+  }
+
+  /** A long prompt's progress, part by part, until the route is known. */
+  prefill({ tokens, total }) {
+    $('route').textContent = `Reading the prompt… ${tokens} of ${total} tokens`;
   }
 
   route({ mode, pReason }, asked) {
@@ -341,6 +349,7 @@ async function run(event) {
     seed: Math.floor(Math.random() * 2 ** 31),
   };
   const on = {
+    prefill: (e) => view.prefill(e),
     route: (e) => view.route(e, mode),
     token: (e) => view.token(e),
     candidate_done: (e) => view.candidateDone(e),

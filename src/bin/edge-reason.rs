@@ -727,8 +727,13 @@ fn print_features(loaded: &Runner, path: &Path, raw: bool, pooling: Pooling) -> 
         }
         let mut decoder = loaded.decoder(None)?;
         decoder.reserve(ids.len(), 1, 1)?;
-        let features = pollster::block_on(prefill_prompt(&mut decoder, &ids, Some(pooling)))?
-            .unwrap_or_default();
+        let features = pollster::block_on(prefill_prompt(
+            &mut decoder,
+            &ids,
+            Some(pooling),
+            |_| Ok(()),
+        ))?
+        .unwrap_or_default();
         let row = json!({"id": id, "tokens": ids.len(), "features": features});
         writeln!(out, "{row}").map_err(|e| Error::io("writing the features to stdout", e))
     })
@@ -771,6 +776,7 @@ impl Summary {
             }
             Event::Vote { .. } => self.vote = json!(event),
             Event::Done { stats } => self.stats = json!(stats),
+            Event::Prefill { .. } => {}
         }
     }
 
@@ -808,7 +814,7 @@ fn print_event(event: &Event, json_out: bool) -> Result<()> {
                 .and_then(|_| out.flush())
                 .map_err(closed)?;
         }
-        Event::Token { .. } => {}
+        Event::Token { .. } | Event::Prefill { .. } => {}
         Event::CandidateDone {
             candidate,
             answer,

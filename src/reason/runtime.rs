@@ -19,7 +19,7 @@ use super::decoder::{CpuDecoder, Decoder, Feed};
 use super::switcher::{Mode, Pooler, Route, Switcher};
 use super::verifier::Verifier;
 use super::vote::{self, Ballot, Rule, Share};
-use crate::engine::{now_seconds, Engine};
+use crate::engine::{now_seconds, Engine, PREFILL_CHUNK};
 use crate::error::{Error, Result};
 use crate::lora::Adapter;
 use crate::sampler::{Sampler, SamplerConfig};
@@ -96,6 +96,13 @@ pub struct Stats {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
+    /// `tokens` of the prompt's `total` are in the cache: sent after each part of a
+    /// prompt longer than one part (a part is at most [`PREFILL_CHUNK`] tokens), so a
+    /// long prompt shows its progress and the caller can stop between parts.
+    Prefill {
+        tokens: usize,
+        total: usize,
+    },
     Route {
         mode: Mode,
         #[serde(rename = "pReason")]
@@ -249,7 +256,17 @@ pub async fn reason<D: Decoder>(
         chunk: s.config.chunk,
         ema_alpha: s.config.ema_alpha,
     });
-    let features = prefill_prompt(decoder, prompt, pooling).await?;
+    // A prompt of one part (the usual chat turn) sends no progress.
+    let one_part =
+        prompt.len() <= pooling.map_or(PREFILL_CHUNK, |p| p.chunk.clamp(1, PREFILL_CHUNK));
+    let features = prefill_prompt(decoder, prompt, pooling, |tokens| match one_part {
+        true => Ok(()),
+        false => emit(&Event::Prefill {
+            tokens,
+            total: prompt.len(),
+        }),
+    })
+    .await?;
     let t_prefill = now_seconds();
 
     // 2. The route.
@@ -503,26 +520,41 @@ pub struct Pooling {
     pub ema_alpha: f32,
 }
 
-/// Prefills `prompt` (after [`Decoder::reserve`]) with the base model, LoRA off. With
-/// `pooling`, it goes in chunks and the switcher's features come back: the EMA of the
-/// chunk means of the final hidden states (d), computed inside the prefill at no extra
-/// pass. This is what the runtime routes on and what `edge-reason features` prints for
+/// Prefills `prompt` (after [`Decoder::reserve`]) with the base model, LoRA off, in
+/// parts of at most [`PREFILL_CHUNK`] tokens (within the switcher's pooling chunks),
+/// yielding to the event loop before each part and calling `after_part(tokens done)`
+/// after it (an error from it stops the prefill: that is how a caller aborts a long
+/// prompt). With `pooling`, the switcher's features come back: the EMA of the chunk
+/// means of the final hidden states (d), computed inside the prefill at no extra pass.
+/// This is what the runtime routes on and what `edge-reason features` prints for
 /// training the switcher.
 pub async fn prefill_prompt<D: Decoder>(
     decoder: &mut D,
     prompt: &[u32],
     pooling: Option<Pooling>,
+    mut after_part: impl FnMut(usize) -> Result<()>,
 ) -> Result<Option<Vec<f32>>> {
-    let Some(p) = pooling else {
-        decoder.prefill(prompt, false, false).await?;
-        return Ok(None);
-    };
-    let mut pooler = Pooler::new(p.ema_alpha);
-    for part in prompt.chunks(p.chunk.max(1)) {
-        let sum = decoder.prefill(part, true, false).await?;
-        pooler.add_chunk(&sum, part.len());
+    let pool = pooling.is_some();
+    let chunk = pooling.map_or(prompt.len().max(1), |p| p.chunk.max(1));
+    let mut pooler = pooling.map(|p| Pooler::new(p.ema_alpha));
+    let mut done = 0;
+    for pooled in prompt.chunks(chunk) {
+        let mut sum: Vec<f32> = Vec::new();
+        for part in pooled.chunks(PREFILL_CHUNK) {
+            crate::engine::yield_now().await;
+            let part_sum = decoder.prefill(part, pool, false).await?;
+            match sum.is_empty() {
+                true => sum = part_sum,
+                false => sum.iter_mut().zip(&part_sum).for_each(|(s, p)| *s += p),
+            }
+            done += part.len();
+            after_part(done)?;
+        }
+        if let Some(pooler) = &mut pooler {
+            pooler.add_chunk(&sum, pooled.len());
+        }
     }
-    Ok(pooler.features().map(<[f32]>::to_vec))
+    Ok(pooler.and_then(|p| p.features().map(<[f32]>::to_vec)))
 }
 
 fn finish(cand: &mut Candidate, reason: &'static str) {

@@ -104,6 +104,12 @@ impl Switcher {
                 config.pooling
             )));
         }
+        if !(0.0..=1.0).contains(&config.threshold) {
+            return Err(bad(format!(
+                "threshold {} must be in [0, 1]",
+                config.threshold
+            )));
+        }
         if !(0.0..=1.0).contains(&config.ema_alpha) || config.ema_alpha == 0.0 {
             return Err(bad(format!(
                 "ema_alpha {} must be in (0, 1]",

@@ -14,7 +14,18 @@ pub fn coded_error(code: &str, message: &str) -> JsValue {
 
 /// A crate error as a coded JS `Error`.
 pub fn crate_error(e: crate::Error) -> JsValue {
-    coded_error(e.code(), &e.to_string())
+    coded_error(e.code(), &browser_message(&e))
+}
+
+/// An error's message as a page's user reads it: what the CLI's messages say with flags
+/// (`--backend cpu`) said with the load option instead.
+pub fn browser_message(e: &crate::Error) -> String {
+    match e {
+        crate::Error::NoGpu(why) => format!(
+            "no WebGPU: {why}; load with backend \"cpu\" (or \"auto\", which falls back to the CPU), or use a browser with WebGPU enabled"
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// A failure of the JS boundary itself (a property that cannot be read or set).

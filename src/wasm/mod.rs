@@ -33,7 +33,7 @@ use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::engine::Sequence;
+use crate::engine::{Sequence, PREFILL_CHUNK};
 use crate::gguf::Gguf;
 use crate::gpu::{GpuContext, KvPrecision};
 use crate::model::{BytesSource, TensorSource};
@@ -307,6 +307,9 @@ impl WasmEngine {
         #[wasm_bindgen(unchecked_param_type = "GenerateOptions")] options: Option<JsValue>,
         #[wasm_bindgen(unchecked_param_type = "((text: string) => void) | undefined")]
         on_text: Option<Function>,
+        #[wasm_bindgen(unchecked_param_type = "(() => boolean) | undefined")] should_stop: Option<
+            Function,
+        >,
     ) -> Result<JsValue, JsValue> {
         let o: GenerateOptions = from_js(options, "generate options")?;
         let tk = self.runner.tokenizer();
@@ -320,12 +323,14 @@ impl WasmEngine {
             ..Default::default()
         };
         let capacity = crate::engine::DEFAULT_CONTEXT.min(ids.len() + o.max_tokens);
-        // A callback that throws (the worker's, once the caller aborts) stops decoding
-        // before the next step; its exception is what rejects.
+        // A text callback that throws stops decoding before the next step (its exception
+        // is what rejects); `should_stop` returning true stops it before the next step or
+        // prompt part with ABORTED.
         let thrown = std::cell::RefCell::new(None);
         let mut seq = Stoppable {
             inner: self.runner.sequence(capacity).map_err(js_error)?,
             thrown: &thrown,
+            should_stop: should_stop.as_ref(),
         };
         let g = crate::engine::generate(tk, &mut seq, &ids, o.max_tokens, sampler, |piece| {
             if let Some(f) = &on_text {
@@ -356,19 +361,24 @@ impl WasmEngine {
     }
 }
 
-/// A sequence that yields to the event loop before each step and refuses to step once
-/// `thrown` holds an exception (a text callback's).
+/// A sequence that yields to the event loop before each step and each part of a long
+/// prompt, and refuses to go on once `thrown` holds an exception (a text callback's).
 struct Stoppable<'a, S> {
     inner: S,
     thrown: &'a std::cell::RefCell<Option<JsValue>>,
+    should_stop: Option<&'a Function>,
 }
 
 impl<S> Stoppable<'_, S> {
     /// Lets the worker's event loop run (an abort message lands), then refuses to go on
-    /// when a callback threw.
+    /// when a callback threw or `should_stop` says so.
     async fn check(&self) -> crate::Result<()> {
         crate::engine::yield_now().await;
-        match self.thrown.borrow().is_some() {
+        let stop = self.should_stop.is_some_and(|f| {
+            f.call0(&JsValue::NULL)
+                .map_or(true, |answer| answer.is_truthy())
+        });
+        match stop || self.thrown.borrow().is_some() {
             true => Err(crate::Error::Aborted(
                 "the caller stopped the generation".into(),
             )),
@@ -377,15 +387,33 @@ impl<S> Stoppable<'_, S> {
     }
 }
 
+impl<S: Sequence> Stoppable<'_, S> {
+    /// Feeds `tokens` but for their last part of at most [`PREFILL_CHUNK`], checking
+    /// before each part (a long prompt can be stopped between its parts); returns the
+    /// last part, checked, for the caller to feed. Parts on the engine's own chunk
+    /// boundaries: the cache ends up exactly as one feed of all the tokens leaves it.
+    async fn feed_all_but_last_part<'t>(&mut self, tokens: &'t [u32]) -> crate::Result<&'t [u32]> {
+        let mut rest = tokens;
+        while rest.len() > PREFILL_CHUNK {
+            self.check().await?;
+            let (part, tail) = rest.split_at(PREFILL_CHUNK);
+            self.inner.feed(part).await?;
+            rest = tail;
+        }
+        self.check().await?;
+        Ok(rest)
+    }
+}
+
 impl<S: Sequence> Sequence for Stoppable<'_, S> {
     async fn feed(&mut self, tokens: &[u32]) -> crate::Result<Vec<f32>> {
-        self.check().await?;
-        self.inner.feed(tokens).await
+        let last = self.feed_all_but_last_part(tokens).await?;
+        self.inner.feed(last).await
     }
 
     async fn feed_greedy(&mut self, tokens: &[u32]) -> crate::Result<u32> {
-        self.check().await?;
-        self.inner.feed_greedy(tokens).await
+        let last = self.feed_all_but_last_part(tokens).await?;
+        self.inner.feed_greedy(last).await
     }
 
     async fn feed_sampled(
@@ -394,8 +422,8 @@ impl<S: Sequence> Sequence for Stoppable<'_, S> {
         sampler: &mut crate::sampler::Sampler,
         history: &[u32],
     ) -> crate::Result<u32> {
-        self.check().await?;
-        self.inner.feed_sampled(tokens, sampler, history).await
+        let last = self.feed_all_but_last_part(tokens).await?;
+        self.inner.feed_sampled(last, sampler, history).await
     }
 
     fn room(&self) -> usize {
@@ -504,7 +532,9 @@ async fn load_on_backend(
                 Err(e) => return Err(js_error(e)),
             }
         }
-        Err(e) => fallback(e.to_string(), e)?,
+        // The reason WebGPU is unusable, without the error's advice to the caller.
+        Err(crate::Error::NoGpu(why)) => fallback(why.clone(), crate::Error::NoGpu(why))?,
+        Err(e) => fallback(js::browser_message(&e), e)?,
     };
     load_on_cpu(gguf, source, choice).await
 }

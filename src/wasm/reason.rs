@@ -67,6 +67,7 @@ export interface ReasonOptions {
 
 /** The events of one request, in order. */
 export type ReasonEvent =
+  | { type: "prefill"; tokens: number; total: number }
   | { type: "route"; mode: "chat" | "reason"; pReason: number | null }
   | { type: "token"; candidate: number; text: string; phase: "think" | "answer" }
   | { type: "candidate_done"; candidate: number; answer: string | null; tokens: number;

@@ -74,6 +74,12 @@ async function ask(page, prompt, { mode = 'auto', n = 2, budget = 6 } = {}) {
   await page.fill(testid('n'), String(n));
   await page.fill(testid('budget'), String(budget));
   await page.click(testid('run'));
+  // While it runs, nothing of a previous request's stats is shown or kept.
+  const during = await page.evaluate(() => {
+    const q = (id) => document.querySelector(`[data-testid="${id}"]`);
+    return { running: q('result').dataset.state === 'running', shown: !q('stats').hidden, kept: q('stats').childElementCount };
+  });
+  if (during.running) assert.deepEqual(during, { running: true, shown: false, kept: 0 });
   await page.waitForSelector(`${testid('result')}[data-state="done"], ${testid('error')}:not([hidden])`, { timeout: LONG });
   const shown = await page.evaluate(() => {
     const q = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -148,7 +154,10 @@ async function wholeVisit(flags, viewport, { backend, status, screenshot, betwee
     faults.resetCounts();
     await openAndLoad(page, errors, query, answerTokens);
     assert.equal(await page.textContent(testid('backend')), backend);
-    assert.ok((await page.getAttribute(testid('backend'), 'title')).length > 0, 'the badge says why this backend');
+    const why = await page.getAttribute(testid('backend'), 'title');
+    assert.ok(why.length > 0, 'the badge says why this backend');
+    // In a browser user's words: no command-line flags (the CLI's `--backend cpu`).
+    assert.doesNotMatch(why, /--|`/, why);
     const mb = `${(fs.statSync(modelPath).size / 1e6).toFixed(1)} MB`;
     assert.match(await page.textContent(testid('status')), new RegExp(`^Ready on ${status} in [\\d.]+ s \\(downloaded ${mb}\\)$`));
     assert.equal(await page.getAttribute(testid('progress'), 'data-state'), 'done');

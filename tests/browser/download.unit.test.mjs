@@ -53,6 +53,9 @@ test('sizes from servers and manifests are bounded before anything is sized by t
     [{ size: 5000, chunks: [sha] }, /without chunkBytes/],
     [{ size: 5000, chunkBytes: MIN_CHUNK_BYTES, chunks: [sha, sha] }, /1 chunk hashes/],
     [{ size: 2 ** 53 }, /64 GiB/],
+    // Found by the manifest fuzzer (limits.unit.test.mjs): a chunk with no hash passed.
+    [{ size: 5000, chunkBytes: MIN_CHUNK_BYTES, chunks: [null] }, /chunk 0 .*not a SHA-256/],
+    [{ size: 5000, chunkBytes: MIN_CHUNK_BYTES, chunks: [[sha]] }, /chunk 0 .*not a SHA-256/],
     [[], /not an object/],
     [null, /not an object/],
   ];

@@ -200,7 +200,13 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
     for (const [name, r] of [['WebGPU', gpu], ['CPU', cpu]]) {
       const types = r.events.map((e) => e.type);
       assert.deepEqual(r.seen, types, `${name}: onEvent saw every event as it came`);
-      assert.equal(types[0], 'route', name);
+      // The prompt's progress in the switcher's chunks, then the route.
+      const parts = types.findIndex((type) => type !== 'prefill');
+      const progress = r.events.slice(0, parts);
+      assert.equal(types[parts], 'route', name);
+      assert.ok(parts > 1, `${name}: ${parts} prefill events`);
+      assert.deepEqual(progress.at(-1), { type: 'prefill', tokens: r.stats.promptTokens, total: r.stats.promptTokens }, name);
+      assert.ok(progress.every((e, i) => i === 0 || e.tokens > progress[i - 1].tokens), name);
       assert.deepEqual(types.slice(-2), ['vote', 'done'], name);
       assert.equal(r.route.mode, 'reason', name);
       assert.equal(r.candidates.length, 2, name);
@@ -220,6 +226,7 @@ describe('the reasoning runtime in the browser', { timeout: 900_000 }, () => {
       const positions = r.stats.promptTokens + own.reduce((a, b) => a + b, 0);
       assert.equal(r.stats.kvBytes, positions * perPosition, `${name}: KV bytes`);
     }
+    assert.deepEqual(gpu.events.filter((e) => e.type === 'prefill'), cpu.events.filter((e) => e.type === 'prefill'));
     // The switcher reads the same features on both backends, up to the CPU's 8-bit
     // activations in its matmuls (llama.cpp's Q4_1 x Q8_1 dot products).
     assert.ok(gpu.route.pReason > 0 && gpu.route.pReason < 1, JSON.stringify(gpu.route));

@@ -183,6 +183,48 @@ describe('CPU threads', { timeout: 600_000 }, () => {
     assert.match(got.afterTerminate, /^ABORTED: the engine was terminated/);
   });
 
+  test('an abort stops a long prompt between its parts (generate and reason)', async (t) => {
+    if (!fs.existsSync(modelPath)) return t.skip('no default model (./build.sh model)');
+    const { page } = browser;
+    await page.goto(server.url, { waitUntil: 'load' });
+    const got = await page.evaluate(async (url) => {
+      const m = await import('/pkg/index.js');
+      const engine = await m.createEngine({ threads: 1 });
+      await engine.load({ url, backend: 'cpu' });
+      // About 1,000 tokens: seconds of prefill on one thread, 8 parts of 128.
+      const prompt = 'one two three four five six seven eight nine ten '.repeat(100);
+      const timed = async (run) => {
+        const stop = new AbortController();
+        const t0 = performance.now();
+        let abortedAt = null;
+        setTimeout(() => { abortedAt = performance.now(); stop.abort(); }, 300);
+        const outcome = await run(stop.signal).then(() => 'ok', (e) => `${e.code}: ${e.message}`);
+        return { outcome, afterAbortMs: performance.now() - (abortedAt ?? t0) };
+      };
+      const tokens = (await engine.tokenize(prompt)).length;
+      const generate = await timed((signal) => engine.generate(prompt, { max_tokens: 1, signal }));
+      const reason = await timed((signal) => engine.reason({ prompt, raw: true, options: { mode: 'chat', max_tokens: 1 } }, { signal }));
+      const t0 = performance.now();
+      const whole = await engine.reason({ prompt, raw: true, options: { mode: 'chat', max_tokens: 1 } });
+      const wholeMs = performance.now() - t0;
+      engine.terminate();
+      return { tokens, generate, reason, wholeMs, whole: whole.events.filter((e) => e.type === 'prefill') };
+    }, MODEL_URL);
+    t.diagnostic(JSON.stringify({ tokens: got.tokens, wholeMs: got.wholeMs, generate: got.generate, reason: got.reason }));
+    assert.ok(got.tokens > 800, `${got.tokens} tokens`);
+    assert.ok(got.wholeMs > 1000, `the whole prefill took ${got.wholeMs} ms: too short to tell an abort between parts`);
+    for (const call of ['generate', 'reason']) {
+      assert.match(got[call].outcome, /^ABORTED/, call);
+      // It ends within the part it was in (an eighth of the whole prefill), not after all.
+      assert.ok(got[call].afterAbortMs < got.wholeMs / 3, `${call} stopped ${got[call].afterAbortMs} ms after the abort (whole prefill ${got.wholeMs} ms)`);
+    }
+    // Progress, part by part, up to the whole prompt.
+    const parts = Math.ceil(got.tokens / 128);
+    assert.equal(got.whole.length, parts);
+    assert.deepEqual(got.whole.at(-1), { type: 'prefill', tokens: got.tokens, total: got.tokens });
+    assert.ok(got.whole.every((e, i) => e.tokens === Math.min((i + 1) * 128, got.tokens)));
+  });
+
   test('a page that is not cross-origin isolated runs on one thread and says why', async () => {
     const { page } = browser;
     await page.goto(`${server.url}${PLAIN.slice(1)}`, { waitUntil: 'load' });

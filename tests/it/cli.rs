@@ -533,9 +533,10 @@ fn features_are_what_the_runtime_routes_on() {
             chunk: 8,
             ema_alpha: 0.5,
         };
-        let want = edge_reason::engine::ready(prefill_prompt(&mut d, &ids, Some(pooling)))
-            .unwrap()
-            .unwrap();
+        let want =
+            edge_reason::engine::ready(prefill_prompt(&mut d, &ids, Some(pooling), |_| Ok(())))
+                .unwrap()
+                .unwrap();
         let got: Vec<f32> = row["features"]
             .as_array()
             .unwrap()

@@ -110,8 +110,12 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 impl GgufWriter {
+    /// Sets metadata key `k` (replacing its value when it is already set).
     pub fn meta(&mut self, k: &str, v: Meta) -> &mut Self {
-        self.meta.push((k.to_string(), v));
+        match self.meta.iter_mut().find(|(key, _)| key == k) {
+            Some(entry) => entry.1 = v,
+            None => self.meta.push((k.to_string(), v)),
+        }
         self
     }
 

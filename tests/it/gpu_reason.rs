@@ -430,8 +430,21 @@ fn a_gpu_request_emits_what_the_cpu_request_emits() {
             max_tokens: 12,
             ..sampled(n, 7)
         };
-        let ge = request(&g, Some(&ga), Some(&sw), &o);
-        let ce = request(&c, Some(&ca), Some(&sw), &o);
+        let (ge, ce) = (
+            request(&g, Some(&ga), Some(&sw), &o),
+            request(&c, Some(&ca), Some(&sw), &o),
+        );
+        // The prompt's progress (parts of the switcher's 3-token chunks) comes first.
+        let progress = |events: &[Event]| {
+            let n = events
+                .iter()
+                .take_while(|e| matches!(e, Event::Prefill { .. }))
+                .count();
+            (n, events[n..].to_vec())
+        };
+        let ((gn, ge), (cn, ce)) = (progress(&ge), progress(&ce));
+        assert_eq!(gn, cn, "{mode:?}");
+        assert!(gn > 1, "{mode:?}: {gn} progress events");
         let (
             Event::Route {
                 mode: gm,

@@ -463,3 +463,58 @@ fn a_batched_step_of_candidates_equals_each_candidate_on_its_own() {
         .unwrap_err();
     assert!(err.to_string().contains("at least one token"), "{err}");
 }
+
+#[test]
+fn a_prompt_of_several_parts_reports_its_progress_and_stops_between_parts() {
+    let mut model = tiny_llama();
+    model.meta("llama.context_length", common::Meta::U32(512));
+    let e = Engine::from_bytes(&model.bytes()).unwrap();
+    let mut prompt = Vec::new();
+    while prompt.len() < 200 {
+        prompt.extend(e.tokenizer.encode("hello hell ", false).unwrap());
+    }
+    prompt.truncate(200);
+    let o = ReasonOptions {
+        mode: Mode::Chat,
+        max_tokens: 2,
+        ..Default::default()
+    };
+    let mut events = Vec::new();
+    reason_cpu(&e, None, None, &prompt, &o, |ev| {
+        events.push(ev.clone());
+        Ok(())
+    })
+    .unwrap();
+    let progress: Vec<(usize, usize)> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Prefill { tokens, total } => Some((*tokens, *total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progress, [(128, 200), (200, 200)]);
+    assert!(matches!(events[2], Event::Route { .. }), "{events:?}");
+
+    // An error from the callback at the first part stops the request there.
+    let mut seen = Vec::new();
+    let err = reason_cpu(&e, None, None, &prompt, &o, |ev| {
+        seen.push(ev.clone());
+        Err(edge_reason::Error::Aborted("stop".into()))
+    })
+    .unwrap_err();
+    assert_eq!(err.code(), "ABORTED");
+    assert!(
+        matches!(seen[..], [Event::Prefill { tokens: 128, .. }]),
+        "{seen:?}"
+    );
+
+    // A prompt of one part sends no progress.
+    let short = &prompt[..100];
+    let mut first = None;
+    reason_cpu(&e, None, None, short, &o, |ev| {
+        first.get_or_insert(ev.clone());
+        Ok(())
+    })
+    .unwrap();
+    assert!(matches!(first, Some(Event::Route { .. })), "{first:?}");
+}
