@@ -389,12 +389,15 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
 ) {
     let per_row = k / block; // blocks per weight row and per activation row
     let n = w.len() / per_row; // output columns
+                               // The work of one activation row in 32-weight block dots, what `for_each_chunk`
+                               // weighs against a fork (a K-quant block holds 256 weights, a BF16 one 1).
+    let work = w.len() * block / 32;
     let mut xq = vec![zero; m * per_row]; // (m, per_row)
     for (xr, qr) in x.chunks_exact(k).zip(xq.chunks_exact_mut(per_row)) {
         quantize(xr, qr);
     }
     if m == 1 {
-        for_each_chunk(y, COLUMNS_PER_TASK, 1, w.len(), |(task, ys)| {
+        for_each_chunk(y, COLUMNS_PER_TASK, 1, work, |(task, ys)| {
             let c0 = task * COLUMNS_PER_TASK;
             for (j, out) in ys.iter_mut().enumerate() {
                 let c = c0 + j;
@@ -435,7 +438,7 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
         // weight row past their activations once, which stay in L1. (Column tasks over
         // all `m` rows would read each activation row from L2 or beyond once per
         // output column.)
-        for_each_chunk(y, ROWS_PER_TASK * n, 1, w.len() * m, |(task, ys)| {
+        for_each_chunk(y, ROWS_PER_TASK * n, 1, work * m, |(task, ys)| {
             let rows = ys.len() / n;
             for c in 0..n {
                 dots(weight_row(c), task * ROWS_PER_TASK, rows, &mut ys[c..], n);
@@ -450,7 +453,7 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
         &mut yt,
         COLUMNS_PER_TASK * m,
         1,
-        w.len() * m,
+        work * m,
         |(task, tile)| {
             let c0 = task * COLUMNS_PER_TASK;
             for (j, col) in tile.chunks_exact_mut(m).enumerate() {

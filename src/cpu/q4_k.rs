@@ -94,10 +94,65 @@ unsafe fn dot_rows_x86<const R: usize>(w: &[BlockQ4K], x: [&[Act]; R]) -> [f32; 
 /// widened activations ([`super::q8_k::Q8KWide`]) into four `i32` lanes; the mins term
 /// from the activations' 16-quant sums.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd128 {
+pub(crate) mod simd128 {
     use super::{scales_and_mins, Act, BlockQ4K, BLOCK_K};
     use crate::cpu::wide::{f16_to_f32_finite, simd};
     use core::arch::wasm32::*;
+
+    /// A Q4_K or Q5_K super-block's codes times their sub-block scales, as 32 vectors
+    /// of eight `i16` in element order, unpacked sixteen at a time: sub-blocks `2p` and
+    /// `2p + 1` are the low and high nibbles of bytes `32p..32p + 32` of `qs`, and Q5_K's
+    /// fifth bit of element `l` of sub-block `j` is bit `j` of `qh[l]`. Codes are at most
+    /// 31 and scales 63, so each product fits `i16`.
+    #[inline]
+    pub(crate) fn scaled_codes(
+        qs: &[u8; 128],
+        qh: Option<&[u8; 32]>,
+        sc: &[u8; 8],
+    ) -> [v128; BLOCK_K / 8] {
+        let (m4, one) = (u8x16_splat(0x0F), u8x16_splat(1));
+        // SAFETY: 16-byte unaligned loads inside `qs` (128 bytes) and `qh` (32 bytes).
+        let load = |p: *const u8| unsafe { v128_load(p as *const v128) };
+        let high = qh.map(|h| [load(h.as_ptr()), load(h[16..].as_ptr())]);
+        let mut out = [i16x8_splat(0); BLOCK_K / 8];
+        for p in 0..4 {
+            let bytes = [
+                load(qs[32 * p..].as_ptr()),
+                load(qs[32 * p + 16..].as_ptr()),
+            ];
+            for j in [2 * p, 2 * p + 1] {
+                let s = i16x8_splat(sc[j] as i16);
+                for (half, &b) in bytes.iter().enumerate() {
+                    let mut codes = if j % 2 == 0 {
+                        v128_and(b, m4)
+                    } else {
+                        u8x16_shr(b, 4)
+                    };
+                    if let Some(h) = high {
+                        let bit = v128_and(u8x16_shr(h[half], j as u32), one);
+                        codes = v128_or(codes, i8x16_shl(bit, 4));
+                    }
+                    out[4 * j + 2 * half] = i16x8_mul(u16x8_extend_low_u8x16(codes), s);
+                    out[4 * j + 2 * half + 1] = i16x8_mul(u16x8_extend_high_u8x16(codes), s);
+                }
+            }
+        }
+        out
+    }
+
+    /// Sums of `scaled` (32 vectors) times a super-block's Q8_K quants, in four lanes.
+    #[inline]
+    pub(crate) fn dot_scaled(scaled: &[v128; BLOCK_K / 8], xb: &Act) -> v128 {
+        let mut sums = i32x4_splat(0);
+        for (k, chunk) in scaled.chunks_exact(4).enumerate() {
+            let xs: &[i16; 32] = xb.qs[32 * k..][..32].try_into().expect("32 quants");
+            sums = i32x4_add(
+                sums,
+                simd::dot32([chunk[0], chunk[1], chunk[2], chunk[3]], xs),
+            );
+        }
+        sums
+    }
 
     #[inline]
     pub fn dot_rows<const R: usize>(w: &[BlockQ4K], x: [&[Act]; R]) -> [f32; R] {
@@ -105,23 +160,11 @@ mod simd128 {
         let mut acc_m = [0f32; R];
         for (b, wb) in w.iter().enumerate() {
             let (sc, mn) = scales_and_mins(&wb.scales);
-            let q = wb.codes();
-            let scaled: [v128; BLOCK_K / 8] = std::array::from_fn(|v| {
-                let s = sc[v / 4] as i16;
-                let c = |i: usize| q[8 * v + i] as i16 * s;
-                i16x8(c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7))
-            });
+            let scaled = scaled_codes(&wb.qs, None, &sc);
             let (d, dmin) = (f16_to_f32_finite(wb.d), f16_to_f32_finite(wb.dmin));
             for r in 0..R {
                 let xb = &x[r][b];
-                let mut sums = i32x4_splat(0);
-                for (k, chunk) in scaled.chunks_exact(4).enumerate() {
-                    let xs: &[i16; 32] = xb.qs[32 * k..][..32].try_into().expect("32 quants");
-                    sums = i32x4_add(
-                        sums,
-                        simd::dot32([chunk[0], chunk[1], chunk[2], chunk[3]], xs),
-                    );
-                }
+                let sums = dot_scaled(&scaled, xb);
                 acc[r] = f32x4_add(
                     acc[r],
                     f32x4_mul(f32x4_splat(d * xb.d), f32x4_convert_i32x4(sums)),

@@ -104,7 +104,8 @@ unsafe fn dot_rows_x86<const R: usize>(w: &[BlockQ5K], x: [&[Act]; R]) -> [f32; 
 /// widened activations, the mins term from the activations' 16-quant sums.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
-    use super::{scales_and_mins, Act, BlockQ5K, BLOCK_K};
+    use super::{scales_and_mins, Act, BlockQ5K};
+    use crate::cpu::q4_k::simd128::{dot_scaled, scaled_codes};
     use crate::cpu::wide::{f16_to_f32_finite, simd};
     use core::arch::wasm32::*;
 
@@ -114,23 +115,11 @@ mod simd128 {
         let mut acc_m = [0f32; R];
         for (b, wb) in w.iter().enumerate() {
             let (sc, mn) = scales_and_mins(&wb.scales);
-            let q = wb.codes();
-            let scaled: [v128; BLOCK_K / 8] = std::array::from_fn(|v| {
-                let s = sc[v / 4] as i16;
-                let c = |i: usize| q[8 * v + i] as i16 * s;
-                i16x8(c(0), c(1), c(2), c(3), c(4), c(5), c(6), c(7))
-            });
+            let scaled = scaled_codes(&wb.qs, Some(&wb.qh), &sc);
             let (d, dmin) = (f16_to_f32_finite(wb.d), f16_to_f32_finite(wb.dmin));
             for r in 0..R {
                 let xb = &x[r][b];
-                let mut sums = i32x4_splat(0);
-                for (k, chunk) in scaled.chunks_exact(4).enumerate() {
-                    let xs: &[i16; 32] = xb.qs[32 * k..][..32].try_into().expect("32 quants");
-                    sums = i32x4_add(
-                        sums,
-                        simd::dot32([chunk[0], chunk[1], chunk[2], chunk[3]], xs),
-                    );
-                }
+                let sums = dot_scaled(&scaled, xb);
                 acc[r] = f32x4_add(
                     acc[r],
                     f32x4_mul(f32x4_splat(d * xb.d), f32x4_convert_i32x4(sums)),

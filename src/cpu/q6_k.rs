@@ -143,26 +143,43 @@ unsafe fn dot_rows_x86<const R: usize>(w: &[BlockQ6K], x: [&[Act]; R]) -> [f32; 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
     use super::{Act, BlockQ6K, BLOCK_K};
+    use crate::cpu::q4_k::simd128::dot_scaled;
     use crate::cpu::wide::{f16_to_f32_finite, simd};
     use core::arch::wasm32::*;
 
-    /// The scaled codes of a super-block as 32 vectors of eight `i16`.
+    /// The codes minus 32 of a super-block times their 16-element scales, as 32 vectors
+    /// of eight `i16` in element order, unpacked sixteen at a time. Per half `h` of 128
+    /// elements, element `128h + 32g + l` (`g` 0..4, `l` 0..32) has its low four bits in
+    /// the low (`g` 0, 1) or high (`g` 2, 3) nibble of `ql[64h + 32 (g % 2) + l]` and its
+    /// top two at bits `2g` of `qh[32h + l]`. |code| is at most 32 and |scale| 128, so
+    /// each product fits `i16`.
     #[inline]
     fn scaled(wb: &BlockQ6K) -> [v128; BLOCK_K / 8] {
-        let q = wb.codes();
-        std::array::from_fn(|v| {
-            let s = wb.scales[v / 2] as i16;
-            i16x8(
-                q[8 * v] as i16 * s,
-                q[8 * v + 1] as i16 * s,
-                q[8 * v + 2] as i16 * s,
-                q[8 * v + 3] as i16 * s,
-                q[8 * v + 4] as i16 * s,
-                q[8 * v + 5] as i16 * s,
-                q[8 * v + 6] as i16 * s,
-                q[8 * v + 7] as i16 * s,
-            )
-        })
+        let (m4, m2, bias) = (u8x16_splat(0x0F), u8x16_splat(3), i8x16_splat(32));
+        // SAFETY: 16-byte unaligned loads inside `ql` (128 bytes) and `qh` (64 bytes).
+        let load = |p: *const u8| unsafe { v128_load(p as *const v128) };
+        let mut out = [i16x8_splat(0); BLOCK_K / 8];
+        for h in 0..2 {
+            let ql: [v128; 4] = std::array::from_fn(|i| load(wb.ql[64 * h + 16 * i..].as_ptr()));
+            let qh: [v128; 2] = std::array::from_fn(|i| load(wb.qh[32 * h + 16 * i..].as_ptr()));
+            for g in 0..4 {
+                for half in 0..2 {
+                    let low = ql[2 * (g % 2) + half];
+                    let low = if g < 2 {
+                        v128_and(low, m4)
+                    } else {
+                        u8x16_shr(low, 4)
+                    };
+                    let top = v128_and(u8x16_shr(qh[half], 2 * g as u32), m2);
+                    let codes = i8x16_sub(v128_or(low, i8x16_shl(top, 4)), bias);
+                    let first = 128 * h + 32 * g + 16 * half; // element index
+                    let s = i16x8_splat(wb.scales[first / 16] as i16);
+                    out[first / 8] = i16x8_mul(i16x8_extend_low_i8x16(codes), s);
+                    out[first / 8 + 1] = i16x8_mul(i16x8_extend_high_i8x16(codes), s);
+                }
+            }
+        }
+        out
     }
 
     #[inline]
@@ -173,16 +190,11 @@ mod simd128 {
             let dw = f16_to_f32_finite(wb.d);
             for r in 0..R {
                 let xb = &x[r][b];
-                let mut sums = i32x4_splat(0);
-                for (k, chunk) in q.chunks_exact(4).enumerate() {
-                    let xs: &[i16; 32] = xb.qs[32 * k..][..32].try_into().expect("32 quants");
-                    sums = i32x4_add(
-                        sums,
-                        simd::dot32([chunk[0], chunk[1], chunk[2], chunk[3]], xs),
-                    );
-                }
                 let scale = f32x4_splat(dw * xb.d);
-                acc[r] = f32x4_add(acc[r], f32x4_mul(scale, f32x4_convert_i32x4(sums)));
+                acc[r] = f32x4_add(
+                    acc[r],
+                    f32x4_mul(scale, f32x4_convert_i32x4(dot_scaled(&q, xb))),
+                );
             }
         }
         std::array::from_fn(|r| simd::hsum(acc[r]))
