@@ -106,6 +106,18 @@ function headSource(source, shipped) {
   return { ...rest, url: absolute(url), config, weights };
 }
 
+/** A worker failure that happened while a model loaded: loading the same file again
+ *  would fail again, so the message says what the file may be. */
+function duringLoad(err) {
+  return new EngineError(
+    err.code,
+    err.message
+      .replace("the engine's worker failed", "the engine's worker failed while loading a model")
+      .replace(/: load the model again$/, ": the model may be too large for this device's memory, or hostile (a chat template that builds strings without end); try another model"),
+    { cause: err },
+  );
+}
+
 export class EdgeEngine extends EventTarget {
   #worker = null;
   #options;
@@ -177,7 +189,7 @@ export class EdgeEngine extends EventTarget {
    * fresh one, and later calls go to it (with no model loaded: load() again).
    */
   #restart(err) {
-    for (const p of this.#pending.values()) p.reject(err);
+    for (const p of this.#pending.values()) p.reject(p.op === 'load' ? duringLoad(err) : err);
     this.#pending.clear();
     this.#worker?.terminate();
     this.#worker = null;
@@ -226,7 +238,7 @@ export class EdgeEngine extends EventTarget {
     return new Promise((resolve, reject) => {
       const onAbort = () => this.#worker.postMessage({ op: 'abort', args: { target: id } });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, { resolve, reject, onProgress, onText, onEvent, signal, onAbort });
+      this.#pending.set(id, { op, resolve, reject, onProgress, onText, onEvent, signal, onAbort });
       this.#worker.postMessage({ id, op, args });
     });
   }

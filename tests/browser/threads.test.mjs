@@ -10,13 +10,31 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BASE_FLAGS, launch } from './chromium.mjs';
-import { start } from '../../www/serve.mjs';
+import os from 'node:os';
+import { defaultMounts, start } from '../../www/serve.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const MODEL_URL = '/models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const modelPath = path.join(root, MODEL_URL);
 const PLAIN = '/not-isolated.html';
+// tiny_qwen2.gguf with its chat template replaced, byte for byte in place, by one that
+// doubles a string 48 times: minijinja has no hook on the size of the strings a render
+// builds, so this one runs out of memory inside the load's test render.
+const HOSTILE_MODEL_URL = '/hostile/doubling-template.gguf';
+const DOUBLING = "{% set ns = namespace(s='abcdefgh') %}{% for i in range(48) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}";
+
+/** tiny_qwen2.gguf with `template` (padded with a comment) where its chat template was. */
+function withTemplate(template) {
+  const bytes = fs.readFileSync(path.join(root, 'tests', 'fixtures', 'tiny_qwen2.gguf'));
+  const start = bytes.indexOf('{% for message in messages %}');
+  const end = bytes.indexOf('{% endif %}', start) + '{% endif %}'.length;
+  const room = end - start;
+  const padding = room - Buffer.byteLength(template) - 4;
+  assert.ok(start > 0 && padding >= 0, 'the fixture has no chat template to replace, or too short a one');
+  bytes.write(`${template}{#${' '.repeat(padding)}#}`, start, 'utf8');
+  return bytes;
+}
 // The engine's worker, with two faults a test can set off: a message that makes the
 // worker throw outside any call (its `error` event), and one answered as a trap is
 // (`fatal`, as engine-worker.js answers a WebAssembly.RuntimeError).
@@ -48,10 +66,14 @@ before(async () => {
     res.end('<!doctype html><title>not isolated</title>');
     return true;
   };
-  server = await start({ port: 0, host: '127.0.0.1', control });
+  const hostile = fs.mkdtempSync(path.join(os.tmpdir(), 'edge-reason-hostile-'));
+  fs.writeFileSync(path.join(hostile, path.basename(HOSTILE_MODEL_URL)), withTemplate(DOUBLING));
+  server = await start({ port: 0, host: '127.0.0.1', control, mounts: [{ prefix: '/hostile/', dir: hostile }, ...defaultMounts(root)] });
+  server.hostileDir = hostile;
 });
 after(async () => {
   await server?.close();
+  if (server?.hostileDir) fs.rmSync(server.hostileDir, { recursive: true, force: true });
 });
 
 describe('CPU threads', { timeout: 600_000 }, () => {
@@ -223,6 +245,30 @@ describe('CPU threads', { timeout: 600_000 }, () => {
     assert.equal(got.whole.length, parts);
     assert.deepEqual(got.whole.at(-1), { type: 'prefill', tokens: got.tokens, total: got.tokens });
     assert.ok(got.whole.every((e, i) => e.tokens === Math.min((i + 1) * 128, got.tokens)));
+  });
+
+  test('a chat template that runs out of memory fails its load with INTERNAL, and the engine loads again', async (t) => {
+    if (!fs.existsSync(modelPath)) return t.skip('no default model (./build.sh model)');
+    const { page } = browser;
+    await page.goto(server.url, { waitUntil: 'load' });
+    const got = await page.evaluate(
+      async ({ hostile, url }) => {
+        const m = await import('/pkg/index.js');
+        const engine = await m.createEngine({ threads: 1 });
+        const t0 = performance.now();
+        const failed = await engine.load({ url: hostile, backend: 'cpu' }).then(() => 'loaded', (e) => `${e.code}: ${e.message}`);
+        const ms = performance.now() - t0;
+        await engine.load({ url, backend: 'cpu' });
+        const g = await engine.generate('The capital of France is', { max_tokens: 2 });
+        engine.terminate();
+        return { failed, ms, ids: g.ids.length };
+      },
+      { hostile: HOSTILE_MODEL_URL, url: MODEL_URL },
+    );
+    t.diagnostic(JSON.stringify(got));
+    assert.match(got.failed, /^INTERNAL: the engine's worker failed while loading a model \(.*\); it restarts with no model loaded: the model may be too large for this device's memory, or hostile/);
+    assert.ok(got.ms < 60_000, `${got.ms} ms`);
+    assert.equal(got.ids, 2, 'the engine works after loading again');
   });
 
   test('a page that is not cross-origin isolated runs on one thread and says why', async () => {
