@@ -458,8 +458,11 @@ describe('wasm CPU engine', () => {
       assert.equal(got.streamed, got.generation.text, 'streamed pieces make the whole text');
       assert.equal(got.backend.backend, 'cpu');
       assert.match(got.backend.reason, /^CPU backend: .*no WebGPU adapter was offered/);
+      assert.doesNotMatch(got.backend.reason, /--backend/);
       assert.match(got.badModel, /^Error: the GGUF file is truncated/);
-      assert.match(got.noGpu, /^Error: no GPU: no WebGPU adapter was offered.*CPU backend/);
+      // In a browser user's words: the load option, not the CLI's flag.
+      assert.match(got.noGpu, /^Error: no WebGPU: no WebGPU adapter was offered; load with backend "cpu"/);
+      assert.doesNotMatch(got.noGpu, /--backend/);
       assert.match(got.badOption, /backend `tpu`: use "auto"/);
     });
   });
