@@ -340,10 +340,11 @@ export function serve(start) {
       self.postMessage({ id, ok: true, value });
     } catch (err) {
       // A trap (a Rust panic, or memory that could not grow) leaves the wasm instance in
-      // no state to go on: the page is told, and starts a new worker.
+      // no state to go on: the page is told (`fatal`), says what to do and starts a new
+      // worker (index.js).
       const fatal = err instanceof WebAssembly.RuntimeError;
       const e = fatal
-        ? new EngineError('INTERNAL', `the engine stopped on a fault (${err.message}); it restarts with no model loaded: load the model again`)
+        ? new EngineError('INTERNAL', `the engine stopped on a fault (${err.message})`)
         : controller.signal.aborted
           ? new EngineError('ABORTED', 'the operation was aborted')
           : asEngineError(err);

@@ -106,16 +106,17 @@ function headSource(source, shipped) {
   return { ...rest, url: absolute(url), config, weights };
 }
 
-/** A worker failure that happened while a model loaded: loading the same file again
- *  would fail again, so the message says what the file may be. */
-function duringLoad(err) {
-  return new EngineError(
-    err.code,
-    err.message
-      .replace("the engine's worker failed", "the engine's worker failed while loading a model")
-      .replace(/: load the model again$/, ": the model may be too large for this device's memory, or hostile (a chat template that builds strings without end); try another model"),
-    { cause: err },
-  );
+/**
+ * The error of a call that a fault ended (`what` failed: a trap in the wasm, or the
+ * worker itself) and what to do next: load the model again, except after a load, which
+ * would fail the same way with the same file.
+ */
+function faultError(op, what) {
+  const next =
+    op === 'load'
+      ? " while loading a model; it restarts with no model loaded: the model may be too large for this device's memory, or hostile (a chat template that builds strings without end); try another model"
+      : '; it restarts with no model loaded: load the model again';
+  return new EngineError('INTERNAL', what + next);
 }
 
 export class EdgeEngine extends EventTarget {
@@ -184,12 +185,12 @@ export class EdgeEngine extends EventTarget {
   }
 
   /**
-   * After a fault that leaves the worker unusable (a trap in the wasm, or the worker
-   * itself failing): every waiting call fails with `err`, the worker is replaced by a
-   * fresh one, and later calls go to it (with no model loaded: load() again).
+   * After a fault that leaves the worker unusable (`what` failed: a trap in the wasm,
+   * or the worker itself): every waiting call fails with INTERNAL saying so, the worker
+   * is replaced by a fresh one, and later calls go to it (with no model loaded).
    */
-  #restart(err) {
-    for (const p of this.#pending.values()) p.reject(p.op === 'load' ? duringLoad(err) : err);
+  #restart(what) {
+    for (const p of this.#pending.values()) p.reject(faultError(p.op, what));
     this.#pending.clear();
     this.#worker?.terminate();
     this.#worker = null;
@@ -205,7 +206,7 @@ export class EdgeEngine extends EventTarget {
     worker.addEventListener('message', (e) => this.#receive(e.data));
     worker.addEventListener('error', (e) => {
       if (worker !== this.#worker) return;
-      this.#restart(new EngineError('INTERNAL', `the engine's worker failed (${describeWorkerError(e)}); it restarts with no model loaded: load the model again`));
+      this.#restart(`the engine's worker failed (${describeWorkerError(e)})`);
     });
   }
 
@@ -226,8 +227,8 @@ export class EdgeEngine extends EventTarget {
     this.#pending.delete(msg.id);
     p.signal?.removeEventListener('abort', p.onAbort);
     if (msg.ok) p.resolve(msg.value);
-    else p.reject(fromPlain(msg.error));
-    if (msg.fatal) this.#restart(fromPlain(msg.error));
+    else p.reject(msg.fatal ? faultError(p.op, msg.error.message) : fromPlain(msg.error));
+    if (msg.fatal) this.#restart(msg.error.message);
   }
 
   async #call(op, args, { signal, onProgress, onText, onEvent } = {}) {

@@ -266,7 +266,7 @@ describe('CPU threads', { timeout: 600_000 }, () => {
       { hostile: HOSTILE_MODEL_URL, url: MODEL_URL },
     );
     t.diagnostic(JSON.stringify(got));
-    assert.match(got.failed, /^INTERNAL: the engine's worker failed while loading a model \(.*\); it restarts with no model loaded: the model may be too large for this device's memory, or hostile/);
+    assert.match(got.failed, /^INTERNAL: the engine's worker failed \(.*\) while loading a model; it restarts with no model loaded: the model may be too large for this device's memory, or hostile/);
     assert.ok(got.ms < 60_000, `${got.ms} ms`);
     assert.equal(got.ids, 2, 'the engine works after loading again');
   });
