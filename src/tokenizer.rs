@@ -264,9 +264,11 @@ impl Tokenizer {
         if !messages.iter().any(|m| self.has_control_text(&m.content)) {
             return self.encode_prompt(&self.apply_chat_template(messages, add_generation_prompt)?);
         }
-        // Render with a placeholder for each content, then encode the template's text
-        // with control tokens parsed and each content as plain text in its place.
-        let placeholder = |i: usize| format!("\u{F8FF}edge-reason-content-{i}\u{F8FF}");
+        // Render with a placeholder for each content (a private-use character, the marker,
+        // the message's index, the character again), then encode the template's text with
+        // control tokens parsed and each content as plain text in its place.
+        const MARK: &str = "\u{F8FF}edge-reason-content-";
+        let placeholder = |i: usize| format!("{MARK}{i}\u{F8FF}");
         let marked: Vec<Message> = messages
             .iter()
             .enumerate()
@@ -278,9 +280,9 @@ impl Tokenizer {
             ids.push(b);
         }
         let mut rest = rendered.as_str();
-        while let Some(start) = rest.find("\u{F8FF}edge-reason-content-") {
+        while let Some(start) = rest.find(MARK) {
             ids.extend(self.encode(&rest[..start], true)?);
-            let after = &rest[start + "\u{F8FF}edge-reason-content-".len()..];
+            let after = &rest[start + MARK.len()..];
             let (index, tail) = after
                 .split_once('\u{F8FF}')
                 .and_then(|(n, tail)| Some((n.parse::<usize>().ok()?, tail)))

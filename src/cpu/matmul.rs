@@ -389,8 +389,9 @@ fn blocked_matmul<W: Sync, A: Clone + Send + Sync>(
 ) {
     let per_row = k / block; // blocks per weight row and per activation row
     let n = w.len() / per_row; // output columns
-                               // The work of one activation row in 32-weight block dots, what `for_each_chunk`
-                               // weighs against a fork (a K-quant block holds 256 weights, a BF16 one 1).
+
+    // The work of one activation row in 32-weight block dots, what `for_each_chunk`
+    // weighs against a fork (a K-quant block holds 256 weights, a BF16 one 1).
     let work = w.len() * block / 32;
     let mut xq = vec![zero; m * per_row]; // (m, per_row)
     for (xr, qr) in x.chunks_exact(k).zip(xq.chunks_exact_mut(per_row)) {

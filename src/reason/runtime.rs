@@ -256,15 +256,11 @@ pub async fn reason<D: Decoder>(
         chunk: s.config.chunk,
         ema_alpha: s.config.ema_alpha,
     });
-    // A prompt of one part (the usual chat turn) sends no progress.
-    let one_part =
-        prompt.len() <= pooling.map_or(PREFILL_CHUNK, |p| p.chunk.clamp(1, PREFILL_CHUNK));
-    let features = prefill_prompt(decoder, prompt, pooling, |tokens| match one_part {
-        true => Ok(()),
-        false => emit(&Event::Prefill {
+    let features = prefill_prompt(decoder, prompt, pooling, |tokens| {
+        emit(&Event::Prefill {
             tokens,
             total: prompt.len(),
-        }),
+        })
     })
     .await?;
     let t_prefill = now_seconds();
@@ -522,9 +518,9 @@ pub struct Pooling {
 
 /// Prefills `prompt` (after [`Decoder::reserve`]) with the base model, LoRA off, in
 /// parts of at most [`PREFILL_CHUNK`] tokens (within the switcher's pooling chunks),
-/// yielding to the event loop before each part and calling `after_part(tokens done)`
-/// after it (an error from it stops the prefill: that is how a caller aborts a long
-/// prompt). With `pooling`, the switcher's features come back: the EMA of the chunk
+/// yielding to the event loop before each part and, when there is more than one part
+/// (not for the usual chat turn), calling `after_part(tokens done)` after each (an error
+/// from it stops the prefill: that is how a caller aborts a long prompt). With `pooling`, the switcher's features come back: the EMA of the chunk
 /// means of the final hidden states (d), computed inside the prefill at no extra pass.
 /// This is what the runtime routes on and what `edge-reason features` prints for
 /// training the switcher.
@@ -536,6 +532,7 @@ pub async fn prefill_prompt<D: Decoder>(
 ) -> Result<Option<Vec<f32>>> {
     let pool = pooling.is_some();
     let chunk = pooling.map_or(prompt.len().max(1), |p| p.chunk.max(1));
+    let several_parts = prompt.len() > chunk.min(PREFILL_CHUNK);
     let mut pooler = pooling.map(|p| Pooler::new(p.ema_alpha));
     let mut done = 0;
     for pooled in prompt.chunks(chunk) {
@@ -543,12 +540,15 @@ pub async fn prefill_prompt<D: Decoder>(
         for part in pooled.chunks(PREFILL_CHUNK) {
             crate::engine::yield_now().await;
             let part_sum = decoder.prefill(part, pool, false).await?;
-            match sum.is_empty() {
-                true => sum = part_sum,
-                false => sum.iter_mut().zip(&part_sum).for_each(|(s, p)| *s += p),
+            if sum.is_empty() {
+                sum = part_sum;
+            } else {
+                sum.iter_mut().zip(&part_sum).for_each(|(s, p)| *s += p);
             }
             done += part.len();
-            after_part(done)?;
+            if several_parts {
+                after_part(done)?;
+            }
         }
         if let Some(pooler) = &mut pooler {
             pooler.add_chunk(&sum, pooled.len());

@@ -19,7 +19,7 @@ pub fn crate_error(e: crate::Error) -> JsValue {
 
 /// An error's message as a page's user reads it: what the CLI's messages say with flags
 /// (`--backend cpu`) said with the load option instead.
-pub fn browser_message(e: &crate::Error) -> String {
+fn browser_message(e: &crate::Error) -> String {
     match e {
         crate::Error::NoGpu(why) => format!(
             "no WebGPU: {why}; load with backend \"cpu\" (or \"auto\", which falls back to the CPU), or use a browser with WebGPU enabled"

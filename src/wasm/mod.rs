@@ -532,11 +532,18 @@ async fn load_on_backend(
                 Err(e) => return Err(js_error(e)),
             }
         }
-        // The reason WebGPU is unusable, without the error's advice to the caller.
-        Err(crate::Error::NoGpu(why)) => fallback(why.clone(), crate::Error::NoGpu(why))?,
-        Err(e) => fallback(js::browser_message(&e), e)?,
+        Err(e) => fallback(unusable_reason(&e), e)?,
     };
     load_on_cpu(gguf, source, choice).await
+}
+
+/// Why WebGPU is unusable, as the CPU fallback's reason: a missing GPU's own reason,
+/// without the error's advice to the caller (to load on the CPU, which is happening).
+fn unusable_reason(e: &crate::Error) -> String {
+    match e {
+        crate::Error::NoGpu(why) => why.clone(),
+        other => other.to_string(),
+    }
 }
 
 async fn load_on_cpu(

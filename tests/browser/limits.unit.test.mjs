@@ -40,7 +40,7 @@ test('a head file is read up to its limit, whether the server declares its size 
   assert.ok(endless.sent() <= (1 << 20) + (256 << 10), `${endless.sent()} bytes read`);
 });
 
-/** splitmix64 in BigInt, as the native fuzzer (tests/it/fuzz.rs). */
+/** A seeded splitmix64 stream in BigInt: numbers in 0..n. */
 function rng(seed) {
   let s = BigInt(seed);
   const M = (1n << 64n) - 1n;

@@ -13,6 +13,9 @@
 //! multiplies them (and `EDGE_REASON_FUZZ_SEED` changes the seed) for longer hunts.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rand::seq::IndexedRandom;
+use rand::{rngs::SmallRng, Rng, SeedableRng};
 use std::path::PathBuf;
 
 use crate::alloc_watch::largest_during;
@@ -27,28 +30,6 @@ use edge_reason::tokenizer::{render_chat_template, Message, CHATML_TEMPLATE};
 /// templates' output of its messages plus 1 MiB), plus working buffers.
 fn allocation_bound(len: usize) -> usize {
     (16 << 20) + 8 * len
-}
-
-/// A splitmix64 stream: the fuzzer's only source of choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
 }
 
 /// Integers that sit on the edges parsers get wrong: zero, one, sign bits, 2^32, the
@@ -70,21 +51,21 @@ const INTERESTING: [u64; 12] = [
 
 /// One to four byte mutations of `input`, each at a position in `region` (clamped to
 /// the input).
-fn mutate_bytes(rng: &mut Rng, input: &[u8], region: std::ops::Range<usize>) -> Vec<u8> {
+fn mutate_bytes(rng: &mut SmallRng, input: &[u8], region: std::ops::Range<usize>) -> Vec<u8> {
     let mut b = input.to_vec();
-    for _ in 0..1 + rng.below(4) {
+    for _ in 0..1 + rng.random_range(0..4) {
         let end = region.end.min(b.len());
         if end <= region.start {
             break;
         }
-        let at = region.start + rng.below(end - region.start);
-        match rng.below(7) {
-            0 => b[at] ^= 1 << rng.below(8),
-            1 => b[at] = *rng.pick(&[0u8, 1, 0x7f, 0x80, 0xff]),
+        let at = region.start + rng.random_range(0..end - region.start);
+        match rng.random_range(0..7) {
+            0 => b[at] ^= 1 << rng.random_range(0..8),
+            1 => b[at] = *[0u8, 1, 0x7f, 0x80, 0xff].choose(rng).unwrap(),
             2 | 3 => {
                 // An interesting integer over a 4- or 8-byte field.
-                let bytes = rng.pick(&INTERESTING).to_le_bytes();
-                let width = if rng.below(2) == 0 { 4 } else { 8 };
+                let bytes = INTERESTING.choose(rng).unwrap().to_le_bytes();
+                let width = if rng.random_range(0..2) == 0 { 4 } else { 8 };
                 for (i, &x) in bytes[..width].iter().enumerate() {
                     if let Some(slot) = b.get_mut(at + i) {
                         *slot = x;
@@ -92,11 +73,11 @@ fn mutate_bytes(rng: &mut Rng, input: &[u8], region: std::ops::Range<usize>) -> 
                 }
             }
             4 => {
-                let n = (1 + rng.below(16)).min(b.len() - at);
+                let n = (1 + rng.random_range(0..16)).min(b.len() - at);
                 b.drain(at..at + n);
             }
             5 => {
-                let n = (1 + rng.below(16)).min(b.len() - at);
+                let n = (1 + rng.random_range(0..16)).min(b.len() - at);
                 let run = b[at..at + n].to_vec();
                 b.splice(at..at, run);
             }
@@ -114,7 +95,7 @@ fn mutate_bytes(rng: &mut Rng, input: &[u8], region: std::ops::Range<usize>) -> 
 fn fuzz(
     name: &str,
     rounds: usize,
-    mut make: impl FnMut(&mut Rng) -> Vec<u8>,
+    mut make: impl FnMut(&mut SmallRng) -> Vec<u8>,
     target: impl Fn(&[u8]) -> bool,
 ) {
     let kept_dir = fixture("fuzz").join(name);
@@ -144,7 +125,8 @@ fn fuzz(
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x5eed);
-    let mut rng = Rng(seed ^ name.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ b as u64));
+    let mut rng =
+        SmallRng::seed_from_u64(seed ^ name.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ b as u64));
     let total = rounds * scale;
     let mut accepted = 0;
     let mut largest = 0;
@@ -211,12 +193,12 @@ const SPLICES: [&str; 28] = [
 ];
 
 /// Mutates text: byte mutations, or a splice of template or JSON syntax.
-fn mutate_text(rng: &mut Rng, text: &str) -> Vec<u8> {
+fn mutate_text(rng: &mut SmallRng, text: &str) -> Vec<u8> {
     let mut b = text.as_bytes().to_vec();
-    for _ in 0..1 + rng.below(3) {
-        if rng.below(2) == 0 {
-            let at = rng.below(b.len() + 1);
-            let piece = rng.pick(&SPLICES).as_bytes().to_vec();
+    for _ in 0..1 + rng.random_range(0..3) {
+        if rng.random_range(0..2) == 0 {
+            let at = rng.random_range(0..b.len() + 1);
+            let piece = SPLICES.choose(rng).unwrap().as_bytes().to_vec();
             b.splice(at..at, piece);
         } else {
             let len = b.len();
@@ -227,9 +209,9 @@ fn mutate_text(rng: &mut Rng, text: &str) -> Vec<u8> {
 }
 
 /// Values a hostile config holds where a number, string or list is expected.
-fn hostile_value(rng: &mut Rng) -> serde_json::Value {
+fn hostile_value(rng: &mut SmallRng) -> serde_json::Value {
     use serde_json::json;
-    match rng.below(14) {
+    match rng.random_range(0..14) {
         0 => json!(0),
         1 => json!(-1),
         2 => json!(1.5),
@@ -249,12 +231,12 @@ fn hostile_value(rng: &mut Rng) -> serde_json::Value {
 
 /// A JSON text with one to three values (leaves or whole members) replaced by hostile
 /// ones, members removed or added; or, one time in four, byte-mutated text.
-fn mutate_json(rng: &mut Rng, text: &str) -> Vec<u8> {
-    if rng.below(4) == 0 {
+fn mutate_json(rng: &mut SmallRng, text: &str) -> Vec<u8> {
+    if rng.random_range(0..4) == 0 {
         return mutate_text(rng, text);
     }
     let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
-    for _ in 0..1 + rng.below(3) {
+    for _ in 0..1 + rng.random_range(0..3) {
         mutate_value(rng, &mut v);
     }
     v.to_string().into_bytes()
@@ -262,18 +244,18 @@ fn mutate_json(rng: &mut Rng, text: &str) -> Vec<u8> {
 
 /// Walks down to a random member or item of `v` (sometimes stopping early) and
 /// replaces it with a hostile value, or removes it from its object.
-fn mutate_value(rng: &mut Rng, v: &mut serde_json::Value) {
+fn mutate_value(rng: &mut SmallRng, v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
-        Value::Object(m) if !m.is_empty() && rng.below(3) != 0 => {
-            let key = m.keys().nth(rng.below(m.len())).unwrap().clone();
-            match rng.below(8) {
+        Value::Object(m) if !m.is_empty() && rng.random_range(0..3) != 0 => {
+            let key = m.keys().nth(rng.random_range(0..m.len())).unwrap().clone();
+            match rng.random_range(0..8) {
                 0 => drop(m.remove(&key)),
                 _ => mutate_value(rng, m.get_mut(&key).unwrap()),
             }
         }
-        Value::Array(a) if !a.is_empty() && rng.below(3) != 0 => {
-            let i = rng.below(a.len());
+        Value::Array(a) if !a.is_empty() && rng.random_range(0..3) != 0 => {
+            let i = rng.random_range(0..a.len());
             mutate_value(rng, &mut a[i]);
         }
         _ => *v = hostile_value(rng),
@@ -300,7 +282,7 @@ fn gguf_files_load_or_fail_with_a_code() {
         "gguf",
         1500,
         // Mostly the header (metadata, tensor table); now and then anywhere.
-        |rng| match rng.below(8) {
+        |rng| match rng.random_range(0..8) {
             0 => mutate_bytes(rng, &model, 0..len),
             _ => mutate_bytes(rng, &model, 0..header_end),
         },
@@ -344,7 +326,7 @@ fn chat_templates_render_or_fail_with_a_code() {
         "chat_template",
         4000,
         |rng| {
-            let template = *rng.pick(&TEMPLATES);
+            let template = *TEMPLATES.choose(rng).unwrap();
             mutate_text(rng, template)
         },
         |template| render_chat_template(&text(template), &messages, true, "<s>", "</s>").is_ok(),
@@ -364,7 +346,7 @@ fn tokenizer_input_encodes_and_decodes_or_fails_with_a_code() {
         "tokenizer",
         3000,
         |rng| {
-            let seed = *rng.pick(&seeds);
+            let seed = *seeds.choose(rng).unwrap();
             mutate_text(rng, seed)
         },
         |input| {
@@ -409,13 +391,13 @@ fn unpack(input: &[u8]) -> (String, &[u8]) {
 }
 
 /// Mutates one of the two parts of a packed (config, weights) input.
-fn mutate_pair(rng: &mut Rng, config: &str, weights: &[u8]) -> Vec<u8> {
-    match rng.below(2) {
+fn mutate_pair(rng: &mut SmallRng, config: &str, weights: &[u8]) -> Vec<u8> {
+    match rng.random_range(0..2) {
         0 => pack(&mutate_json(rng, config), weights),
         _ => {
             // The safetensors header (its length, then JSON) mostly; sometimes the data.
             let header = 8 + u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
-            let region = if rng.below(4) == 0 {
+            let region = if rng.random_range(0..4) == 0 {
                 0..weights.len()
             } else {
                 0..header
@@ -434,7 +416,7 @@ fn adapters_load_or_fail_with_a_code() {
     fuzz(
         "adapter",
         1500,
-        |rng| match rng.below(2) {
+        |rng| match rng.random_range(0..2) {
             0 => mutate_pair(rng, &json, &f32_weights),
             _ => mutate_pair(rng, &json, &int8_weights),
         },
@@ -483,7 +465,7 @@ fn switcher_and_verifier_heads_load_or_fail_with_a_code() {
     fuzz(
         "heads",
         4000,
-        |rng| match rng.below(2) {
+        |rng| match rng.random_range(0..2) {
             0 => [&[0u8][..], &mutate_pair(rng, switcher.0, &switcher.1)].concat(),
             _ => [&[1u8][..], &mutate_pair(rng, verifier.0, &verifier.1)].concat(),
         },
